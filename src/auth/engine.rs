@@ -1,0 +1,563 @@
+//! The decision: `Engine::decide(Request) -> Verdict`, every row of the table in DESIGN
+//! section 4. Protocol and policy meet here and nowhere else.
+//!
+//! Slow work goes off the async threads: the store and Argon2 run on the blocking pool, PIN
+//! verifications are bounded by a semaphore (each takes `[pin] memory_kib`), and an SMS that
+//! outlives `reply_within` finishes in the background on the engine's task tracker.
+//!
+//! `decide` is cancel-safe in the sense that every store step is atomic on its own; a
+//! cancelled request can leave an unanswered challenge, which simply expires.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use super::lockout::{LockState, lock_state};
+use super::{Decision, Request, TransactionId, Verdict, otp, pin::PinHasher};
+use crate::auth::keys::Keys;
+use crate::config::{ChallengeConfig, ClientMode, Config, LockoutConfig};
+use crate::sms::template::{Escape, Tag, Template};
+use crate::sms::{Chain, Gateways, Message, Phone};
+use crate::store::{AuditRow, ChallengeRow, Store, StoreError, TokenRow, UserRow};
+
+/// What the NAS sees for every failure whose reason it must not learn.
+pub const AUTHENTICATION_FAILED: &str = "Authentication failed.";
+/// The PIN was right but no gateway took the SMS.
+pub const SMS_NOT_SENT: &str = "The PIN was correct, but the SMS could not be sent.";
+/// A wrong OTP with attempts left.
+pub const WRONG_CODE: &str = "Wrong code, try again.";
+
+/// The policy parts of the config the engine applies.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub challenge: ChallengeConfig,
+    pub prompt: Template,
+    pub sms_text: Template,
+    pub lockout: LockoutConfig,
+    pub reply_within: Duration,
+    pub default_chain: Vec<String>,
+}
+
+impl Policy {
+    pub fn from_config(config: &Config) -> Policy {
+        Policy {
+            challenge: config.challenge.clone(),
+            prompt: config.prompt.clone(),
+            sms_text: config.sms_text.clone(),
+            lockout: config.lockout.clone(),
+            reply_within: config.sms.reply_within,
+            default_chain: config.sms.default_chain.clone(),
+        }
+    }
+}
+
+pub struct Engine {
+    store: Arc<dyn Store>,
+    gateways: Gateways,
+    pins: PinHasher,
+    keys: Keys,
+    policy: Policy,
+    /// Bounds concurrent Argon2 runs so that memory stays at cores x memory_kib.
+    pin_permits: Arc<Semaphore>,
+    /// SMS deliveries still running after their reply was sent.
+    background: TaskTracker,
+}
+
+/// How a request without State relates to one of the user's tokens.
+enum PasswordMatch {
+    /// password == PIN
+    Trigger(TokenRow),
+    /// password == PIN + OTP
+    Answer(TokenRow, Vec<u8>),
+    None,
+}
+
+/// An internal failure: store or key trouble. Becomes a Reject, logged with the cause.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Other(String),
+}
+
+type Step<T> = Result<T, Failure>;
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        gateways: Gateways,
+        keys: Keys,
+        config: &Config,
+    ) -> Result<Engine, String> {
+        let pins = PinHasher::new(keys.clone(), &config.pin)?;
+        let policy = Policy::from_config(config);
+        gateways.chain(&policy.default_chain)?;
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        Ok(Engine {
+            store,
+            gateways,
+            pins,
+            keys,
+            policy,
+            pin_permits: Arc::new(Semaphore::new(cores)),
+            background: TaskTracker::new(),
+        })
+    }
+
+    /// SMS deliveries still running in the background; serve waits for them at shutdown.
+    pub fn background(&self) -> &TaskTracker {
+        &self.background
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Decides a request, writes its audit row, and returns the verdict.
+    pub async fn decide(&self, request: &Request) -> Verdict {
+        let started = Instant::now();
+        let verdict = match self.decide_inner(request).await {
+            Ok(verdict) => verdict,
+            Err(failure) => {
+                tracing::error!(user = %request.user_name, error = %failure, "request failed on an internal error");
+                reject(format!("internal error: {failure}"))
+            }
+        };
+        let row = AuditRow {
+            time: now_ms(),
+            client: request.client.clone(),
+            nas_ip: request.nas_ip.clone(),
+            nas_identifier: request.nas_identifier.clone(),
+            calling_station_id: request.calling_station_id.clone(),
+            user: request.user_name.clone(),
+            serial: verdict.serial.clone(),
+            outcome: verdict.decision.outcome().to_string(),
+            reason: verdict.reason.clone(),
+            phone_masked: verdict.phone_masked.clone(),
+            gateway: verdict.gateway.clone(),
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        };
+        if let Err(e) = self.db(move |s| s.append_audit(&row)).await {
+            tracing::error!(error = %e, "cannot write the audit row");
+        }
+        verdict
+    }
+
+    async fn decide_inner(&self, request: &Request) -> Step<Verdict> {
+        let Some(password) = request.password.as_deref() else {
+            return Ok(reject("no User-Password (only PAP is supported)"));
+        };
+        match &request.state {
+            Some(state) => self.answer_with_state(request, state, password).await,
+            None => self.without_state(request, password).await,
+        }
+    }
+
+    /// State + OTP: the second step of the challenge flow.
+    async fn answer_with_state(
+        &self,
+        request: &Request,
+        state: &[u8],
+        otp_given: &[u8],
+    ) -> Step<Verdict> {
+        let Some(tid) = TransactionId::parse(state) else {
+            return Ok(reject(
+                "unknown challenge (State is not an otpgate transaction id)",
+            ));
+        };
+        let key = tid.as_str().to_string();
+        let Some(challenge) = self.db(move |s| s.challenge(&key)).await? else {
+            return Ok(reject("unknown challenge"));
+        };
+        let serial = Some(challenge.serial.clone());
+        let with_serial = |mut v: Verdict| {
+            v.serial = serial.clone();
+            v
+        };
+        if challenge.user != request.user_name {
+            self.consume(&challenge).await?;
+            return Ok(with_serial(reject("challenge belongs to another user")));
+        }
+        if challenge.used {
+            return Ok(with_serial(reject("challenge already used")));
+        }
+        let now = now_ms();
+        if challenge.expires <= now {
+            self.consume(&challenge).await?;
+            self.fail(std::slice::from_ref(&challenge.serial)).await?;
+            return Ok(with_serial(reject("challenge expired")));
+        }
+        let serial_key = challenge.serial.clone();
+        let Some(token) = self.db(move |s| s.token(&serial_key)).await? else {
+            return Ok(with_serial(reject("token of the challenge was deleted")));
+        };
+        if let Some(reason) = self.unusable(&token, now).await? {
+            self.consume(&challenge).await?;
+            return Ok(with_serial(reject(reason)));
+        }
+        let seed = self
+            .keys
+            .unseal(&token.sealed_seed)
+            .map_err(|e| Failure::Other(e.to_string()))?;
+        let expected = otp::hotp(&seed, challenge.counter, token.otp_length);
+        if otp::matches(&expected, otp_given) {
+            if !self.consume(&challenge).await? {
+                return Ok(with_serial(reject("challenge already used")));
+            }
+            let serial = token.serial.clone();
+            self.db(move |s| s.reset_failures(&serial)).await?;
+            return Ok(with_serial(accept("OTP accepted")));
+        }
+        let newly_locked = self.fail(std::slice::from_ref(&token.serial)).await?;
+        let key = challenge.transaction_id.clone();
+        let attempts = self.db(move |s| s.add_attempt(&key)).await?;
+        if attempts < self.policy.challenge.max_attempts && newly_locked.is_empty() {
+            let remaining =
+                Duration::from_millis(u64::try_from(challenge.expires - now).unwrap_or(0));
+            let decision = Decision::Challenge {
+                state: tid,
+                prompt: WRONG_CODE.to_string(),
+                timeout: remaining,
+            };
+            return Ok(with_serial(Verdict {
+                decision,
+                ..reject(format!("wrong OTP, attempt {attempts}"))
+            }));
+        }
+        self.consume(&challenge).await?;
+        Ok(with_serial(reject(format!(
+            "wrong OTP, attempt {attempts}, no attempts left"
+        ))))
+    }
+
+    /// PIN only (trigger) or PIN + OTP (answer).
+    async fn without_state(&self, request: &Request, password: &[u8]) -> Step<Verdict> {
+        let name = request.user_name.clone();
+        let view = self.db(move |s| s.login_view(&name)).await?;
+        let (user, tokens) = match view {
+            Some((user, tokens)) if !tokens.is_empty() => (user, tokens),
+            found => {
+                self.spend_decoy_time(password).await;
+                let reason = if found.is_some() {
+                    "user has no token"
+                } else {
+                    "unknown user"
+                };
+                return Ok(reject(reason));
+            }
+        };
+        let matched = self.match_password(&tokens, password).await;
+        let now = now_ms();
+        match matched {
+            PasswordMatch::None => {
+                if self.policy.lockout.count_wrong_pin {
+                    let serials: Vec<String> = tokens.iter().map(|t| t.serial.clone()).collect();
+                    self.fail(&serials).await?;
+                }
+                Ok(reject("wrong PIN"))
+            }
+            PasswordMatch::Trigger(token) => {
+                if let Some(reason) = self.unusable(&token, now).await? {
+                    return Ok(Verdict {
+                        serial: Some(token.serial),
+                        ..reject(reason)
+                    });
+                }
+                self.trigger(request, &user, token, now).await
+            }
+            PasswordMatch::Answer(token, otp_given) => {
+                if let Some(reason) = self.unusable(&token, now).await? {
+                    return Ok(Verdict {
+                        serial: Some(token.serial),
+                        ..reject(reason)
+                    });
+                }
+                self.answer_with_pin(token, &otp_given, now).await
+            }
+        }
+    }
+
+    /// Checks each token's PIN against the password and against the password less an OTP.
+    /// Every check runs whatever the token's state, so locked or disabled tokens cost the
+    /// same time as usable ones.
+    async fn match_password(&self, tokens: &[TokenRow], password: &[u8]) -> PasswordMatch {
+        for token in tokens {
+            if self.verify_pin(password, &token.pin_hash).await {
+                return PasswordMatch::Trigger(token.clone());
+            }
+            let otp_length = token.otp_length as usize;
+            if let Some(pin_length) = password.len().checked_sub(otp_length).filter(|n| *n > 0) {
+                let (pin, otp) = password.split_at(pin_length);
+                if self.verify_pin(pin, &token.pin_hash).await {
+                    return PasswordMatch::Answer(token.clone(), otp.to_vec());
+                }
+            }
+        }
+        PasswordMatch::None
+    }
+
+    /// As many Argon2 runs as a wrong PIN against one token costs.
+    async fn spend_decoy_time(&self, password: &[u8]) {
+        let runs = if password.len() > self.policy.challenge.otp_length as usize {
+            2
+        } else {
+            1
+        };
+        for _ in 0..runs {
+            let _permit = self.pin_permits.acquire().await;
+            let pins = self.pins.clone();
+            let password = password.to_vec();
+            let _ = tokio::task::spawn_blocking(move || pins.verify_decoy(&password)).await;
+        }
+    }
+
+    async fn verify_pin(&self, pin: &[u8], hash: &str) -> bool {
+        // The semaphore is never closed, so acquire cannot fail; if it did, verification
+        // still runs, only unbounded.
+        let _permit = self.pin_permits.acquire().await;
+        let pins = self.pins.clone();
+        let (pin, hash) = (pin.to_vec(), hash.to_string());
+        tokio::task::spawn_blocking(move || pins.verify(&pin, &hash))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Why a token cannot be used now, clearing an expired lock on the way.
+    async fn unusable(&self, token: &TokenRow, now: i64) -> Step<Option<&'static str>> {
+        if token.disabled {
+            return Ok(Some("token disabled"));
+        }
+        match lock_state(token.locked_at, now, self.policy.lockout.clear_after.0) {
+            LockState::Unlocked => Ok(None),
+            LockState::Locked => Ok(Some("token locked")),
+            LockState::Expired => {
+                let serial = token.serial.clone();
+                self.db(move |s| s.unlock(&serial)).await?;
+                tracing::info!(serial = %token.serial, "lock cleared after clear_after");
+                Ok(None)
+            }
+        }
+    }
+
+    /// PIN right: make a challenge, send the SMS, answer per the client's mode.
+    async fn trigger(
+        &self,
+        request: &Request,
+        user: &UserRow,
+        token: TokenRow,
+        now: i64,
+    ) -> Step<Verdict> {
+        let phone_text = token.phone.clone().unwrap_or_else(|| user.phone.clone());
+        let phone = Phone::parse(&phone_text, None).map_err(Failure::Other)?;
+        let phone_masked = phone.masked();
+        let chain = self.chain_for(&token)?;
+        let serial = token.serial.clone();
+        let counter = self.db(move |s| s.take_counter(&serial)).await?;
+        let seed = self
+            .keys
+            .unseal(&token.sealed_seed)
+            .map_err(|e| Failure::Other(e.to_string()))?;
+        let code = otp::hotp(&seed, counter, token.otp_length);
+        let tid = TransactionId::random().map_err(|e| Failure::Other(e.to_string()))?;
+        let validity = self.policy.challenge.validity.0;
+        let validity_ms = i64::try_from(validity.as_millis()).unwrap_or(i64::MAX);
+        let challenge = ChallengeRow {
+            transaction_id: tid.as_str().to_string(),
+            serial: token.serial.clone(),
+            user: user.name.clone(),
+            client: request.client.clone(),
+            counter,
+            created: now,
+            expires: now.saturating_add(validity_ms),
+            attempts: 0,
+            sends: 1,
+            used: false,
+        };
+        self.db(move |s| s.insert_challenge(&challenge)).await?;
+
+        let text = self.policy.sms_text.render(|_| code.clone(), Escape::None);
+        let message = Message { to: phone, text };
+        let sending = self
+            .background
+            .spawn(async move { chain.send(&message).await });
+        let base = Verdict {
+            decision: Decision::Reject { message: None },
+            reason: String::new(),
+            serial: Some(token.serial.clone()),
+            phone_masked: Some(phone_masked.clone()),
+            gateway: None,
+        };
+        let (gateway, reason) = match tokio::time::timeout(self.policy.reply_within, sending).await
+        {
+            Ok(Ok(delivery)) if delivery.delivered() => {
+                (delivery.gateway.clone(), delivery.summary())
+            }
+            Ok(Ok(delivery)) => {
+                let key = tid.as_str().to_string();
+                self.db(move |s| s.delete_challenge(&key)).await?;
+                tracing::warn!(user = %user.name, serial = %token.serial, to = %phone_masked, event = "sms_failed", "{}", delivery.summary());
+                return Ok(Verdict {
+                    decision: Decision::Reject {
+                        message: Some(SMS_NOT_SENT.to_string()),
+                    },
+                    reason: format!("PIN right, SMS failed: {}", delivery.summary()),
+                    ..base
+                });
+            }
+            Ok(Err(join)) => return Err(Failure::Other(format!("SMS task failed: {join}"))),
+            Err(_) => (
+                None,
+                format!("SMS still sending after {:?}", self.policy.reply_within),
+            ),
+        };
+        let prompt = self.policy.prompt.render(
+            |tag| {
+                if tag == Tag::PhoneMasked {
+                    phone_masked.clone()
+                } else {
+                    String::new()
+                }
+            },
+            Escape::None,
+        );
+        let decision = match request.mode {
+            ClientMode::Challenge => Decision::Challenge {
+                state: tid,
+                prompt,
+                timeout: validity,
+            },
+            ClientMode::TwoPass => Decision::Reject {
+                message: Some(prompt),
+            },
+        };
+        Ok(Verdict {
+            decision,
+            reason: format!("PIN right, challenge created, {reason}"),
+            gateway,
+            ..base
+        })
+    }
+
+    /// PIN + OTP: accept if the OTP matches an open challenge of the token.
+    async fn answer_with_pin(&self, token: TokenRow, otp_given: &[u8], now: i64) -> Step<Verdict> {
+        let serial = token.serial.clone();
+        let open = self.db(move |s| s.open_challenges(&serial, now)).await?;
+        let seed = self
+            .keys
+            .unseal(&token.sealed_seed)
+            .map_err(|e| Failure::Other(e.to_string()))?;
+        let mut matched = None;
+        // Check every open challenge so the time does not tell which one matched.
+        for challenge in &open {
+            if otp::matches(
+                &otp::hotp(&seed, challenge.counter, token.otp_length),
+                otp_given,
+            ) {
+                matched = Some(challenge);
+            }
+        }
+        let serial = Some(token.serial.clone());
+        match matched {
+            Some(challenge) if self.consume(challenge).await? => {
+                let key = token.serial.clone();
+                self.db(move |s| s.reset_failures(&key)).await?;
+                Ok(Verdict {
+                    serial,
+                    ..accept("PIN and OTP accepted")
+                })
+            }
+            Some(_) => Ok(Verdict {
+                serial,
+                ..reject("challenge already used")
+            }),
+            None => {
+                self.fail(std::slice::from_ref(&token.serial)).await?;
+                let reason = if open.is_empty() {
+                    "PIN right, no open challenge"
+                } else {
+                    "PIN right, wrong OTP"
+                };
+                Ok(Verdict {
+                    serial,
+                    ..reject(reason)
+                })
+            }
+        }
+    }
+
+    fn chain_for(&self, token: &TokenRow) -> Step<Chain> {
+        let names = match &token.gateway {
+            Some(name) => std::slice::from_ref(name),
+            None => &self.policy.default_chain[..],
+        };
+        self.gateways
+            .chain(names)
+            .map_err(|e| Failure::Other(format!("token {}: {e}", token.serial)))
+    }
+
+    async fn consume(&self, challenge: &ChallengeRow) -> Step<bool> {
+        let key = challenge.transaction_id.clone();
+        Ok(self.db(move |s| s.consume_challenge(&key)).await?)
+    }
+
+    /// Counts a failure on tokens and reports those it locked.
+    async fn fail(&self, serials: &[String]) -> Step<Vec<String>> {
+        let serials_owned = serials.to_vec();
+        let max = self.policy.lockout.max_failures;
+        let now = now_ms();
+        let locked = self
+            .db(move |s| s.record_failure(&serials_owned, max, now))
+            .await?;
+        for serial in &locked {
+            tracing::warn!(serial = %serial, event = "token_locked", "token locked after {max} failures");
+        }
+        Ok(locked)
+    }
+
+    /// Runs a store call on the blocking pool.
+    async fn db<T, F>(&self, call: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || call(store.as_ref()))
+            .await
+            .map_err(|e| StoreError::Database(format!("store task failed: {e}")))?
+    }
+}
+
+fn reject(reason: impl Into<String>) -> Verdict {
+    Verdict {
+        decision: Decision::Reject {
+            message: Some(AUTHENTICATION_FAILED.to_string()),
+        },
+        reason: reason.into(),
+        serial: None,
+        phone_masked: None,
+        gateway: None,
+    }
+}
+
+fn accept(reason: &str) -> Verdict {
+    Verdict {
+        decision: Decision::Accept,
+        reason: reason.to_string(),
+        serial: None,
+        phone_masked: None,
+        gateway: None,
+    }
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

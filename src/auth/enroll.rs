@@ -1,0 +1,66 @@
+//! Making new tokens: a random serial, a random 20-byte HOTP seed sealed with the key file,
+//! and the Argon2id hash of the PIN.
+
+use super::keys::{self, Keys};
+use super::pin::PinHasher;
+use crate::store::TokenRow;
+
+/// The shortest and longest PIN accepted. The upper bound leaves room for a 10-digit OTP in
+/// the 128 octets a User-Password can carry.
+pub const PIN_LENGTH: std::ops::RangeInclusive<usize> = 4..=64;
+
+/// What a new token needs besides its secrets.
+pub struct NewToken<'a> {
+    pub user: &'a str,
+    pub phone: Option<String>,
+    pub gateway: Option<String>,
+    pub otp_length: u32,
+    pub created: i64,
+}
+
+/// Checks a PIN's shape.
+pub fn check_pin(pin: &str) -> Result<(), String> {
+    let length = pin.chars().count();
+    if !PIN_LENGTH.contains(&length) {
+        return Err(format!(
+            "a PIN must have {} to {} characters",
+            PIN_LENGTH.start(),
+            PIN_LENGTH.end()
+        ));
+    }
+    if pin.chars().any(char::is_control) {
+        return Err("a PIN must not contain control characters".into());
+    }
+    Ok(())
+}
+
+/// A token row ready to store.
+pub fn new_token(
+    spec: NewToken<'_>,
+    pin: &str,
+    keys: &Keys,
+    pins: &PinHasher,
+) -> Result<TokenRow, String> {
+    check_pin(pin)?;
+    if !(6..=10).contains(&spec.otp_length) {
+        return Err("the OTP length must be between 6 and 10".into());
+    }
+    let mut seed = [0u8; 20];
+    keys::random(&mut seed).map_err(|e| e.to_string())?;
+    let mut serial = [0u8; 5];
+    keys::random(&mut serial).map_err(|e| e.to_string())?;
+    Ok(TokenRow {
+        serial: format!("SMS{}", hex::encode_upper(serial)),
+        user: spec.user.to_string(),
+        phone: spec.phone,
+        pin_hash: pins.hash(pin)?,
+        sealed_seed: keys.seal(&seed).map_err(|e| e.to_string())?,
+        counter: 0,
+        otp_length: spec.otp_length,
+        fail_count: 0,
+        locked_at: None,
+        disabled: false,
+        gateway: spec.gateway,
+        created: spec.created,
+    })
+}

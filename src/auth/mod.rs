@@ -1,0 +1,82 @@
+//! The authentication engine and what it works with: protocol-agnostic requests in,
+//! decisions out (DESIGN section 4). `auth` never sees a RADIUS packet.
+
+pub mod challenge;
+pub mod engine;
+pub mod enroll;
+pub mod keys;
+pub mod lockout;
+pub mod otp;
+pub mod pin;
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::config::ClientMode;
+pub use challenge::TransactionId;
+pub use engine::Engine;
+
+/// What the engine needs to know of an Access-Request.
+#[derive(Clone)]
+pub struct Request {
+    /// The configured client's name.
+    pub client: String,
+    pub mode: ClientMode,
+    pub user_name: String,
+    /// User-Password as typed; None if the request had none.
+    pub password: Option<Vec<u8>>,
+    /// The State attribute, if any.
+    pub state: Option<Vec<u8>>,
+    pub nas_ip: Option<String>,
+    pub nas_identifier: Option<String>,
+    pub calling_station_id: Option<String>,
+}
+
+/// Requests hold a password: `Debug` leaves it out.
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("client", &self.client)
+            .field("user_name", &self.user_name)
+            .field("has_password", &self.password.is_some())
+            .field("has_state", &self.state.is_some())
+            .finish()
+    }
+}
+
+/// The answer to a request, as the NAS sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Accept,
+    Challenge {
+        state: TransactionId,
+        /// Reply-Message.
+        prompt: String,
+        /// How long the challenge stays valid (Session-Timeout).
+        timeout: Duration,
+    },
+    Reject {
+        /// Reply-Message, if any.
+        message: Option<String>,
+    },
+}
+
+impl Decision {
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Decision::Accept => "accept",
+            Decision::Challenge { .. } => "challenge",
+            Decision::Reject { .. } => "reject",
+        }
+    }
+}
+
+/// A decision and why it was taken (for the log line and the audit row).
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub decision: Decision,
+    pub reason: String,
+    pub serial: Option<String>,
+    pub phone_masked: Option<String>,
+    pub gateway: Option<String>,
+}

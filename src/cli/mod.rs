@@ -1,0 +1,89 @@
+//! The `otpgate` commands (DESIGN section 7). Each command lives in its own file; this one
+//! holds the clap definitions and the shared helpers that open the config and the store.
+//! Errors are `anyhow` with context, printed once by `main`.
+
+mod audit;
+mod check;
+mod gateway;
+mod init;
+mod output;
+mod serve;
+mod token;
+mod user;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::auth::keys::Keys;
+use crate::config::Config;
+use crate::store::{SqliteStore, Store};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "otpgate",
+    version,
+    about = "RADIUS server with a second factor by SMS"
+)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(long, global = true, default_value = "etc/otpgate.toml")]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the RADIUS server.
+    Serve,
+    /// Create the database and the key file.
+    Init,
+    /// Check the configuration and exit.
+    CheckConfig,
+    /// Manage users.
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// Manage SMS tokens.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Work with SMS gateways.
+    #[command(subcommand)]
+    Gateway(gateway::GatewayCommand),
+    /// Show the audit trail, newest first.
+    Audit(audit::AuditArgs),
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve => serve::run(&cli.config),
+        Command::Init => init::run(&cli.config),
+        Command::CheckConfig => check::run(&cli.config),
+        Command::User(command) => user::run(&cli.config, command),
+        Command::Token(command) => token::run(&cli.config, command),
+        Command::Gateway(command) => gateway::run(&cli.config, command),
+        Command::Audit(args) => audit::run(&cli.config, args),
+    }
+}
+
+/// Loads and checks the config.
+fn load_config(path: &Path) -> Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+/// The config, the store and the keys, creating database and key file if missing.
+fn open(path: &Path) -> Result<(Config, Arc<dyn Store>, Keys)> {
+    let config = load_config(path)?;
+    let keys = Keys::load_or_create(&config.server.key_file).context("key file")?;
+    let store = SqliteStore::open(&config.server.database)
+        .with_context(|| format!("database {}", config.server.database.display()))?;
+    Ok((config, Arc::new(store), keys))
+}
+
+/// Unix time in milliseconds.
+fn now_ms() -> i64 {
+    crate::auth::engine::now_ms()
+}

@@ -1,0 +1,45 @@
+//! Printing lists as aligned text columns or as JSON (`--json`).
+
+use anyhow::Result;
+use serde::Serialize;
+
+/// Prints rows as JSON (an array) or as a table with a header.
+pub fn print_rows<T: Serialize>(
+    rows: &[T],
+    json: bool,
+    header: &[&str],
+    cells: impl Fn(&T) -> Vec<String>,
+) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(rows)?);
+        return Ok(());
+    }
+    let table: Vec<Vec<String>> = std::iter::once(header.iter().map(|h| h.to_string()).collect())
+        .chain(rows.iter().map(&cells))
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            table
+                .iter()
+                .map(|row| row.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in &table {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+    Ok(())
+}
+
+/// A time in Unix milliseconds as RFC 3339 (UTC, seconds).
+pub fn time(ms: i64) -> String {
+    let time =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(time).to_string()
+}

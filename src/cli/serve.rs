@@ -1,0 +1,154 @@
+//! `otpgate serve`: builds the engine and the listeners, runs until SIGINT or SIGTERM, then
+//! stops receiving, lets requests in flight finish (with a deadline) and waits for SMS still
+//! being delivered in the background (with a deadline), logging what it abandons.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Engine;
+use crate::auth::engine::now_ms;
+use crate::config::Config;
+use crate::radius::listener::{self, Server};
+use crate::sms::Gateways;
+use crate::store::Store;
+
+/// How long shutdown waits for requests in flight, and then for SMS deliveries.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+/// How often expired challenges are deleted and counters are logged.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
+/// Socket receive buffer: room for a login storm while the loop catches up.
+const RECEIVE_BUFFER: usize = 4 * 1024 * 1024;
+
+pub fn run(config_path: &Path) -> Result<()> {
+    let config = super::load_config(config_path)?;
+    crate::logging::init(&config.server.log_level, config.server.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let (_, store, keys) = super::open(&config.path)?;
+    let gateways = Gateways::from_config(&config).map_err(|e| anyhow!(e))?;
+    let engine =
+        Arc::new(Engine::new(store.clone(), gateways, keys, &config).map_err(|e| anyhow!(e))?);
+    let server = Arc::new(Server::new(&config, engine.clone()));
+
+    let shutdown = CancellationToken::new();
+    let loops = TaskTracker::new();
+    for address in &config.server.listen {
+        let socket = Arc::new(bind(*address)?);
+        tracing::info!("listening udp {}", socket.local_addr()?);
+        loops.spawn(listener::run(socket, server.clone(), shutdown.clone()));
+    }
+    loops.close();
+    tokio::spawn(housekeeping(
+        store,
+        server.clone(),
+        config.challenge.validity.0,
+        shutdown.clone(),
+    ));
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    loops.wait().await;
+    drain("requests in flight", server.tasks()).await;
+    drain("SMS deliveries", engine.background()).await;
+    tracing::info!(stats = %server.stats.summary(), "stopped");
+    Ok(())
+}
+
+/// Binds a UDP socket; IPv6 sockets are IPv6-only so that "0.0.0.0:1812" and "[::]:1812"
+/// can both be listed.
+fn bind(address: SocketAddr) -> Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let context = || format!("cannot listen on udp {address}");
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )
+    .with_context(context)?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true).with_context(context)?;
+    }
+    // A smaller buffer than asked for is fine; the kernel caps it.
+    let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
+    socket.set_nonblocking(true).with_context(context)?;
+    socket.bind(&address.into()).with_context(context)?;
+    UdpSocket::from_std(socket.into()).with_context(context)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn drain(what: &str, tasks: &TaskTracker) {
+    tasks.close();
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(abandoned = tasks.len(), "gave up waiting for {what}");
+    }
+}
+
+/// Deletes challenges once they are past any use, and logs the counters when they change.
+async fn housekeeping(
+    store: Arc<dyn Store>,
+    server: Arc<Server>,
+    validity: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(HOUSEKEEPING_EVERY);
+    let mut last_summary = String::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        // Expired challenges stay one more validity period so the audit can tell
+        // "expired" from "unknown".
+        let cutoff =
+            now_ms().saturating_sub(i64::try_from(validity.as_millis()).unwrap_or(i64::MAX));
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.purge_challenges(cutoff)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::debug!(purged = n, "expired challenges deleted"),
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot purge challenges"),
+            Err(e) => tracing::error!(error = %e, "purge task failed"),
+        }
+        let summary = server.stats.summary();
+        if summary != last_summary {
+            tracing::info!(stats = %summary, "counters");
+            last_summary = summary;
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! `otpgate token add|list|enable|disable|unlock|delete|set-pin`. PINs come from stdin
+//! (`--pin-stdin`) or an interactive prompt, never from the command line.
+
+use std::io::BufRead;
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Subcommand;
+
+use super::output;
+use crate::auth::enroll::{self, NewToken};
+use crate::auth::pin::PinHasher;
+use crate::sms::Phone;
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Add an SMS token to a user; prints its serial.
+    Add {
+        user: String,
+        /// Send to this phone instead of the user's.
+        #[arg(long)]
+        phone: Option<String>,
+        /// Send through this gateway instead of [sms] default_chain.
+        #[arg(long)]
+        gateway: Option<String>,
+        /// OTP digits (6-10); default [challenge] otp_length.
+        #[arg(long)]
+        otp_length: Option<u32>,
+        /// Read the PIN from the first line of stdin.
+        #[arg(long)]
+        pin_stdin: bool,
+    },
+    /// List tokens.
+    List {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Allow a token to be used again.
+    Enable { serial: String },
+    /// Refuse every login with a token.
+    Disable { serial: String },
+    /// Clear a token's fail counter and lock.
+    Unlock { serial: String },
+    /// Delete a token.
+    Delete { serial: String },
+    /// Change a token's PIN.
+    SetPin {
+        serial: String,
+        #[arg(long)]
+        pin_stdin: bool,
+    },
+}
+
+pub fn run(config_path: &Path, command: TokenCommand) -> Result<()> {
+    let (config, store, keys) = super::open(config_path)?;
+    let hasher = || PinHasher::new(keys.clone(), &config.pin).map_err(|e| anyhow!(e));
+    let changed = |done: bool, serial: &str, what: &str| -> Result<()> {
+        if !done {
+            bail!("no token with serial '{serial}'");
+        }
+        println!("{what} {serial}");
+        Ok(())
+    };
+    match command {
+        TokenCommand::Add {
+            user,
+            phone,
+            gateway,
+            otp_length,
+            pin_stdin,
+        } => {
+            if store.user(&user)?.is_none() {
+                bail!("no user named '{user}' (add it with: otpgate user add {user} --phone +...)");
+            }
+            let phone = phone
+                .map(|p| {
+                    Phone::parse(&p, config.sms.default_region.as_deref())
+                        .map(|p| p.e164().to_string())
+                })
+                .transpose()
+                .map_err(|e| anyhow!(e))?;
+            if let Some(gateway) = &gateway
+                && !config.gateways.contains_key(gateway)
+            {
+                bail!("no gateway named '{gateway}' in {}", config_path.display());
+            }
+            let pin = read_pin(pin_stdin)?;
+            let spec = NewToken {
+                user: &user,
+                phone,
+                gateway,
+                otp_length: otp_length.unwrap_or(config.challenge.otp_length),
+                created: super::now_ms(),
+            };
+            let token = enroll::new_token(spec, &pin, &keys, &hasher()?).map_err(|e| anyhow!(e))?;
+            store.add_token(&token)?;
+            println!("{}", token.serial);
+        }
+        TokenCommand::List { user, json } => {
+            let rows: Vec<serde_json::Value> = store
+                .tokens(user.as_deref())?
+                .iter()
+                .map(|t| {
+                    serde_json::json!({
+                        "serial": t.serial,
+                        "user": t.user,
+                        "phone": t.phone,
+                        "gateway": t.gateway,
+                        "otp_length": t.otp_length,
+                        "counter": t.counter,
+                        "fail_count": t.fail_count,
+                        "locked": t.locked_at.is_some(),
+                        "disabled": t.disabled,
+                    })
+                })
+                .collect();
+            output::print_rows(
+                &rows,
+                json,
+                &["SERIAL", "USER", "PHONE", "GATEWAY", "FAILS", "STATE"],
+                |r| {
+                    let state = if r["disabled"] == true {
+                        "disabled"
+                    } else if r["locked"] == true {
+                        "locked"
+                    } else {
+                        "active"
+                    };
+                    vec![
+                        r["serial"].as_str().unwrap_or("").to_string(),
+                        r["user"].as_str().unwrap_or("").to_string(),
+                        r["phone"].as_str().unwrap_or("(user's)").to_string(),
+                        r["gateway"].as_str().unwrap_or("(default)").to_string(),
+                        r["fail_count"].to_string(),
+                        state.to_string(),
+                    ]
+                },
+            )?;
+        }
+        TokenCommand::Enable { serial } => {
+            changed(store.set_disabled(&serial, false)?, &serial, "enabled")?
+        }
+        TokenCommand::Disable { serial } => {
+            changed(store.set_disabled(&serial, true)?, &serial, "disabled")?
+        }
+        TokenCommand::Unlock { serial } => changed(store.unlock(&serial)?, &serial, "unlocked")?,
+        TokenCommand::Delete { serial } => {
+            changed(store.delete_token(&serial)?, &serial, "deleted")?
+        }
+        TokenCommand::SetPin { serial, pin_stdin } => {
+            if store.token(&serial)?.is_none() {
+                bail!("no token with serial '{serial}'");
+            }
+            let pin = read_pin(pin_stdin)?;
+            enroll::check_pin(&pin).map_err(|e| anyhow!(e))?;
+            let hash = hasher()?.hash(&pin).map_err(|e| anyhow!(e))?;
+            changed(
+                store.set_pin_hash(&serial, &hash)?,
+                &serial,
+                "new PIN set for",
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads a PIN from stdin's first line, or asks twice on the terminal.
+fn read_pin(from_stdin: bool) -> Result<String> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the PIN from stdin")?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
+    }
+    let pin = rpassword::prompt_password("PIN: ")
+        .context("reading the PIN (use --pin-stdin without a terminal)")?;
+    let again = rpassword::prompt_password("PIN again: ").context("reading the PIN")?;
+    if pin != again {
+        bail!("the two PINs differ");
+    }
+    Ok(pin)
+}

@@ -1,0 +1,18 @@
+//! otpgate: a RADIUS server that adds a second factor by SMS.
+//!
+//! # Layout
+//! - `config`: the TOML file, parsed and checked at start-up.
+//! - `radius`: bytes on the wire: listener, clients, guard, dedup, packet codec, reply.
+//! - `auth`: the decision (`Engine::decide`), HOTP, PIN hashing, keys, lockout.
+//! - `store`: users, tokens, challenges, audit (SQLite by default).
+//! - `sms`: gateways, chains and message templates.
+//! - `cli`: the `otpgate` commands; `main.rs` only dispatches to it.
+//! - `logging`: the tracing subscriber.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod radius;
+pub mod sms;
+pub mod store;

@@ -1,0 +1,73 @@
+//! Finds the configured client for a source address: the most specific network wins.
+//! Lookups run on the receive loop for every datagram, so they allocate nothing.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::config::ClientConfig;
+
+pub struct ClientTable {
+    /// Most specific first, so the first match is the answer.
+    clients: Vec<Arc<ClientConfig>>,
+}
+
+impl ClientTable {
+    pub fn new(clients: &[ClientConfig]) -> Self {
+        let mut clients: Vec<Arc<ClientConfig>> = clients.iter().cloned().map(Arc::new).collect();
+        clients.sort_by_key(|c| std::cmp::Reverse(c.network.prefix_len()));
+        ClientTable { clients }
+    }
+
+    pub fn lookup(&self, ip: IpAddr) -> Option<&Arc<ClientConfig>> {
+        // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.clients.iter().find(|c| c.network.contains(&ip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ClientMode, Secret};
+
+    fn client(name: &str, network: &str) -> ClientConfig {
+        ClientConfig {
+            name: name.into(),
+            network: network.parse().unwrap(),
+            secret: Secret::new("0123456789abcdef".into()),
+            require_message_authenticator: true,
+            limit_proxy_state: true,
+            send_message_authenticator: true,
+            mode: ClientMode::Challenge,
+        }
+    }
+
+    #[test]
+    fn the_most_specific_network_wins_and_mapped_ipv4_is_found() {
+        let table = ClientTable::new(&[
+            client("wide", "10.0.0.0/8"),
+            client("host", "10.1.2.3/32"),
+            client("v6", "::1/128"),
+        ]);
+        assert_eq!(
+            table.lookup("10.1.2.3".parse().unwrap()).unwrap().name,
+            "host"
+        );
+        assert_eq!(
+            table.lookup("10.9.9.9".parse().unwrap()).unwrap().name,
+            "wide"
+        );
+        assert_eq!(
+            table
+                .lookup("::ffff:10.1.2.3".parse().unwrap())
+                .unwrap()
+                .name,
+            "host"
+        );
+        assert_eq!(table.lookup("::1".parse().unwrap()).unwrap().name, "v6");
+        assert!(table.lookup("192.0.2.1".parse().unwrap()).is_none());
+    }
+}

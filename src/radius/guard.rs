@@ -1,0 +1,246 @@
+//! The gate every datagram passes before anything acts on it: packet sanity, request codes,
+//! the Message-Authenticator policy (RFC 3579 section 3.2, RFC 5997, the BlastRADIUS
+//! mitigations) and the Proxy-State policy. Only `check` can build a `VerifiedRequest`, so
+//! no path can skip these checks.
+
+use super::packet::{DecodeError, Packet, attr, code};
+use crate::config::ClientConfig;
+
+/// Why a datagram was dropped without an answer; each has a counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    UnknownClient = 0,
+    Malformed,
+    UnsupportedCode,
+    MissingMessageAuthenticator,
+    BadMessageAuthenticator,
+    ProxyStateWithoutMessageAuthenticator,
+    DuplicateInFlight,
+    Overloaded,
+    TimedOut,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 9] = [
+        DropReason::UnknownClient,
+        DropReason::Malformed,
+        DropReason::UnsupportedCode,
+        DropReason::MissingMessageAuthenticator,
+        DropReason::BadMessageAuthenticator,
+        DropReason::ProxyStateWithoutMessageAuthenticator,
+        DropReason::DuplicateInFlight,
+        DropReason::Overloaded,
+        DropReason::TimedOut,
+    ];
+
+    /// The counter's name in logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::UnknownClient => "unknown_client",
+            DropReason::Malformed => "malformed",
+            DropReason::UnsupportedCode => "unsupported_code",
+            DropReason::MissingMessageAuthenticator => "missing_message_authenticator",
+            DropReason::BadMessageAuthenticator => "bad_message_authenticator",
+            DropReason::ProxyStateWithoutMessageAuthenticator => {
+                "proxy_state_without_message_authenticator"
+            }
+            DropReason::DuplicateInFlight => "duplicate_in_flight",
+            DropReason::Overloaded => "overloaded",
+            DropReason::TimedOut => "timed_out",
+        }
+    }
+}
+
+impl From<DecodeError> for DropReason {
+    fn from(_: DecodeError) -> Self {
+        DropReason::Malformed
+    }
+}
+
+/// A request that passed every check of this module. The private field keeps other modules
+/// from building one.
+#[derive(Debug)]
+pub struct VerifiedRequest<'a> {
+    packet: Packet<'a>,
+}
+
+impl<'a> VerifiedRequest<'a> {
+    pub fn packet(&self) -> &Packet<'a> {
+        &self.packet
+    }
+
+    pub fn is_status_server(&self) -> bool {
+        self.packet.code == code::STATUS_SERVER
+    }
+}
+
+/// Attributes a request may carry at most once (RFC 2865 section 5.44 table, RFC 3579).
+const SINGLE: &[u8] = &[
+    attr::USER_NAME,
+    attr::USER_PASSWORD,
+    attr::STATE,
+    attr::MESSAGE_AUTHENTICATOR,
+];
+
+/// Checks a datagram from a known client.
+pub fn check<'a>(
+    client: &ClientConfig,
+    datagram: &'a [u8],
+) -> Result<VerifiedRequest<'a>, DropReason> {
+    let packet = Packet::decode(datagram)?;
+    if packet.code != code::ACCESS_REQUEST && packet.code != code::STATUS_SERVER {
+        return Err(DropReason::UnsupportedCode);
+    }
+    if SINGLE.iter().any(|kind| packet.count(*kind) > 1) {
+        return Err(DropReason::Malformed);
+    }
+    if let Some(password) = packet.first(attr::USER_PASSWORD) {
+        // RFC 2865 section 5.2: 16 to 128 octets, a multiple of 16.
+        if password.is_empty() || password.len() > 128 || !password.len().is_multiple_of(16) {
+            return Err(DropReason::Malformed);
+        }
+    }
+    if packet
+        .first(attr::USER_NAME)
+        .is_some_and(|name| std::str::from_utf8(name).is_err())
+    {
+        return Err(DropReason::Malformed);
+    }
+    match packet.verify_message_authenticator(client.secret.expose().as_bytes()) {
+        Some(true) => {}
+        Some(false) => return Err(DropReason::BadMessageAuthenticator),
+        None => {
+            // RFC 5997 section 3: Status-Server MUST carry a Message-Authenticator.
+            if packet.code == code::STATUS_SERVER || client.require_message_authenticator {
+                return Err(DropReason::MissingMessageAuthenticator);
+            }
+            if client.limit_proxy_state && packet.count(attr::PROXY_STATE) > 0 {
+                return Err(DropReason::ProxyStateWithoutMessageAuthenticator);
+            }
+        }
+    }
+    Ok(VerifiedRequest { packet })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ClientMode, Secret};
+    use crate::radius::packet::{PacketBuilder, hide_password};
+
+    const SECRET: &str = "a-long-shared-secret";
+
+    fn client(require: bool, limit: bool) -> ClientConfig {
+        ClientConfig {
+            name: "nas".into(),
+            network: "127.0.0.1/32".parse().unwrap(),
+            secret: Secret::new(SECRET.into()),
+            require_message_authenticator: require,
+            limit_proxy_state: limit,
+            send_message_authenticator: true,
+            mode: ClientMode::Challenge,
+        }
+    }
+
+    fn request(with_ma: bool, extra: &[(u8, &[u8])]) -> Vec<u8> {
+        let auth = [3u8; 16];
+        let mut b = PacketBuilder::new(code::ACCESS_REQUEST, 1);
+        if with_ma {
+            b.message_authenticator();
+        }
+        b.push(attr::USER_NAME, b"alice");
+        b.push(
+            attr::USER_PASSWORD,
+            &hide_password(b"1234", SECRET.as_bytes(), &auth),
+        );
+        for (kind, value) in extra {
+            b.push(*kind, value);
+        }
+        b.finish_request(&auth, SECRET.as_bytes())
+    }
+
+    #[test]
+    fn message_authenticator_policy() {
+        assert!(check(&client(true, true), &request(true, &[])).is_ok());
+        assert_eq!(
+            check(&client(true, true), &request(false, &[])).unwrap_err(),
+            DropReason::MissingMessageAuthenticator
+        );
+        assert!(check(&client(false, true), &request(false, &[])).is_ok());
+        let mut forged = request(true, &[]);
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert_eq!(
+            check(&client(false, false), &forged).unwrap_err(),
+            DropReason::BadMessageAuthenticator
+        );
+    }
+
+    #[test]
+    fn proxy_state_without_message_authenticator_is_dropped_when_limited() {
+        let packet = request(false, &[(attr::PROXY_STATE, b"ps")]);
+        assert_eq!(
+            check(&client(false, true), &packet).unwrap_err(),
+            DropReason::ProxyStateWithoutMessageAuthenticator
+        );
+        assert!(check(&client(false, false), &packet).is_ok());
+        assert!(
+            check(
+                &client(false, true),
+                &request(true, &[(attr::PROXY_STATE, b"ps")])
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn duplicate_state_bad_password_lengths_and_other_codes_are_dropped() {
+        let two_states = request(true, &[(attr::STATE, b"a"), (attr::STATE, b"b")]);
+        assert_eq!(
+            check(&client(true, true), &two_states).unwrap_err(),
+            DropReason::Malformed
+        );
+        let mut accounting = request(true, &[]);
+        accounting[0] = 4;
+        assert_eq!(
+            check(&client(false, false), &accounting).unwrap_err(),
+            DropReason::UnsupportedCode
+        );
+        let auth = [0u8; 16];
+        let mut b = PacketBuilder::new(code::ACCESS_REQUEST, 1);
+        b.message_authenticator()
+            .push(attr::USER_NAME, b"a")
+            .push(attr::USER_PASSWORD, &[0u8; 17]);
+        let odd = b.finish_request(&auth, SECRET.as_bytes());
+        assert_eq!(
+            check(&client(true, true), &odd).unwrap_err(),
+            DropReason::Malformed
+        );
+        let mut b = PacketBuilder::new(code::ACCESS_REQUEST, 1);
+        b.message_authenticator()
+            .push(attr::USER_NAME, &[0xff, 0xfe]);
+        let bad_name = b.finish_request(&auth, SECRET.as_bytes());
+        assert_eq!(
+            check(&client(true, true), &bad_name).unwrap_err(),
+            DropReason::Malformed
+        );
+    }
+
+    #[test]
+    fn status_server_needs_a_message_authenticator_even_when_not_required() {
+        let bare = PacketBuilder::new(code::STATUS_SERVER, 1)
+            .finish_request(&[1u8; 16], SECRET.as_bytes());
+        assert_eq!(
+            check(&client(false, false), &bare).unwrap_err(),
+            DropReason::MissingMessageAuthenticator
+        );
+        let mut b = PacketBuilder::new(code::STATUS_SERVER, 1);
+        b.message_authenticator();
+        let signed = b.finish_request(&[1u8; 16], SECRET.as_bytes());
+        assert!(
+            check(&client(false, false), &signed)
+                .unwrap()
+                .is_status_server()
+        );
+    }
+}

@@ -1,0 +1,186 @@
+//! The UDP receive loops. Each loop only receives, finds the client, runs the guard and the
+//! duplicate cache, and hands the request to a task; it never waits on SQLite, Argon2 or a
+//! gateway. Status-Server is answered inline: it costs one HMAC.
+//!
+//! Replies leave from the socket the request came in on. Work is bounded by a semaphore
+//! (`max_in_flight`): with no permit the datagram is dropped and counted, and the NAS
+//! retransmits. Each request runs under `request_timeout`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::clients::ClientTable;
+use super::dedup::{DedupCache, DedupKey, Seen};
+use super::guard::{self, DropReason};
+use super::packet::MAX_PACKET_LEN;
+use super::reply::{self, ReplyContext};
+use super::request;
+use super::stats::Stats;
+use crate::auth::Engine;
+use crate::config::{ClientConfig, Config};
+
+/// Entries the duplicate cache keeps at most.
+const DEDUP_CAPACITY: usize = 262_144;
+
+/// Everything the receive loops share.
+pub struct Server {
+    clients: ClientTable,
+    engine: Arc<Engine>,
+    dedup: DedupCache,
+    permits: Arc<Semaphore>,
+    request_timeout: Duration,
+    send_prompt: bool,
+    pub stats: Stats,
+    /// Request tasks, so shutdown can wait for them.
+    tasks: TaskTracker,
+}
+
+impl Server {
+    pub fn new(config: &Config, engine: Arc<Engine>) -> Server {
+        for client in config
+            .clients
+            .iter()
+            .filter(|c| !c.send_message_authenticator)
+        {
+            tracing::warn!(client = %client.name, "send_message_authenticator = false: replies to this client are open to forgery (BlastRADIUS)");
+        }
+        Server {
+            clients: ClientTable::new(&config.clients),
+            engine,
+            dedup: DedupCache::new(config.server.dedup_window, DEDUP_CAPACITY),
+            permits: Arc::new(Semaphore::new(config.server.max_in_flight)),
+            request_timeout: config.server.request_timeout,
+            send_prompt: config.challenge.send_prompt,
+            stats: Stats::default(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// Request tasks still running.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+}
+
+/// Receives on `socket` until `shutdown` is cancelled.
+pub async fn run(socket: Arc<UdpSocket>, server: Arc<Server>, shutdown: CancellationToken) {
+    // One octet more than the largest packet, to tell an oversized datagram from a full one.
+    let mut buffer = vec![0u8; MAX_PACKET_LEN + 1];
+    loop {
+        let (len, source) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            received = socket.recv_from(&mut buffer) => match received {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here on some systems; the socket
+                    // itself is fine, so keep receiving.
+                    tracing::debug!(error = %e, "recv failed");
+                    continue;
+                }
+            },
+        };
+        let datagram = &buffer[..len];
+        if let Err(reason) = receive(&socket, &server, datagram, source).await {
+            server.stats.dropped(reason);
+            tracing::debug!(source = %source, reason = reason.label(), "dropped");
+        }
+    }
+}
+
+/// Handles one datagram up to the hand-off. An `Err` is a silent drop.
+async fn receive(
+    socket: &Arc<UdpSocket>,
+    server: &Arc<Server>,
+    datagram: &[u8],
+    source: SocketAddr,
+) -> Result<(), DropReason> {
+    let client = server
+        .clients
+        .lookup(source.ip())
+        .ok_or(DropReason::UnknownClient)?
+        .clone();
+    let verified = guard::check(&client, datagram)?;
+    let packet = verified.packet();
+    let context = ReplyContext::of(packet);
+    if verified.is_status_server() {
+        let bytes = reply::status_accept(&context, &client);
+        send(socket, server, &bytes, source).await;
+        return Ok(());
+    }
+    let key = DedupKey {
+        source,
+        identifier: packet.identifier,
+        authenticator: packet.authenticator,
+    };
+    match server.dedup.check(key, Instant::now()) {
+        Seen::New => {}
+        Seen::InFlight => return Err(DropReason::DuplicateInFlight),
+        Seen::Answered(bytes) => {
+            tracing::debug!(source = %source, id = packet.identifier, "retransmission answered from cache");
+            send(socket, server, &bytes, source).await;
+            return Ok(());
+        }
+    }
+    let Ok(permit) = server.permits.clone().try_acquire_owned() else {
+        server.dedup.abandon(key);
+        return Err(DropReason::Overloaded);
+    };
+    let request = request::extract(&verified, &client);
+    let (socket, task_server) = (socket.clone(), server.clone());
+    server.tasks.spawn(async move {
+        let _permit = permit;
+        handle(socket, task_server, client, request, context, key).await;
+    });
+    Ok(())
+}
+
+/// Decides one request and sends the reply. Cancel-safe: if dropped, the cache entry is left
+/// in flight until it expires, and the NAS's retransmissions are dropped meanwhile.
+async fn handle(
+    socket: Arc<UdpSocket>,
+    server: Arc<Server>,
+    client: Arc<ClientConfig>,
+    request: crate::auth::Request,
+    context: ReplyContext,
+    key: DedupKey,
+) {
+    let started = Instant::now();
+    let Ok(verdict) =
+        tokio::time::timeout(server.request_timeout, server.engine.decide(&request)).await
+    else {
+        server.dedup.abandon(key);
+        server.stats.dropped(DropReason::TimedOut);
+        tracing::warn!(client = %client.name, user = %request.user_name, "request timed out without a reply");
+        return;
+    };
+    let bytes: Arc<[u8]> =
+        reply::encode(&verdict.decision, &context, &client, server.send_prompt).into();
+    server.dedup.answered(key, bytes.clone());
+    send(&socket, &server, &bytes, key.source).await;
+    tracing::info!(
+        client = %client.name,
+        user = %request.user_name,
+        nas_ip = request.nas_ip.as_deref().unwrap_or("-"),
+        calling_station_id = request.calling_station_id.as_deref().unwrap_or("-"),
+        serial = verdict.serial.as_deref().unwrap_or("-"),
+        outcome = verdict.decision.outcome(),
+        reason = %verdict.reason,
+        phone = verdict.phone_masked.as_deref().unwrap_or("-"),
+        gateway = verdict.gateway.as_deref().unwrap_or("-"),
+        ms = started.elapsed().as_millis() as u64,
+        "decision"
+    );
+}
+
+async fn send(socket: &UdpSocket, server: &Server, bytes: &[u8], destination: SocketAddr) {
+    match socket.send_to(bytes, destination).await {
+        Ok(_) => server.stats.replied(),
+        Err(e) => tracing::warn!(destination = %destination, error = %e, "cannot send reply"),
+    }
+}

@@ -1,0 +1,49 @@
+//! Turns a verified Access-Request into the engine's `auth::Request`: User-Name,
+//! User-Password (PAP, RFC 2865 section 5.2), State, NAS-IP-Address / NAS-IPv6-Address,
+//! NAS-Identifier and Calling-Station-Id.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::guard::VerifiedRequest;
+use super::packet::{attr, unhide_password};
+use crate::auth::Request;
+use crate::config::ClientConfig;
+
+/// Builds the engine's view of a request. Text attributes that are not UTF-8 are shown
+/// lossily: they only reach logs and the audit trail.
+pub fn extract(verified: &VerifiedRequest<'_>, client: &ClientConfig) -> Request {
+    let packet = verified.packet();
+    let text = |kind: u8| {
+        packet
+            .first(kind)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    let password = packet.first(attr::USER_PASSWORD).and_then(|hidden| {
+        unhide_password(
+            hidden,
+            client.secret.expose().as_bytes(),
+            &packet.authenticator,
+        )
+    });
+    let nas_ip = packet
+        .first(attr::NAS_IP_ADDRESS)
+        .and_then(|v| <[u8; 4]>::try_from(v).ok())
+        .map(|octets| Ipv4Addr::from(octets).to_string())
+        .or_else(|| {
+            packet
+                .first(attr::NAS_IPV6_ADDRESS)
+                .and_then(|v| <[u8; 16]>::try_from(v).ok())
+                .map(|octets| Ipv6Addr::from(octets).to_string())
+        });
+    Request {
+        client: client.name.clone(),
+        mode: client.mode,
+        // The guard dropped non-UTF-8 names already.
+        user_name: text(attr::USER_NAME).unwrap_or_default(),
+        password,
+        state: packet.first(attr::STATE).map(<[u8]>::to_vec),
+        nas_ip,
+        nas_identifier: text(attr::NAS_IDENTIFIER),
+        calling_station_id: text(attr::CALLING_STATION_ID),
+    }
+}

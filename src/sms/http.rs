@@ -1,0 +1,165 @@
+//! The `http` gateway (DESIGN section 5): GET with query parameters or POST with a form or JSON
+//! body, basic auth, fixed `parameters` and tag-rendered `options`, headers, proxy,
+//! `check_ssl`, `timeout`, and success judged by status and `return_success`/`return_fail`.
+//!
+//! Error texts never include the URL: its query may carry the OTP or a password.
+
+use std::time::Duration;
+
+use super::template::{Escape, Tag};
+use super::{Gateway, GatewayError, Message, PhoneShape, SendFuture};
+use crate::config::{HttpBody, HttpGatewayConfig, HttpMethod};
+
+/// The most of a response body read to look for return_success/return_fail.
+const MAX_RESPONSE_BODY: usize = 64 * 1024;
+
+pub struct HttpGateway {
+    name: String,
+    shape: PhoneShape,
+    config: HttpGatewayConfig,
+    client: reqwest::Client,
+}
+
+impl HttpGateway {
+    pub fn new(name: &str, shape: PhoneShape, config: &HttpGatewayConfig) -> Result<Self, String> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .danger_accept_invalid_certs(!config.check_ssl)
+            .pool_idle_timeout(Duration::from_secs(30));
+        builder = match &config.proxy {
+            Some(proxy) => {
+                builder.proxy(reqwest::Proxy::all(proxy).map_err(|e| format!("proxy: {e}"))?)
+            }
+            // Only the configured proxy is used, never one from the environment.
+            None => builder.no_proxy(),
+        };
+        let client = builder
+            .build()
+            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+        Ok(HttpGateway {
+            name: name.to_string(),
+            shape,
+            config: config.clone(),
+            client,
+        })
+    }
+
+    async fn deliver(&self, message: &Message) -> Result<(), GatewayError> {
+        let phone = self.shape.apply(&message.to);
+        let value = |tag: Tag| match tag {
+            Tag::Phone => phone.clone(),
+            Tag::Otp | Tag::Message => message.text.clone(),
+            Tag::PhoneMasked => message.to.masked(),
+        };
+        let url = self.config.url.render(value, Escape::Url);
+        let mut url =
+            reqwest::Url::parse(&url).map_err(|e| GatewayError::Local(format!("url: {e}")))?;
+        let fields: Vec<(String, String)> = self
+            .config
+            .parameters
+            .iter()
+            .cloned()
+            .chain(
+                self.config
+                    .options
+                    .iter()
+                    .map(|(k, t)| (k.clone(), t.render(value, Escape::None))),
+            )
+            .collect();
+
+        let request = match self.config.method {
+            HttpMethod::Get => {
+                if !fields.is_empty() {
+                    url.query_pairs_mut().extend_pairs(&fields);
+                }
+                self.client.get(url)
+            }
+            HttpMethod::Post => {
+                let request = self.client.post(url);
+                match self.config.body {
+                    HttpBody::Form => request.form(&fields),
+                    HttpBody::Json => request.json(
+                        &fields
+                            .into_iter()
+                            .map(|(k, v)| (k, serde_json::Value::String(v)))
+                            .collect::<serde_json::Map<_, _>>(),
+                    ),
+                }
+            }
+        };
+        let mut request = request;
+        for (name, value) in &self.config.headers {
+            request = request.header(name, value);
+        }
+        if let Some(user) = &self.config.username {
+            request = request.basic_auth(user, self.config.password.as_ref().map(|p| p.expose()));
+        }
+
+        let mut response = request.send().await.map_err(describe)?;
+        let status = response.status();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(describe)? {
+            let room = MAX_RESPONSE_BODY.saturating_sub(body.len());
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if room <= chunk.len() {
+                break;
+            }
+        }
+        let body = String::from_utf8_lossy(&body);
+        if !status.is_success() {
+            return Err(GatewayError::Refused(format!("HTTP {}", status.as_u16())));
+        }
+        if let Some(needle) = &self.config.return_success {
+            if !body.contains(needle.as_str()) {
+                return Err(GatewayError::Refused(format!(
+                    "HTTP {}, return_success not in the response",
+                    status.as_u16()
+                )));
+            }
+        } else if let Some(needle) = &self.config.return_fail
+            && body.contains(needle.as_str())
+        {
+            return Err(GatewayError::Refused(format!(
+                "HTTP {}, return_fail found in the response",
+                status.as_u16()
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn describe(e: reqwest::Error) -> GatewayError {
+    let timeout = e.is_timeout();
+    let connect = e.is_connect();
+    // The URL may carry the OTP or a password in its query.
+    let text = error_chain(&e.without_url());
+    if timeout {
+        GatewayError::Timeout
+    } else if connect {
+        GatewayError::Connect(text)
+    } else {
+        GatewayError::Refused(text)
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+impl Gateway for HttpGateway {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn send<'a>(&'a self, message: &'a Message) -> SendFuture<'a> {
+        Box::pin(self.deliver(message))
+    }
+}

@@ -1,0 +1,359 @@
+//! Sending text messages: the `Gateway` trait, phones and messages. `sms` knows phones and
+//! texts, never users, tokens or challenges (DESIGN section 1).
+//!
+//! Gateways are built once from the config (`Gateways::from_config`) and looked up by name;
+//! a `Chain` tries several in order.
+
+pub mod chain;
+pub mod http;
+pub mod spool;
+pub mod template;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use regex::Regex;
+use serde::Deserialize;
+
+use crate::config::{Config, GatewayConfig, GatewayKind};
+pub use chain::{Chain, Delivery};
+
+/// A phone number in E.164: '+' and 1 to 15 digits, the first not 0.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Phone(String);
+
+impl Phone {
+    /// Parses E.164, or national/00-prefixed input when `default_region` is given
+    /// (`0170 1234567` with region DE becomes `+491701234567`). Spaces, dashes, dots, slashes
+    /// and parentheses are ignored.
+    pub fn parse(input: &str, default_region: Option<&str>) -> Result<Phone, String> {
+        let cleaned: String = input
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '.' | '/' | '(' | ')'))
+            .collect();
+        let digits = if let Some(rest) = cleaned.strip_prefix('+') {
+            rest.to_string()
+        } else if let Some(rest) = cleaned.strip_prefix("00") {
+            rest.to_string()
+        } else if let Some(rest) = cleaned.strip_prefix('0') {
+            let region = default_region
+                .ok_or_else(|| format!("'{input}' is a national number; write it as +<country><number> or set [sms] default_region"))?;
+            let code = country_code(region).ok_or_else(|| format!("unknown region '{region}'"))?;
+            format!("{code}{rest}")
+        } else {
+            return Err(format!(
+                "'{input}' is not a phone number; write it as +<country><number>"
+            ));
+        };
+        let valid = (2..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0');
+        if !valid {
+            return Err(format!(
+                "'{input}' is not a phone number (E.164 allows up to 15 digits after '+')"
+            ));
+        }
+        Ok(Phone(format!("+{digits}")))
+    }
+
+    /// The E.164 form, `+491701234567`.
+    pub fn e164(&self) -> &str {
+        &self.0
+    }
+
+    /// Digits without '+'.
+    pub fn digits(&self) -> &str {
+        &self.0[1..]
+    }
+
+    /// For logs and audit: country prefix and last two digits, `+49*******67`.
+    pub fn masked(&self) -> String {
+        let digits = self.digits();
+        // Short numbers keep less, so that something is always hidden.
+        let keep_start = if digits.len() > 4 { 2 } else { 1 };
+        let keep_end = if digits.len() > 6 { 2 } else { 0 };
+        let hidden = digits.len() - keep_start - keep_end;
+        format!(
+            "+{}{}{}",
+            &digits[..keep_start],
+            "*".repeat(hidden),
+            &digits[digits.len() - keep_end..]
+        )
+    }
+
+    /// The number as a gateway wants it.
+    pub fn formatted(&self, format: PhoneFormat) -> String {
+        match format {
+            PhoneFormat::E164 => self.0.clone(),
+            PhoneFormat::International => format!("00{}", self.digits()),
+            PhoneFormat::Digits => self.digits().to_string(),
+        }
+    }
+}
+
+/// Phones are personal data: Debug shows only the masked form.
+impl fmt::Debug for Phone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Phone({})", self.masked())
+    }
+}
+
+/// International dialling codes for `[sms] default_region` (ISO 3166 alpha-2).
+pub fn country_code(region: &str) -> Option<&'static str> {
+    const CODES: &[(&str, &str)] = &[
+        ("AT", "43"),
+        ("AU", "61"),
+        ("BE", "32"),
+        ("BR", "55"),
+        ("CA", "1"),
+        ("CH", "41"),
+        ("CN", "86"),
+        ("CZ", "420"),
+        ("DE", "49"),
+        ("DK", "45"),
+        ("ES", "34"),
+        ("FI", "358"),
+        ("FR", "33"),
+        ("GB", "44"),
+        ("GR", "30"),
+        ("HU", "36"),
+        ("IE", "353"),
+        ("IN", "91"),
+        ("IT", "39"),
+        ("JP", "81"),
+        ("LI", "423"),
+        ("LU", "352"),
+        ("MX", "52"),
+        ("NL", "31"),
+        ("NO", "47"),
+        ("NZ", "64"),
+        ("PL", "48"),
+        ("PT", "351"),
+        ("RO", "40"),
+        ("SE", "46"),
+        ("SG", "65"),
+        ("SK", "421"),
+        ("TR", "90"),
+        ("UA", "380"),
+        ("US", "1"),
+        ("ZA", "27"),
+    ];
+    let region = region.to_ascii_uppercase();
+    CODES
+        .iter()
+        .find(|(r, _)| *r == region)
+        .map(|(_, code)| *code)
+}
+
+/// How a gateway wants numbers written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PhoneFormat {
+    /// `+491701234567`
+    #[default]
+    E164,
+    /// `00491701234567`
+    International,
+    /// `491701234567`
+    Digits,
+}
+
+/// `phone_regexp = "/pattern/replacement/"`: a rewrite applied after `phone_format`.
+#[derive(Debug, Clone)]
+pub struct PhoneRewrite {
+    pattern: Regex,
+    replacement: String,
+}
+
+impl PhoneRewrite {
+    pub fn parse(text: &str) -> Result<PhoneRewrite, String> {
+        let shape = "write it as /pattern/replacement/";
+        let inner = text
+            .strip_prefix('/')
+            .and_then(|t| t.strip_suffix('/'))
+            .ok_or_else(|| shape.to_string())?;
+        let (pattern, replacement) = inner.split_once('/').ok_or_else(|| shape.to_string())?;
+        let pattern = Regex::new(pattern).map_err(|e| format!("bad pattern: {e}"))?;
+        Ok(PhoneRewrite {
+            pattern,
+            replacement: replacement.to_string(),
+        })
+    }
+
+    pub fn apply(&self, phone: &str) -> String {
+        self.pattern
+            .replace(phone, self.replacement.as_str())
+            .into_owned()
+    }
+}
+
+/// How one gateway shapes numbers: format, then optional rewrite.
+#[derive(Debug, Clone)]
+pub struct PhoneShape {
+    pub format: PhoneFormat,
+    pub rewrite: Option<PhoneRewrite>,
+}
+
+impl PhoneShape {
+    pub fn from_config(config: &GatewayConfig) -> Self {
+        PhoneShape {
+            format: config.phone_format,
+            rewrite: config.phone_rewrite.clone(),
+        }
+    }
+
+    pub fn apply(&self, phone: &Phone) -> String {
+        let formatted = phone.formatted(self.format);
+        match &self.rewrite {
+            Some(rewrite) => rewrite.apply(&formatted),
+            None => formatted,
+        }
+    }
+}
+
+/// A message to send. `Debug` hides the text: it may hold an OTP.
+#[derive(Clone)]
+pub struct Message {
+    pub to: Phone,
+    pub text: String,
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("to", &self.to)
+            .field("text", &"..")
+            .finish()
+    }
+}
+
+/// Why a gateway did not deliver. Texts never contain the message or a password.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GatewayError {
+    #[error("timed out")]
+    Timeout,
+    #[error("connection failed: {0}")]
+    Connect(String),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("local error: {0}")]
+    Local(String),
+}
+
+pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<(), GatewayError>> + Send + 'a>>;
+
+/// Something that delivers text messages.
+pub trait Gateway: Send + Sync {
+    /// The config name, for logs and audit.
+    fn name(&self) -> &str;
+    /// Sends one message. Cancel-safe: dropping the future abandons the send.
+    fn send<'a>(&'a self, message: &'a Message) -> SendFuture<'a>;
+}
+
+/// Every configured gateway, by name.
+#[derive(Clone, Default)]
+pub struct Gateways {
+    by_name: BTreeMap<String, Arc<dyn Gateway>>,
+}
+
+impl Gateways {
+    /// Builds every gateway of the config (HTTP clients, spool directories).
+    pub fn from_config(config: &Config) -> Result<Gateways, String> {
+        let mut by_name: BTreeMap<String, Arc<dyn Gateway>> = BTreeMap::new();
+        for (name, gateway) in &config.gateways {
+            let built: Arc<dyn Gateway> = match &gateway.kind {
+                GatewayKind::Http(http) => Arc::new(
+                    http::HttpGateway::new(name, PhoneShape::from_config(gateway), http)
+                        .map_err(|e| format!("{}: gateway.{name}: {e}", config.path.display()))?,
+                ),
+                GatewayKind::Spool(spool) => Arc::new(spool::SpoolGateway::new(
+                    name,
+                    PhoneShape::from_config(gateway),
+                    spool,
+                )),
+            };
+            by_name.insert(name.clone(), built);
+        }
+        Ok(Gateways { by_name })
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Gateway>> {
+        self.by_name.get(name).cloned()
+    }
+
+    /// A chain of the named gateways; unknown names are an error naming them.
+    pub fn chain(&self, names: &[String]) -> Result<Chain, String> {
+        let gateways = names
+            .iter()
+            .map(|n| self.get(n).ok_or_else(|| format!("no gateway named '{n}'")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Chain::new(gateways))
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_e164_and_national_numbers() {
+        assert_eq!(
+            Phone::parse("+49 170 1234567", None).unwrap().e164(),
+            "+491701234567"
+        );
+        assert_eq!(
+            Phone::parse("0170/1234567", Some("DE")).unwrap().e164(),
+            "+491701234567"
+        );
+        assert_eq!(
+            Phone::parse("0049 170 1234567", None).unwrap().e164(),
+            "+491701234567"
+        );
+        assert!(
+            Phone::parse("0170 1234567", None)
+                .unwrap_err()
+                .contains("national")
+        );
+        assert!(Phone::parse("+12345678901234567", None).is_err());
+        assert!(Phone::parse("+49abc", None).is_err());
+        assert!(Phone::parse("hello", None).is_err());
+        assert!(Phone::parse("+", None).is_err());
+    }
+
+    #[test]
+    fn masks_all_but_prefix_and_last_two_digits() {
+        let phone = Phone::parse("+491701234567", None).unwrap();
+        assert_eq!(phone.masked(), "+49********67");
+        assert_eq!(format!("{phone:?}"), "Phone(+49********67)");
+        assert_eq!(Phone::parse("+123", None).unwrap().masked(), "+1**");
+    }
+
+    #[test]
+    fn formats_and_rewrites_for_a_gateway() {
+        let phone = Phone::parse("+491701234567", None).unwrap();
+        assert_eq!(
+            phone.formatted(PhoneFormat::International),
+            "00491701234567"
+        );
+        assert_eq!(phone.formatted(PhoneFormat::Digits), "491701234567");
+        let rewrite = PhoneRewrite::parse("/^\\+49/0/").unwrap();
+        let shape = PhoneShape {
+            format: PhoneFormat::E164,
+            rewrite: Some(rewrite),
+        };
+        assert_eq!(shape.apply(&phone), "01701234567");
+        assert!(PhoneRewrite::parse("^x$").is_err());
+        assert!(
+            PhoneRewrite::parse("/(/x/")
+                .unwrap_err()
+                .contains("bad pattern")
+        );
+    }
+}

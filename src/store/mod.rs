@@ -1,0 +1,141 @@
+//! Persistent state behind one narrow trait: users, tokens, challenges and the audit trail.
+//! `store` knows rows, not policy: the engine decides, the store records atomically.
+//!
+//! The trait is synchronous; the engine calls it on the blocking pool so the receive loop
+//! never waits on the database. Times are Unix milliseconds, passed in by the caller.
+
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+/// A user: a name and the phone new tokens send to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub name: String,
+    /// E.164.
+    pub phone: String,
+    pub created: i64,
+}
+
+/// An SMS token. `Debug` is derived but holds only a hash and sealed seed, never secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub serial: String,
+    pub user: String,
+    /// Overrides the user's phone when set (E.164).
+    pub phone: Option<String>,
+    /// Argon2id PHC string.
+    pub pin_hash: String,
+    /// Nonce and AES-256-GCM ciphertext of the HOTP seed.
+    pub sealed_seed: Vec<u8>,
+    /// The next HOTP counter to use.
+    pub counter: u64,
+    pub otp_length: u32,
+    pub fail_count: u32,
+    /// When the token was locked; None while it is not.
+    pub locked_at: Option<i64>,
+    pub disabled: bool,
+    /// Gateway or chain name; None = `[sms] default_chain`.
+    pub gateway: Option<String>,
+    pub created: i64,
+}
+
+/// An open or used challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChallengeRow {
+    pub transaction_id: String,
+    pub serial: String,
+    pub user: String,
+    pub client: String,
+    pub counter: u64,
+    pub created: i64,
+    pub expires: i64,
+    pub attempts: u32,
+    pub sends: u32,
+    pub used: bool,
+}
+
+/// One decision, as the audit trail keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AuditRow {
+    pub time: i64,
+    pub client: String,
+    pub nas_ip: Option<String>,
+    pub nas_identifier: Option<String>,
+    pub calling_station_id: Option<String>,
+    pub user: String,
+    pub serial: Option<String>,
+    /// accept, challenge or reject.
+    pub outcome: String,
+    /// The real reason, which the NAS never sees.
+    pub reason: String,
+    pub phone_masked: Option<String>,
+    pub gateway: Option<String>,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("database: {0}")]
+    Database(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What the engine and the CLI need from a database.
+pub trait Store: Send + Sync {
+    fn add_user(&self, user: &UserRow) -> StoreResult<()>;
+    fn user(&self, name: &str) -> StoreResult<Option<UserRow>>;
+    fn users(&self) -> StoreResult<Vec<UserRow>>;
+    /// Deletes a user with its tokens and challenges; false if there was none.
+    fn delete_user(&self, name: &str) -> StoreResult<bool>;
+
+    fn add_token(&self, token: &TokenRow) -> StoreResult<()>;
+    fn token(&self, serial: &str) -> StoreResult<Option<TokenRow>>;
+    /// Tokens of one user, or all, ordered by serial.
+    fn tokens(&self, user: Option<&str>) -> StoreResult<Vec<TokenRow>>;
+    /// The user and their tokens in one read, for a login.
+    fn login_view(&self, user: &str) -> StoreResult<Option<(UserRow, Vec<TokenRow>)>>;
+    fn set_disabled(&self, serial: &str, disabled: bool) -> StoreResult<bool>;
+    /// Clears the fail counter and the lock.
+    fn unlock(&self, serial: &str) -> StoreResult<bool>;
+    fn delete_token(&self, serial: &str) -> StoreResult<bool>;
+    fn set_pin_hash(&self, serial: &str, pin_hash: &str) -> StoreResult<bool>;
+    /// Returns the token's counter and advances it, atomically.
+    fn take_counter(&self, serial: &str) -> StoreResult<u64>;
+    /// Adds one failure to each token; locks (at `now`) those reaching `max_failures` and
+    /// returns the serials locked by this call.
+    fn record_failure(
+        &self,
+        serials: &[String],
+        max_failures: u32,
+        now: i64,
+    ) -> StoreResult<Vec<String>>;
+    fn reset_failures(&self, serial: &str) -> StoreResult<()>;
+
+    fn insert_challenge(&self, challenge: &ChallengeRow) -> StoreResult<()>;
+    fn challenge(&self, transaction_id: &str) -> StoreResult<Option<ChallengeRow>>;
+    /// Unused, unexpired challenges of a token.
+    fn open_challenges(&self, serial: &str, now: i64) -> StoreResult<Vec<ChallengeRow>>;
+    /// Marks a challenge used; true only for the one call that changed it.
+    fn consume_challenge(&self, transaction_id: &str) -> StoreResult<bool>;
+    /// Counts a wrong answer on an open challenge and returns the attempts so far.
+    fn add_attempt(&self, transaction_id: &str) -> StoreResult<u32>;
+    fn delete_challenge(&self, transaction_id: &str) -> StoreResult<()>;
+    /// Deletes challenges that expired before `before`; returns how many.
+    fn purge_challenges(&self, before: i64) -> StoreResult<usize>;
+
+    fn append_audit(&self, row: &AuditRow) -> StoreResult<()>;
+    /// Newest first.
+    fn audit(&self, user: Option<&str>, limit: usize) -> StoreResult<Vec<AuditRow>>;
+}

@@ -1,0 +1,623 @@
+//! The SQLite store: one connection in WAL mode behind a mutex (SQLite serialises writers
+//! anyway), schema migrations by `PRAGMA user_version` at open.
+//!
+//! A std `Mutex` is right here: nothing awaits while holding it, and every caller is already
+//! on the blocking pool.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{AuditRow, ChallengeRow, Store, StoreError, StoreResult, TokenRow, UserRow};
+
+/// Schema steps; entry N brings `user_version` from N to N + 1. Never edit a shipped step.
+const MIGRATIONS: &[&str] = &[r#"
+    CREATE TABLE users (
+        name     TEXT PRIMARY KEY,
+        phone    TEXT NOT NULL,
+        created  INTEGER NOT NULL
+    );
+    CREATE TABLE tokens (
+        serial      TEXT PRIMARY KEY,
+        user        TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        phone       TEXT,
+        pin_hash    TEXT NOT NULL,
+        sealed_seed BLOB NOT NULL,
+        counter     INTEGER NOT NULL,
+        otp_length  INTEGER NOT NULL,
+        fail_count  INTEGER NOT NULL DEFAULT 0,
+        locked_at   INTEGER,
+        disabled    INTEGER NOT NULL DEFAULT 0,
+        gateway     TEXT,
+        created     INTEGER NOT NULL
+    );
+    CREATE INDEX tokens_user ON tokens(user);
+    CREATE TABLE challenges (
+        transaction_id TEXT PRIMARY KEY,
+        serial         TEXT NOT NULL REFERENCES tokens(serial) ON DELETE CASCADE,
+        user           TEXT NOT NULL,
+        client         TEXT NOT NULL,
+        counter        INTEGER NOT NULL,
+        created        INTEGER NOT NULL,
+        expires        INTEGER NOT NULL,
+        attempts       INTEGER NOT NULL DEFAULT 0,
+        sends          INTEGER NOT NULL DEFAULT 1,
+        used           INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX challenges_serial ON challenges(serial);
+    CREATE INDEX challenges_expires ON challenges(expires);
+    CREATE TABLE audit (
+        id                 INTEGER PRIMARY KEY,
+        time               INTEGER NOT NULL,
+        client             TEXT NOT NULL,
+        nas_ip             TEXT,
+        nas_identifier     TEXT,
+        calling_station_id TEXT,
+        user               TEXT NOT NULL,
+        serial             TEXT,
+        outcome            TEXT NOT NULL,
+        reason             TEXT NOT NULL,
+        phone_masked       TEXT,
+        gateway            TEXT,
+        duration_ms        INTEGER NOT NULL
+    );
+    CREATE INDEX audit_user ON audit(user, id);
+"#];
+
+pub struct SqliteStore {
+    connection: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub fn open(path: &Path) -> StoreResult<SqliteStore> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Database(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        let connection = Connection::open(path)
+            .map_err(|e| StoreError::Database(format!("cannot open {}: {e}", path.display())))?;
+        Self::prepare(connection)
+    }
+
+    /// A private in-memory database, for tests.
+    pub fn in_memory() -> StoreResult<SqliteStore> {
+        Self::prepare(Connection::open_in_memory()?)
+    }
+
+    fn prepare(mut connection: Connection) -> StoreResult<SqliteStore> {
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        // WAL with NORMAL loses at most the last transactions on power loss, never integrity.
+        connection.pragma_update(None, "synchronous", "NORMAL")?;
+        connection.pragma_update(None, "foreign_keys", "ON")?;
+        let version: i64 = connection.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let version = usize::try_from(version).unwrap_or(usize::MAX);
+        if version > MIGRATIONS.len() {
+            return Err(StoreError::Database(format!(
+                "schema version {version} is newer than this otpgate knows ({}); upgrade otpgate",
+                MIGRATIONS.len()
+            )));
+        }
+        for (step, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = connection.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (step + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(SqliteStore {
+            connection: Mutex::new(connection),
+        })
+    }
+
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (each statement is
+        // atomic), so a poisoned lock is still usable.
+        self.connection
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+const TOKEN_COLUMNS: &str = "serial, user, phone, pin_hash, sealed_seed, counter, otp_length, fail_count, \
+                             locked_at, disabled, gateway, created";
+const CHALLENGE_COLUMNS: &str =
+    "transaction_id, serial, user, client, counter, created, expires, attempts, sends, used";
+
+fn token_from(row: &Row<'_>) -> rusqlite::Result<TokenRow> {
+    Ok(TokenRow {
+        serial: row.get(0)?,
+        user: row.get(1)?,
+        phone: row.get(2)?,
+        pin_hash: row.get(3)?,
+        sealed_seed: row.get(4)?,
+        counter: row.get::<_, i64>(5)?.max(0) as u64,
+        otp_length: row.get(6)?,
+        fail_count: row.get(7)?,
+        locked_at: row.get(8)?,
+        disabled: row.get(9)?,
+        gateway: row.get(10)?,
+        created: row.get(11)?,
+    })
+}
+
+fn user_from(row: &Row<'_>) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        name: row.get(0)?,
+        phone: row.get(1)?,
+        created: row.get(2)?,
+    })
+}
+
+fn challenge_from(row: &Row<'_>) -> rusqlite::Result<ChallengeRow> {
+    Ok(ChallengeRow {
+        transaction_id: row.get(0)?,
+        serial: row.get(1)?,
+        user: row.get(2)?,
+        client: row.get(3)?,
+        counter: row.get::<_, i64>(4)?.max(0) as u64,
+        created: row.get(5)?,
+        expires: row.get(6)?,
+        attempts: row.get(7)?,
+        sends: row.get(8)?,
+        used: row.get(9)?,
+    })
+}
+
+fn audit_from(row: &Row<'_>) -> rusqlite::Result<AuditRow> {
+    Ok(AuditRow {
+        time: row.get(0)?,
+        client: row.get(1)?,
+        nas_ip: row.get(2)?,
+        nas_identifier: row.get(3)?,
+        calling_station_id: row.get(4)?,
+        user: row.get(5)?,
+        serial: row.get(6)?,
+        outcome: row.get(7)?,
+        reason: row.get(8)?,
+        phone_masked: row.get(9)?,
+        gateway: row.get(10)?,
+        duration_ms: row.get::<_, i64>(11)?.max(0) as u64,
+    })
+}
+
+fn conflict_or(e: rusqlite::Error, what: String) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            StoreError::Conflict(what)
+        }
+        other => other.into(),
+    }
+}
+
+impl Store for SqliteStore {
+    fn add_user(&self, user: &UserRow) -> StoreResult<()> {
+        self.db()
+            .execute(
+                "INSERT INTO users (name, phone, created) VALUES (?1, ?2, ?3)",
+                params![user.name, user.phone, user.created],
+            )
+            .map_err(|e| conflict_or(e, format!("user '{}'", user.name)))?;
+        Ok(())
+    }
+
+    fn user(&self, name: &str) -> StoreResult<Option<UserRow>> {
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT name, phone, created FROM users WHERE name = ?1",
+                [name],
+                user_from,
+            )
+            .optional()?)
+    }
+
+    fn users(&self) -> StoreResult<Vec<UserRow>> {
+        let db = self.db();
+        let mut statement =
+            db.prepare_cached("SELECT name, phone, created FROM users ORDER BY name")?;
+        let rows = statement
+            .query_map([], user_from)?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn delete_user(&self, name: &str) -> StoreResult<bool> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute("DELETE FROM challenges WHERE user = ?1", [name])?;
+        let deleted = tx.execute("DELETE FROM users WHERE name = ?1", [name])?;
+        tx.commit()?;
+        Ok(deleted > 0)
+    }
+
+    fn add_token(&self, token: &TokenRow) -> StoreResult<()> {
+        let sql = format!(
+            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+        );
+        self.db()
+            .execute(
+                &sql,
+                params![
+                    token.serial,
+                    token.user,
+                    token.phone,
+                    token.pin_hash,
+                    token.sealed_seed,
+                    token.counter as i64,
+                    token.otp_length,
+                    token.fail_count,
+                    token.locked_at,
+                    token.disabled,
+                    token.gateway,
+                    token.created
+                ],
+            )
+            .map_err(|e| {
+                conflict_or(
+                    e,
+                    format!("token '{}' (or its user is missing)", token.serial),
+                )
+            })?;
+        Ok(())
+    }
+
+    fn token(&self, serial: &str) -> StoreResult<Option<TokenRow>> {
+        let db = self.db();
+        let mut statement = db.prepare_cached(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE serial = ?1"
+        ))?;
+        Ok(statement.query_row([serial], token_from).optional()?)
+    }
+
+    fn tokens(&self, user: Option<&str>) -> StoreResult<Vec<TokenRow>> {
+        let db = self.db();
+        let mut statement = db.prepare_cached(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE ?1 IS NULL OR user = ?1 ORDER BY serial"
+        ))?;
+        let rows = statement
+            .query_map([user], token_from)?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn login_view(&self, name: &str) -> StoreResult<Option<(UserRow, Vec<TokenRow>)>> {
+        let db = self.db();
+        let user = db
+            .prepare_cached("SELECT name, phone, created FROM users WHERE name = ?1")?
+            .query_row([name], user_from)
+            .optional()?;
+        let Some(user) = user else {
+            return Ok(None);
+        };
+        let mut statement = db.prepare_cached(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE user = ?1 ORDER BY serial"
+        ))?;
+        let tokens = statement
+            .query_map([name], token_from)?
+            .collect::<Result<_, _>>()?;
+        Ok(Some((user, tokens)))
+    }
+
+    fn set_disabled(&self, serial: &str, disabled: bool) -> StoreResult<bool> {
+        Ok(self.db().execute(
+            "UPDATE tokens SET disabled = ?2 WHERE serial = ?1",
+            params![serial, disabled],
+        )? > 0)
+    }
+
+    fn unlock(&self, serial: &str) -> StoreResult<bool> {
+        Ok(self.db().execute(
+            "UPDATE tokens SET fail_count = 0, locked_at = NULL WHERE serial = ?1",
+            [serial],
+        )? > 0)
+    }
+
+    fn delete_token(&self, serial: &str) -> StoreResult<bool> {
+        Ok(self
+            .db()
+            .execute("DELETE FROM tokens WHERE serial = ?1", [serial])?
+            > 0)
+    }
+
+    fn set_pin_hash(&self, serial: &str, pin_hash: &str) -> StoreResult<bool> {
+        Ok(self.db().execute(
+            "UPDATE tokens SET pin_hash = ?2 WHERE serial = ?1",
+            [serial, pin_hash],
+        )? > 0)
+    }
+
+    fn take_counter(&self, serial: &str) -> StoreResult<u64> {
+        let db = self.db();
+        let mut statement = db.prepare_cached(
+            "UPDATE tokens SET counter = counter + 1 WHERE serial = ?1 RETURNING counter - 1",
+        )?;
+        let counter: Option<i64> = statement.query_row([serial], |r| r.get(0)).optional()?;
+        counter
+            .map(|c| c.max(0) as u64)
+            .ok_or_else(|| StoreError::NotFound(format!("token '{serial}'")))
+    }
+
+    fn record_failure(
+        &self,
+        serials: &[String],
+        max_failures: u32,
+        now: i64,
+    ) -> StoreResult<Vec<String>> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let mut locked = Vec::new();
+        {
+            let mut statement = tx.prepare_cached(
+                "UPDATE tokens SET fail_count = fail_count + 1,
+                    locked_at = CASE WHEN locked_at IS NULL AND fail_count + 1 >= ?2 THEN ?3 ELSE locked_at END
+                 WHERE serial = ?1 RETURNING locked_at IS ?3",
+            )?;
+            for serial in serials {
+                let newly: Option<bool> = statement
+                    .query_row(params![serial, max_failures, now], |r| r.get(0))
+                    .optional()?;
+                if newly == Some(true) {
+                    locked.push(serial.clone());
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(locked)
+    }
+
+    fn reset_failures(&self, serial: &str) -> StoreResult<()> {
+        self.db().execute(
+            "UPDATE tokens SET fail_count = 0 WHERE serial = ?1 AND fail_count <> 0",
+            [serial],
+        )?;
+        Ok(())
+    }
+
+    fn insert_challenge(&self, c: &ChallengeRow) -> StoreResult<()> {
+        let db = self.db();
+        let mut statement = db.prepare_cached(&format!(
+            "INSERT INTO challenges ({CHALLENGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        ))?;
+        statement
+            .execute(params![
+                c.transaction_id,
+                c.serial,
+                c.user,
+                c.client,
+                c.counter as i64,
+                c.created,
+                c.expires,
+                c.attempts,
+                c.sends,
+                c.used
+            ])
+            .map_err(|e| conflict_or(e, format!("challenge '{}'", c.transaction_id)))?;
+        Ok(())
+    }
+
+    fn challenge(&self, transaction_id: &str) -> StoreResult<Option<ChallengeRow>> {
+        let db = self.db();
+        let mut statement = db.prepare_cached(&format!(
+            "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE transaction_id = ?1"
+        ))?;
+        Ok(statement
+            .query_row([transaction_id], challenge_from)
+            .optional()?)
+    }
+
+    fn open_challenges(&self, serial: &str, now: i64) -> StoreResult<Vec<ChallengeRow>> {
+        let db = self.db();
+        let mut statement = db.prepare_cached(&format!(
+            "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE serial = ?1 AND used = 0 AND expires > ?2 ORDER BY created"
+        ))?;
+        let rows = statement
+            .query_map(params![serial, now], challenge_from)?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn consume_challenge(&self, transaction_id: &str) -> StoreResult<bool> {
+        let db = self.db();
+        let mut statement = db.prepare_cached(
+            "UPDATE challenges SET used = 1 WHERE transaction_id = ?1 AND used = 0",
+        )?;
+        Ok(statement.execute([transaction_id])? > 0)
+    }
+
+    fn add_attempt(&self, transaction_id: &str) -> StoreResult<u32> {
+        let db = self.db();
+        let mut statement = db.prepare_cached(
+            "UPDATE challenges SET attempts = attempts + 1 WHERE transaction_id = ?1 RETURNING attempts",
+        )?;
+        let attempts: Option<u32> = statement
+            .query_row([transaction_id], |r| r.get(0))
+            .optional()?;
+        attempts.ok_or_else(|| StoreError::NotFound(format!("challenge '{transaction_id}'")))
+    }
+
+    fn delete_challenge(&self, transaction_id: &str) -> StoreResult<()> {
+        self.db().execute(
+            "DELETE FROM challenges WHERE transaction_id = ?1",
+            [transaction_id],
+        )?;
+        Ok(())
+    }
+
+    fn purge_challenges(&self, before: i64) -> StoreResult<usize> {
+        Ok(self
+            .db()
+            .execute("DELETE FROM challenges WHERE expires < ?1", [before])?)
+    }
+
+    fn append_audit(&self, a: &AuditRow) -> StoreResult<()> {
+        let db = self.db();
+        let mut statement = db.prepare_cached(
+            "INSERT INTO audit (time, client, nas_ip, nas_identifier, calling_station_id, user, serial, outcome,
+                                reason, phone_masked, gateway, duration_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        statement.execute(params![
+            a.time,
+            a.client,
+            a.nas_ip,
+            a.nas_identifier,
+            a.calling_station_id,
+            a.user,
+            a.serial,
+            a.outcome,
+            a.reason,
+            a.phone_masked,
+            a.gateway,
+            a.duration_ms as i64
+        ])?;
+        Ok(())
+    }
+
+    fn audit(&self, user: Option<&str>, limit: usize) -> StoreResult<Vec<AuditRow>> {
+        let db = self.db();
+        let mut statement = db.prepare_cached(
+            "SELECT time, client, nas_ip, nas_identifier, calling_station_id, user, serial, outcome, reason,
+                    phone_masked, gateway, duration_ms
+             FROM audit WHERE ?1 IS NULL OR user = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = statement
+            .query_map(params![user, limit], audit_from)?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_with_token() -> SqliteStore {
+        let store = SqliteStore::in_memory().unwrap();
+        store
+            .add_user(&UserRow {
+                name: "alice".into(),
+                phone: "+4917012345".into(),
+                created: 1,
+            })
+            .unwrap();
+        store
+            .add_token(&TokenRow {
+                serial: "SMS0001".into(),
+                user: "alice".into(),
+                phone: None,
+                pin_hash: "h".into(),
+                sealed_seed: vec![1, 2, 3],
+                counter: 0,
+                otp_length: 6,
+                fail_count: 0,
+                locked_at: None,
+                disabled: false,
+                gateway: None,
+                created: 1,
+            })
+            .unwrap();
+        store
+    }
+
+    fn challenge(tid: &str, expires: i64) -> ChallengeRow {
+        ChallengeRow {
+            transaction_id: tid.into(),
+            serial: "SMS0001".into(),
+            user: "alice".into(),
+            client: "vpn".into(),
+            counter: 0,
+            created: 0,
+            expires,
+            attempts: 0,
+            sends: 1,
+            used: false,
+        }
+    }
+
+    #[test]
+    fn counters_advance_once_per_take() {
+        let store = store_with_token();
+        assert_eq!(store.take_counter("SMS0001").unwrap(), 0);
+        assert_eq!(store.take_counter("SMS0001").unwrap(), 1);
+        assert_eq!(store.token("SMS0001").unwrap().unwrap().counter, 2);
+        assert!(matches!(
+            store.take_counter("nope"),
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn a_challenge_is_consumed_once() {
+        let store = store_with_token();
+        store.insert_challenge(&challenge("t1", 100)).unwrap();
+        assert_eq!(store.open_challenges("SMS0001", 50).unwrap().len(), 1);
+        assert_eq!(
+            store.open_challenges("SMS0001", 100).unwrap().len(),
+            0,
+            "expired"
+        );
+        assert!(store.consume_challenge("t1").unwrap());
+        assert!(!store.consume_challenge("t1").unwrap());
+        assert_eq!(store.open_challenges("SMS0001", 50).unwrap().len(), 0);
+        assert_eq!(store.purge_challenges(101).unwrap(), 1);
+    }
+
+    #[test]
+    fn failures_lock_exactly_once_and_unlock_clears() {
+        let store = store_with_token();
+        let serials = vec!["SMS0001".to_string()];
+        assert!(store.record_failure(&serials, 2, 10).unwrap().is_empty());
+        assert_eq!(store.record_failure(&serials, 2, 11).unwrap(), serials);
+        assert!(
+            store.record_failure(&serials, 2, 12).unwrap().is_empty(),
+            "already locked"
+        );
+        let token = store.token("SMS0001").unwrap().unwrap();
+        assert_eq!((token.fail_count, token.locked_at), (3, Some(11)));
+        assert!(store.unlock("SMS0001").unwrap());
+        let token = store.token("SMS0001").unwrap().unwrap();
+        assert_eq!((token.fail_count, token.locked_at), (0, None));
+    }
+
+    #[test]
+    fn deleting_a_user_removes_tokens_and_challenges() {
+        let store = store_with_token();
+        store.insert_challenge(&challenge("t1", 100)).unwrap();
+        assert!(store.delete_user("alice").unwrap());
+        assert!(store.token("SMS0001").unwrap().is_none());
+        assert!(store.challenge("t1").unwrap().is_none());
+        assert!(matches!(
+            store
+                .add_user(&UserRow {
+                    name: "bob".into(),
+                    phone: "+1".into(),
+                    created: 0
+                })
+                .and_then(|_| store.add_user(&UserRow {
+                    name: "bob".into(),
+                    phone: "+1".into(),
+                    created: 0
+                })),
+            Err(StoreError::Conflict(_))
+        ));
+    }
+
+    #[test]
+    fn migrations_run_once_on_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db/otpgate.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let store = SqliteStore::open(&path).unwrap();
+        let mode: String = store
+            .db()
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+}
