@@ -1,0 +1,358 @@
+//! The test harness: starts the built `otpgate` binary with a temporary config on an
+//! ephemeral loopback port, runs its CLI, and talks RADIUS to it with radclient
+//! (freeradius-utils) or raw UDP. The server is killed on drop and its log printed if the
+//! test failed.
+
+#![allow(dead_code)]
+
+pub mod http_peer;
+pub mod radclient;
+pub mod raw;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const SECRET: &str = "a-test-secret-of-some-length";
+pub const PIN: &str = "4711";
+pub const PHONE: &str = "+491701234567";
+
+/// Knobs of the generated config.
+#[derive(Clone)]
+pub struct Options {
+    pub mode: &'static str,
+    pub require_message_authenticator: bool,
+    pub limit_proxy_state: bool,
+    pub client_address: String,
+    pub validity: &'static str,
+    pub max_attempts: u32,
+    pub max_failures: u32,
+    pub clear_after: &'static str,
+    pub reply_within: &'static str,
+    pub listen: Vec<String>,
+    /// Extra `[gateway.X]` tables.
+    pub gateways: String,
+    pub chain: Vec<String>,
+    /// Argon2 cost: cheap by default so tests run fast.
+    pub pin_memory_kib: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            mode: "challenge",
+            require_message_authenticator: true,
+            limit_proxy_state: true,
+            client_address: "127.0.0.1/32".into(),
+            validity: "300s",
+            max_attempts: 3,
+            max_failures: 10,
+            clear_after: "15m",
+            reply_within: "2s",
+            listen: vec!["127.0.0.1:0".into()],
+            gateways: String::new(),
+            chain: vec!["local".into()],
+            pin_memory_kib: 8,
+        }
+    }
+}
+
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    /// Every address the server logged as listening.
+    pub addresses: Vec<SocketAddr>,
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_otpgate")
+}
+
+impl Server {
+    /// Writes the config and enrolls nothing; call `start` to run the server.
+    pub fn prepare(options: &Options) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("otpgate.toml");
+        std::fs::write(&config, config_text(dir.path(), options)).expect("write config");
+        (dir, config)
+    }
+
+    /// A server with user "alice" and one token with PIN `PIN`.
+    pub fn with_alice(options: &Options) -> (Server, String) {
+        let (dir, config) = Server::prepare(options);
+        cli_ok(&config, &["user", "add", "alice", "--phone", PHONE], None);
+        let serial = cli_ok(
+            &config,
+            &["token", "add", "alice", "--pin-stdin"],
+            Some(PIN),
+        )
+        .trim()
+        .to_string();
+        (Server::start(dir, config), serial)
+    }
+
+    /// Starts the binary and waits until it logs every listening address.
+    pub fn start(dir: tempfile::TempDir, config: PathBuf) -> Server {
+        let expected = std::fs::read_to_string(&config)
+            .unwrap()
+            .matches(":0\"")
+            .count()
+            .max(1);
+        let mut child = Command::new(binary())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start otpgate");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(address) = line.split("listening udp ").nth(1) {
+                    let _ = sender.send(address.trim().parse::<SocketAddr>().ok());
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut addresses = Vec::new();
+        while addresses.len() < expected {
+            match receiver.recv_timeout(Duration::from_secs(10)) {
+                Ok(Some(address)) => addresses.push(address),
+                _ => {
+                    let _ = child.kill();
+                    panic!("otpgate did not start:\n{}", log.lock().unwrap());
+                }
+            }
+        }
+        Server {
+            dir,
+            config,
+            addresses,
+            child,
+            log,
+        }
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.addresses[0]
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn spool(&self) -> PathBuf {
+        self.dir.path().join("spool")
+    }
+
+    pub fn database(&self) -> PathBuf {
+        self.dir.path().join("otpgate.db")
+    }
+
+    /// The number of SMS files in the spool folder.
+    pub fn spooled(&self) -> usize {
+        spool_files(&self.spool()).len()
+    }
+
+    /// Waits for the `n`th SMS (1-based) in the spool and returns (number line, text).
+    pub fn wait_for_sms(&self, n: usize) -> (String, String) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let files = spool_files(&self.spool());
+            if files.len() >= n {
+                let content = std::fs::read_to_string(&files[n - 1]).unwrap();
+                let (head, text) = content.split_once("\n\n").expect("smstools format");
+                return (head.to_string(), text.to_string());
+            }
+            assert!(Instant::now() < deadline, "no SMS number {n} in the spool");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> String {
+        cli_ok(&self.config, args, stdin)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        signal(self.child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "otpgate did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- otpgate log ----\n{}", self.log());
+        }
+    }
+}
+
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn spool_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .map(|e| (e.metadata().and_then(|m| m.modified()).unwrap(), e.path()))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Runs `otpgate ARGS --config CONFIG`, returning (success, stdout, stderr).
+pub fn cli(config: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut child = Command::new(binary())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run otpgate");
+    {
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            writeln!(input, "{text}").unwrap();
+        }
+    }
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+pub fn cli_ok(config: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    let (ok, out, err) = cli(config, args, stdin);
+    assert!(ok, "otpgate {args:?} failed: {err}");
+    out
+}
+
+fn config_text(dir: &Path, o: &Options) -> String {
+    let listen = o
+        .listen
+        .iter()
+        .map(|l| format!("\"{l}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let chain = o
+        .chain
+        .iter()
+        .map(|c| format!("\"{c}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"
+[server]
+listen = [{listen}]
+database = "{dir}/otpgate.db"
+key_file = "{dir}/otpgate.key"
+dedup_window = "30s"
+
+[[client]]
+name = "test-nas"
+address = "{client_address}"
+secret = "{SECRET}"
+require_message_authenticator = {require}
+limit_proxy_state = {limit}
+mode = "{mode}"
+
+[challenge]
+validity = "{validity}"
+max_attempts = {max_attempts}
+otp_length = 6
+prompt = "Enter the code sent to {{phone_masked}}:"
+sms_text = "Your code: {{otp}}"
+
+[lockout]
+max_failures = {max_failures}
+clear_after = "{clear_after}"
+
+[pin]
+memory_kib = {memory}
+iterations = 1
+parallelism = 1
+
+[sms]
+default_chain = [{chain}]
+reply_within = "{reply_within}"
+default_region = "DE"
+
+[gateway.local]
+type = "spool"
+directory = "{dir}/spool"
+
+{gateways}
+"#,
+        dir = dir.display(),
+        client_address = o.client_address,
+        require = o.require_message_authenticator,
+        limit = o.limit_proxy_state,
+        mode = o.mode,
+        validity = o.validity,
+        max_attempts = o.max_attempts,
+        max_failures = o.max_failures,
+        clear_after = o.clear_after,
+        memory = o.pin_memory_kib,
+        reply_within = o.reply_within,
+        gateways = o.gateways,
+    )
+}
+
+/// The OTP in an SMS rendered from "Your code: {otp}".
+pub fn otp_of(text: &str) -> String {
+    text.strip_prefix("Your code: ")
+        .unwrap_or_else(|| panic!("unexpected SMS text {text:?}"))
+        .to_string()
+}
