@@ -33,8 +33,9 @@ pub struct Options {
     pub clear_after: &'static str,
     pub reply_within: &'static str,
     pub listen: Vec<String>,
-    /// Extra `[gateway.X]` tables.
-    pub gateways: String,
+    /// Extra TOML appended to the config: `[gateway.X]` tables, more `[[client]]`s.
+    pub extra: String,
+    pub otp_length: u32,
     pub chain: Vec<String>,
     /// Argon2 cost: cheap by default so tests run fast.
     pub pin_memory_kib: u32,
@@ -53,7 +54,8 @@ impl Default for Options {
             clear_after: "15m",
             reply_within: "2s",
             listen: vec!["127.0.0.1:0".into()],
-            gateways: String::new(),
+            extra: String::new(),
+            otp_length: 6,
             chain: vec!["local".into()],
             pin_memory_kib: 8,
         }
@@ -311,7 +313,7 @@ mode = "{mode}"
 [challenge]
 validity = "{validity}"
 max_attempts = {max_attempts}
-otp_length = 6
+otp_length = {otp_length}
 prompt = "Enter the code sent to {{phone_masked}}:"
 sms_text = "Your code: {{otp}}"
 
@@ -333,7 +335,7 @@ default_region = "DE"
 type = "spool"
 directory = "{dir}/spool"
 
-{gateways}
+{extra}
 "#,
         dir = dir.display(),
         client_address = o.client_address,
@@ -346,7 +348,8 @@ directory = "{dir}/spool"
         clear_after = o.clear_after,
         memory = o.pin_memory_kib,
         reply_within = o.reply_within,
-        gateways = o.gateways,
+        extra = o.extra,
+        otp_length = o.otp_length,
     )
 }
 
