@@ -482,7 +482,7 @@ impl Config {
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
-            problems: vec![format!("{file}: {}", describe_toml_error(&e))],
+            problems: vec![format!("{file}: {}", describe_toml_error(text, &e))],
         })?;
         let mut problems = Problems {
             file: file.clone(),
@@ -507,13 +507,36 @@ impl Config {
     }
 }
 
-fn describe_toml_error(e: &toml::de::Error) -> String {
-    // toml's message already names the key and line; keep it on one line.
-    e.to_string()
+/// `section.key (line N): problem`, from the error's span: toml's own message spreads over
+/// several lines and does not name the table.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim();
+    let Some(span) = e.span() else {
+        return message.to_string();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line_number = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = line.split('=').next().unwrap_or("").trim();
+    let section = before[..line_start]
         .lines()
-        .filter(|l| !l.trim().is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|header| {
+            header
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string()
+        });
+    let path = match (section, key.starts_with('[')) {
+        (_, true) => key.trim_matches(|c| c == '[' || c == ']').to_string(),
+        (Some(section), false) if !key.is_empty() => format!("{section}.{key}"),
+        (None, false) if !key.is_empty() => key.to_string(),
+        (section, _) => section.unwrap_or_default(),
+    };
+    format!("{path} (line {line_number}): {message}")
 }
 
 struct Problems {
@@ -907,6 +930,25 @@ mod tests {
         assert!(
             joined.contains("gateway.clickatell.options: 'user' is also in parameters"),
             "{joined}"
+        );
+    }
+
+    #[test]
+    fn parse_errors_name_the_table_key_and_line() {
+        let text = example().replace("[lockout]", "[lockout]\nmax_failurs = 3");
+        let err = load(&text).unwrap_err().to_string();
+        assert!(
+            err.starts_with("test.toml: lockout.max_failurs (line "),
+            "{err}"
+        );
+        assert!(err.contains("unknown field `max_failurs`"), "{err}");
+        assert_eq!(err.lines().count(), 1);
+        let err = load(&example().replace("max_attempts = 3", "max_attempts = \"three\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("test.toml: challenge.max_attempts (line "),
+            "{err}"
         );
     }
 

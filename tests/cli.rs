@@ -1,0 +1,177 @@
+//! The admin CLI and start-up checks through the built binary: clear one-line errors naming
+//! file and key, enrollment, listing as JSON, PIN changes, and the files `init` creates.
+
+mod common;
+
+use common::{Options, PIN, Server, cli, cli_ok, radclient};
+
+#[test]
+fn a_stray_key_stops_start_up_naming_file_and_key() {
+    let (_dir, config) = Server::prepare(&Options::default());
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[lockout]", "[lockout]\nmax_failurs = 3");
+    std::fs::write(&config, text).unwrap();
+    let (ok, _, err) = cli(&config, &["serve"], None);
+    assert!(!ok);
+    assert!(err.contains(&config.display().to_string()), "{err}");
+    assert!(err.contains("max_failurs"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
+
+#[test]
+fn a_short_secret_and_an_unknown_gateway_are_reported_together() {
+    let (_dir, config) = Server::prepare(&Options {
+        chain: vec!["nowhere".into()],
+        ..Options::default()
+    });
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(common::SECRET, "too-short");
+    std::fs::write(&config, text).unwrap();
+    let (ok, _, err) = cli(&config, &["check-config"], None);
+    assert!(!ok);
+    assert!(
+        err.contains("client[0] (test-nas).secret: shorter than 16 characters"),
+        "{err}"
+    );
+    assert!(
+        err.contains("sms.default_chain: no gateway named 'nowhere'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_example_config_checks_out() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/etc/otpgate.toml");
+    let (ok, out, err) = cli(std::path::Path::new(example), &["check-config"], None);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(": ok (1 client(s), 2 gateway(s), listening on 127.0.0.1:1812)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn init_creates_the_database_and_a_private_key_file() {
+    let (dir, config) = Server::prepare(&Options::default());
+    cli_ok(&config, &["init"], None);
+    let key = dir.path().join("otpgate.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(std::fs::read_to_string(&key).unwrap().trim().len(), 64);
+    assert!(dir.path().join("otpgate.db").exists());
+}
+
+#[test]
+fn users_and_tokens_are_managed_and_listed_as_json() {
+    let (_dir, config) = Server::prepare(&Options::default());
+    cli_ok(
+        &config,
+        &["user", "add", "alice", "--phone", "0170 1234567"],
+        None,
+    );
+    let (ok, _, err) = cli(
+        &config,
+        &["user", "add", "alice", "--phone", "+491701234567"],
+        None,
+    );
+    assert!(!ok && err.contains("already exists"), "{err}");
+    let (ok, _, err) = cli(
+        &config,
+        &["user", "add", "bob", "--phone", "not a phone"],
+        None,
+    );
+    assert!(!ok && err.contains("not a phone number"), "{err}");
+    let (ok, _, err) = cli(
+        &config,
+        &["token", "add", "nobody", "--pin-stdin"],
+        Some(PIN),
+    );
+    assert!(!ok && err.contains("no user named 'nobody'"), "{err}");
+    let (ok, _, err) = cli(
+        &config,
+        &["token", "add", "alice", "--pin-stdin"],
+        Some("12"),
+    );
+    assert!(!ok && err.contains("4 to 64 characters"), "{err}");
+
+    let users: serde_json::Value =
+        serde_json::from_str(&cli_ok(&config, &["user", "list", "--json"], None)).unwrap();
+    assert_eq!(users[0]["name"], "alice");
+    assert_eq!(
+        users[0]["phone"], "+491701234567",
+        "national input stored as E.164"
+    );
+
+    let serial = cli_ok(
+        &config,
+        &["token", "add", "alice", "--otp-length", "8", "--pin-stdin"],
+        Some(PIN),
+    )
+    .trim()
+    .to_string();
+    assert!(serial.starts_with("SMS") && serial.len() == 13, "{serial}");
+    cli_ok(&config, &["token", "disable", &serial], None);
+    let tokens: serde_json::Value = serde_json::from_str(&cli_ok(
+        &config,
+        &["token", "list", "--user", "alice", "--json"],
+        None,
+    ))
+    .unwrap();
+    assert_eq!(tokens[0]["serial"], serial.as_str());
+    assert_eq!(tokens[0]["otp_length"], 8);
+    assert_eq!(tokens[0]["disabled"], true);
+    let table = cli_ok(&config, &["token", "list"], None);
+    assert!(
+        table.starts_with("SERIAL") && table.contains("disabled"),
+        "{table}"
+    );
+
+    let (ok, _, err) = cli(&config, &["token", "enable", "SMSNOPE"], None);
+    assert!(
+        !ok && err.contains("no token with serial 'SMSNOPE'"),
+        "{err}"
+    );
+    cli_ok(&config, &["token", "delete", &serial], None);
+    assert_eq!(
+        cli_ok(&config, &["token", "list", "--json"], None).trim(),
+        "[]"
+    );
+    cli_ok(&config, &["user", "delete", "alice"], None);
+    assert_eq!(
+        cli_ok(&config, &["user", "list", "--json"], None).trim(),
+        "[]"
+    );
+}
+
+#[test]
+fn a_pin_cannot_be_given_on_the_command_line() {
+    let (_dir, config) = Server::prepare(&Options::default());
+    cli_ok(
+        &config,
+        &["user", "add", "alice", "--phone", "+491701234567"],
+        None,
+    );
+    let (ok, _, err) = cli(&config, &["token", "add", "alice", "--pin", "4711"], None);
+    assert!(!ok, "{err}");
+    // Without --pin-stdin and without a terminal the prompt fails with a hint.
+    let (ok, _, err) = cli(&config, &["token", "add", "alice"], None);
+    assert!(!ok && err.contains("--pin-stdin"), "{err}");
+}
+
+#[test]
+fn set_pin_replaces_the_old_pin() {
+    let (server, serial) = Server::with_alice(&Options::default());
+    server.cli(&["token", "set-pin", &serial, "--pin-stdin"], Some("2468"));
+    let old = radclient::auth(
+        server.address(),
+        &format!("User-Name=alice,User-Password={PIN}"),
+    );
+    assert_eq!(old.code, "Access-Reject");
+    let new = radclient::auth(server.address(), "User-Name=alice,User-Password=2468");
+    assert_eq!(new.code, "Access-Challenge");
+}
