@@ -388,6 +388,41 @@ mod tests {
         assert_eq!(packet.verify_message_authenticator(SECRET), Some(false));
     }
 
+    // The expected values below were computed independently with Python's hmac and hashlib
+    // over the RFC 2865 section 7.1 packets with a Message-Authenticator added.
+
+    #[test]
+    fn message_authenticator_of_the_rfc_2865_request_matches_an_independent_hmac() {
+        let mut bytes = hexbytes(RFC_REQUEST);
+        bytes.extend_from_slice(&[attr::MESSAGE_AUTHENTICATOR, 18]);
+        bytes.extend_from_slice(&hexbytes("63b78a6b9d2f149989fbf57ea21d194c"));
+        bytes[3] = 74;
+        let packet = Packet::decode(&bytes).unwrap();
+        assert_eq!(packet.verify_message_authenticator(SECRET), Some(true));
+
+        let mut request = PacketBuilder::new(code::ACCESS_REQUEST, 0);
+        for attribute in &Packet::decode(&hexbytes(RFC_REQUEST)).unwrap().attributes {
+            request.push(attribute.kind, attribute.value);
+        }
+        request.message_authenticator();
+        assert_eq!(request.finish_request(&packet.authenticator, SECRET), bytes);
+    }
+
+    #[test]
+    fn the_rfc_2865_accept_with_message_authenticator_first_matches_an_independent_signer() {
+        let request = hexbytes(RFC_REQUEST);
+        let request = Packet::decode(&request).unwrap();
+        let mut reply = PacketBuilder::new(code::ACCESS_ACCEPT, 0);
+        reply.message_authenticator();
+        reply.push(6, &[0, 0, 0, 1]).push(15, &[0, 0, 0, 0]).push(14, &[192, 168, 1, 3]);
+        let bytes = reply.finish_reply(&request.authenticator, SECRET);
+        let expected = hexbytes(
+            "02000038c13e8f5e21426df8a8fffcc5569ce9fc501204121386280130d5ef8ed8072ba8058d\
+             0606000000010f06000000000e06c0a80103",
+        );
+        assert_eq!(bytes, expected);
+    }
+
     #[test]
     fn rejects_truncated_and_overrunning_packets() {
         assert_eq!(Packet::decode(&[1, 0, 0]), Err(DecodeError::TooShort));
