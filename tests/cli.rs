@@ -175,3 +175,28 @@ fn set_pin_replaces_the_old_pin() {
     let new = radclient::auth(server.address(), "User-Name=alice,User-Password=2468");
     assert_eq!(new.code, "Access-Challenge");
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_decision_fields() {
+    let (server, _) = Server::with_alice(&Options {
+        log_format: "json",
+        ..Options::default()
+    });
+    assert_eq!(
+        radclient::auth(server.address(), "User-Name=alice,User-Password=0000").code,
+        "Access-Reject"
+    );
+    assert!(server.wait_for_log("\"outcome\":\"reject\"", std::time::Duration::from_secs(2)));
+    let log = server.log();
+    let decision = log
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("{e}: {line}"))
+        })
+        .find(|entry| entry["message"] == "decision")
+        .expect("a decision line");
+    assert_eq!(decision["user"], "alice");
+    assert_eq!(decision["reason"], "wrong PIN");
+    assert_eq!(decision["client"], "test-nas");
+}

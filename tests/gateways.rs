@@ -312,3 +312,78 @@ fn gateway_test_sends_a_real_message_or_prints_the_error() {
     assert!(!ok);
     assert!(err.contains("gateway bad: refused: HTTP 403"), "{err}");
 }
+
+#[test]
+fn check_ssl_refuses_an_untrusted_certificate_unless_turned_off() {
+    let peer = HttpPeer::start_tls(Answer::default());
+    let table = format!(
+        "[gateway.strict]\ntype = \"http\"\nurl = \"{url}\"\n\n\
+         [gateway.lax]\ntype = \"http\"\nurl = \"{url}\"\ncheck_ssl = false\noptions = {{ text = \"{{otp}}\" }}\n",
+        url = peer.url("/send")
+    );
+    let (server, _) = Server::with_alice(&with_gateway(table, &["strict"]));
+    let reply = pin_request(&server);
+    assert_eq!(reply.code, "Access-Reject");
+    let reason = last_audit(&server)["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.contains("strict: connection failed")
+            && reason.to_lowercase().contains("certificate"),
+        "{reason}"
+    );
+    assert!(peer.requests().is_empty());
+
+    server.cli(&["user", "add", "bob", "--phone", "+491709999999"], None);
+    server.cli(
+        &["token", "add", "bob", "--gateway", "lax", "--pin-stdin"],
+        Some("8888"),
+    );
+    let reply = radclient::auth(server.address(), "User-Name=bob,User-Password=8888");
+    assert_eq!(reply.code, "Access-Challenge", "{}", reply.output);
+    assert!(
+        peer.wait_for(1, Duration::from_secs(5))
+            .field("text")
+            .unwrap()
+            .starts_with("Your code: ")
+    );
+}
+
+#[test]
+fn the_configured_proxy_carries_the_request() {
+    // A proxy receives the absolute URL; the origin need not exist.
+    let proxy = HttpPeer::start(Answer::default());
+    let table = format!(
+        "[gateway.proxied]\ntype = \"http\"\nurl = \"http://sms.example.invalid/send\"\nproxy = \"{}\"\n\
+         options = {{ to = \"{{phone}}\" }}\n",
+        proxy.url("")
+    );
+    let (server, _) = Server::with_alice(&with_gateway(table, &["proxied"]));
+    assert_eq!(pin_request(&server).code, "Access-Challenge");
+    let sent = proxy.wait_for(1, Duration::from_secs(5));
+    assert!(
+        sent.target.starts_with("http://sms.example.invalid/send?"),
+        "{}",
+        sent.target
+    );
+    assert_eq!(sent.field("to").as_deref(), Some("+491701234567"));
+}
+
+#[test]
+fn a_gateway_past_its_timeout_fails_and_the_chain_moves_on() {
+    let peer = HttpPeer::start(Answer {
+        delay: Duration::from_secs(3),
+        ..Answer::default()
+    });
+    let table = format!(
+        "[gateway.sleepy]\ntype = \"http\"\nurl = \"{}\"\ntimeout = \"300ms\"\n",
+        peer.url("/send")
+    );
+    let (server, _) = Server::with_alice(&with_gateway(table, &["sleepy", "local"]));
+    let started = Instant::now();
+    assert_eq!(pin_request(&server).code, "Access-Challenge");
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    let reason = last_audit(&server)["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.contains("sent via local after sleepy: timed out"),
+        "{reason}"
+    );
+}

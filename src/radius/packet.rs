@@ -414,7 +414,10 @@ mod tests {
         let request = Packet::decode(&request).unwrap();
         let mut reply = PacketBuilder::new(code::ACCESS_ACCEPT, 0);
         reply.message_authenticator();
-        reply.push(6, &[0, 0, 0, 1]).push(15, &[0, 0, 0, 0]).push(14, &[192, 168, 1, 3]);
+        reply
+            .push(6, &[0, 0, 0, 1])
+            .push(15, &[0, 0, 0, 0])
+            .push(14, &[192, 168, 1, 3]);
         let bytes = reply.finish_reply(&request.authenticator, SECRET);
         let expected = hexbytes(
             "02000038c13e8f5e21426df8a8fffcc5569ce9fc501204121386280130d5ef8ed8072ba8058d\

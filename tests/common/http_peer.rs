@@ -1,8 +1,9 @@
-//! A small real HTTP/1.1 server for gateway tests: records every request and answers with a
-//! programmed status and body, optionally after a delay.
+//! A small real HTTP/1.1 server for gateway tests, plain or over TLS with a self-signed
+//! certificate: records every request and answers with a programmed status and body,
+//! optionally after a delay.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,25 +64,58 @@ impl Default for Answer {
 pub struct HttpPeer {
     pub address: SocketAddr,
     requests: Arc<Mutex<Vec<Recorded>>>,
+    scheme: &'static str,
 }
 
 impl HttpPeer {
     pub fn start(answer: Answer) -> HttpPeer {
+        HttpPeer::listen(answer, None)
+    }
+
+    /// HTTPS with a self-signed certificate for 127.0.0.1, which no client trusts.
+    pub fn start_tls(answer: Answer) -> HttpPeer {
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key)
+            .unwrap();
+        HttpPeer::listen(answer, Some(Arc::new(config)))
+    }
+
+    fn listen(answer: Answer, tls: Option<Arc<rustls::ServerConfig>>) -> HttpPeer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let sink = requests.clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         std::thread::spawn(move || {
             for stream in listener.incoming().map_while(Result::ok) {
-                let (sink, answer) = (sink.clone(), answer.clone());
-                std::thread::spawn(move || serve(stream, sink, answer));
+                let (sink, answer, tls) = (sink.clone(), answer.clone(), tls.clone());
+                std::thread::spawn(move || match tls {
+                    Some(config) => {
+                        let Ok(connection) = rustls::ServerConnection::new(config) else {
+                            return;
+                        };
+                        serve(rustls::StreamOwned::new(connection, stream), sink, answer)
+                    }
+                    None => serve(stream, sink, answer),
+                });
             }
         });
-        HttpPeer { address, requests }
+        HttpPeer {
+            address,
+            requests,
+            scheme,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
+        format!("{}://{}{path}", self.scheme, self.address)
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -104,9 +138,8 @@ impl HttpPeer {
     }
 }
 
-fn serve(stream: TcpStream, sink: Arc<Mutex<Vec<Recorded>>>, answer: Answer) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
+fn serve<S: Read + Write>(stream: S, sink: Arc<Mutex<Vec<Recorded>>>, answer: Answer) {
+    let mut reader = BufReader::new(stream);
     loop {
         let mut request_line = String::new();
         if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
@@ -151,7 +184,12 @@ fn serve(stream: TcpStream, sink: Arc<Mutex<Vec<Recorded>>>, answer: Answer) {
             answer.body.len(),
             answer.body
         );
-        if writer.write_all(response.as_bytes()).is_err() {
+        if reader
+            .get_mut()
+            .write_all(response.as_bytes())
+            .and_then(|_| reader.get_mut().flush())
+            .is_err()
+        {
             return;
         }
     }

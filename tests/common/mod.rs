@@ -39,6 +39,7 @@ pub struct Options {
     pub chain: Vec<String>,
     /// Argon2 cost: cheap by default so tests run fast.
     pub pin_memory_kib: u32,
+    pub log_format: &'static str,
 }
 
 impl Default for Options {
@@ -58,6 +59,7 @@ impl Default for Options {
             otp_length: 6,
             chain: vec!["local".into()],
             pin_memory_kib: 8,
+            log_format: "text",
         }
     }
 }
@@ -120,8 +122,12 @@ impl Server {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(address) = line.split("listening udp ").nth(1) {
-                    let _ = sender.send(address.trim().parse::<SocketAddr>().ok());
+                if let Some(rest) = line.split("listening udp ").nth(1) {
+                    // Text and JSON logs both: the address ends at the first other character.
+                    let end = rest
+                        .find(|c: char| !(c.is_ascii_hexdigit() || ".:[]".contains(c)))
+                        .unwrap_or(rest.len());
+                    let _ = sender.send(rest[..end].parse::<SocketAddr>().ok());
                 }
                 let mut log = sink.lock().unwrap();
                 log.push_str(&line);
@@ -301,6 +307,7 @@ listen = [{listen}]
 database = "{dir}/otpgate.db"
 key_file = "{dir}/otpgate.key"
 dedup_window = "30s"
+log_format = "{log_format}"
 
 [[client]]
 name = "test-nas"
@@ -349,6 +356,7 @@ directory = "{dir}/spool"
         memory = o.pin_memory_kib,
         reply_within = o.reply_within,
         extra = o.extra,
+        log_format = o.log_format,
         otp_length = o.otp_length,
     )
 }
