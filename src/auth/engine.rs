@@ -236,13 +236,19 @@ impl Engine {
     }
 
     /// PIN only (trigger) or PIN + OTP (answer).
+    ///
+    /// Every reject here costs as many Argon2 runs as a wrong PIN would, so that timing does
+    /// not tell an unknown user, a wrong PIN, or a right PIN on a locked or disabled token
+    /// apart (DESIGN section 4). Only a challenge or an accept, which differ anyway, may
+    /// return sooner.
     async fn without_state(&self, request: &Request, password: &[u8]) -> Step<Verdict> {
         let name = request.user_name.clone();
         let view = self.db(move |s| s.login_view(&name)).await?;
         let (user, tokens) = match view {
             Some((user, tokens)) if !tokens.is_empty() => (user, tokens),
             found => {
-                self.spend_decoy_time(password).await;
+                let runs = runs_per_token(password, self.policy.challenge.otp_length);
+                self.spend_decoy_time(password, runs).await;
                 let reason = if found.is_some() {
                     "user has no token"
                 } else {
@@ -251,63 +257,60 @@ impl Engine {
                 return Ok(reject(reason));
             }
         };
-        let matched = self.match_password(&tokens, password).await;
+        let wrong_pin_runs: usize = tokens
+            .iter()
+            .map(|t| runs_per_token(password, t.otp_length))
+            .sum();
+        let (matched, runs) = self.match_password(&tokens, password).await;
         let now = now_ms();
-        match matched {
+        let (token, otp_given) = match matched {
             PasswordMatch::None => {
                 if self.policy.lockout.count_wrong_pin {
                     let serials: Vec<String> = tokens.iter().map(|t| t.serial.clone()).collect();
                     self.fail(&serials).await?;
                 }
-                Ok(reject("wrong PIN"))
+                return Ok(reject("wrong PIN"));
             }
-            PasswordMatch::Trigger(token) => {
-                if let Some(reason) = self.unusable(&token, now).await? {
-                    return Ok(Verdict {
-                        serial: Some(token.serial),
-                        ..reject(reason)
-                    });
-                }
-                self.trigger(request, &user, token, now).await
-            }
-            PasswordMatch::Answer(token, otp_given) => {
-                if let Some(reason) = self.unusable(&token, now).await? {
-                    return Ok(Verdict {
-                        serial: Some(token.serial),
-                        ..reject(reason)
-                    });
-                }
-                self.answer_with_pin(token, &otp_given, now).await
-            }
+            PasswordMatch::Trigger(token) => (token, None),
+            PasswordMatch::Answer(token, otp) => (token, Some(otp)),
+        };
+        if let Some(reason) = self.unusable(&token, now).await? {
+            let missing = wrong_pin_runs.saturating_sub(runs);
+            self.spend_decoy_time(password, missing).await;
+            return Ok(Verdict {
+                serial: Some(token.serial),
+                ..reject(reason)
+            });
+        }
+        match otp_given {
+            None => self.trigger(request, &user, token, now).await,
+            Some(otp) => self.answer_with_pin(token, &otp, now).await,
         }
     }
 
-    /// Checks each token's PIN against the password and against the password less an OTP.
-    /// Every check runs whatever the token's state, so locked or disabled tokens cost the
-    /// same time as usable ones.
-    async fn match_password(&self, tokens: &[TokenRow], password: &[u8]) -> PasswordMatch {
+    /// Checks each token's PIN against the password and against the password less an OTP,
+    /// stopping at the first match. Returns the match and how many Argon2 runs it took.
+    async fn match_password(&self, tokens: &[TokenRow], password: &[u8]) -> (PasswordMatch, usize) {
+        let mut runs = 0;
         for token in tokens {
+            runs += 1;
             if self.verify_pin(password, &token.pin_hash).await {
-                return PasswordMatch::Trigger(token.clone());
+                return (PasswordMatch::Trigger(token.clone()), runs);
             }
             let otp_length = token.otp_length as usize;
             if let Some(pin_length) = password.len().checked_sub(otp_length).filter(|n| *n > 0) {
+                runs += 1;
                 let (pin, otp) = password.split_at(pin_length);
                 if self.verify_pin(pin, &token.pin_hash).await {
-                    return PasswordMatch::Answer(token.clone(), otp.to_vec());
+                    return (PasswordMatch::Answer(token.clone(), otp.to_vec()), runs);
                 }
             }
         }
-        PasswordMatch::None
+        (PasswordMatch::None, runs)
     }
 
-    /// As many Argon2 runs as a wrong PIN against one token costs.
-    async fn spend_decoy_time(&self, password: &[u8]) {
-        let runs = if password.len() > self.policy.challenge.otp_length as usize {
-            2
-        } else {
-            1
-        };
+    /// Spends the time of `runs` Argon2 verifications.
+    async fn spend_decoy_time(&self, password: &[u8], runs: usize) {
         for _ in 0..runs {
             let _permit = self.pin_permits.acquire().await;
             let pins = self.pins.clone();
@@ -529,6 +532,16 @@ impl Engine {
         tokio::task::spawn_blocking(move || call(store.as_ref()))
             .await
             .map_err(|e| StoreError::Database(format!("store task failed: {e}")))?
+    }
+}
+
+/// Argon2 runs a wrong password costs against one token: the whole password, and the
+/// password less an OTP when it is long enough to hold one.
+fn runs_per_token(password: &[u8], otp_length: u32) -> usize {
+    if password.len() > otp_length as usize {
+        2
+    } else {
+        1
     }
 }
 
