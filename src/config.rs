@@ -497,14 +497,6 @@ impl Config {
             })
         }
     }
-
-    /// The client whose network contains `ip`, the most specific first.
-    pub fn client_for(&self, ip: IpAddr) -> Option<&ClientConfig> {
-        self.clients
-            .iter()
-            .filter(|c| c.network.contains(&ip))
-            .max_by_key(|c| c.network.prefix_len())
-    }
 }
 
 /// `section.key (line N): problem`, from the error's span: toml's own message spreads over
@@ -963,26 +955,16 @@ mod tests {
     }
 
     #[test]
-    fn most_specific_client_wins() {
+    fn clients_from_the_config_are_looked_up_most_specific_first() {
         let text = example().replace(
             "[challenge]",
             "[[client]]\nname = \"wide\"\naddress = \"127.0.0.0/8\"\nsecret = \"another-long-secret-value\"\n\n[challenge]",
         );
         let config = load(&text).unwrap();
-        assert_eq!(
-            config
-                .client_for("127.0.0.1".parse().unwrap())
-                .unwrap()
-                .name,
-            "vpn"
-        );
-        assert_eq!(
-            config
-                .client_for("127.0.0.2".parse().unwrap())
-                .unwrap()
-                .name,
-            "wide"
-        );
-        assert!(config.client_for("10.0.0.1".parse().unwrap()).is_none());
+        let clients = crate::radius::clients::ClientTable::new(&config.clients);
+        let name = |ip: &str| clients.lookup(ip.parse().unwrap()).map(|c| c.name.clone());
+        assert_eq!(name("127.0.0.1").as_deref(), Some("vpn"));
+        assert_eq!(name("127.0.0.2").as_deref(), Some("wide"));
+        assert_eq!(name("10.0.0.1"), None);
     }
 }

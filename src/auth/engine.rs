@@ -114,10 +114,6 @@ impl Engine {
         &self.background
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
     /// Decides a request, writes its audit row, and returns the verdict.
     pub async fn decide(&self, request: &Request) -> Verdict {
         let started = Instant::now();

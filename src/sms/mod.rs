@@ -292,10 +292,6 @@ impl Gateways {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Chain::new(gateways))
     }
-
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.by_name.keys().map(String::as_str)
-    }
 }
 
 #[cfg(test)]

@@ -109,11 +109,6 @@ impl Template {
         }
     }
 
-    /// Whether the template uses a tag.
-    pub fn uses(&self, tag: Tag) -> bool {
-        self.pieces.contains(&Piece::Tag(tag))
-    }
-
     /// Renders with `value` for each tag, escaping values (not the literal text).
     pub fn render(&self, value: impl Fn(Tag) -> String, escape: Escape) -> String {
         let mut out = String::new();
@@ -187,8 +182,6 @@ mod tests {
             t.render(values, Escape::None),
             "{x} to +49 170/1234: Code: 123456 & <more>"
         );
-        assert!(t.uses(Tag::Otp));
-        assert!(!t.uses(Tag::Message));
     }
 
     #[test]
