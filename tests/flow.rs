@@ -273,3 +273,27 @@ fn every_challenge_gets_a_fresh_otp_and_transaction_id() {
     assert_eq!(answer(&server, &b, &otp_a).code, "Access-Challenge");
     assert_eq!(answer(&server, &a, &otp_a).code, "Access-Accept");
 }
+
+#[test]
+fn the_audit_row_records_the_nas_and_the_calling_station() {
+    let (server, serial) = Server::with_alice(&Options::default());
+    let attributes = format!(
+        "User-Name=alice,User-Password={PIN},NAS-IP-Address=192.0.2.7,NAS-Identifier=vpn-gw-1,Calling-Station-Id=203.0.113.9"
+    );
+    assert_eq!(
+        radclient::auth(server.address(), &attributes).code,
+        "Access-Challenge"
+    );
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&server.cli(&["audit", "--json", "--user", "alice"], None)).unwrap();
+    let row = &rows[0];
+    assert_eq!(row["client"], "test-nas");
+    assert_eq!(row["nas_ip"], "192.0.2.7");
+    assert_eq!(row["nas_identifier"], "vpn-gw-1");
+    assert_eq!(row["calling_station_id"], "203.0.113.9");
+    assert_eq!(row["serial"], serial.as_str());
+    assert_eq!(row["outcome"], "challenge");
+    assert_eq!(row["phone_masked"], "+49********67");
+    assert_eq!(row["gateway"], "local");
+    assert!(row["time"].as_i64().unwrap() > 1_700_000_000_000);
+}
