@@ -5,7 +5,9 @@
 //! a `Chain` tries several in order.
 
 pub mod chain;
+pub mod encoding;
 pub mod http;
+pub mod pdu;
 pub mod spool;
 pub mod template;
 
