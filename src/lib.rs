@@ -5,13 +5,15 @@
 //! - `radius`: bytes on the wire: listener, clients, guard, dedup, packet codec, reply.
 //! - `auth`: the decision (`Engine::decide`), HOTP, PIN hashing, keys, lockout.
 //! - `store`: users, tokens, challenges, audit (SQLite by default).
-//! - `sms`: gateways, chains and message templates.
+//! - `sms`: gateways, chains, breakers, message templates and SMS encodings.
+//! - `events`: `[[event]]` rules that turn what happened into notifications.
 //! - `cli`: the `otpgate` commands; `main.rs` only dispatches to it.
 //! - `logging`: the tracing subscriber.
 
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod events;
 pub mod logging;
 pub mod radius;
 pub mod sms;

@@ -17,7 +17,8 @@ use tokio_util::task::TaskTracker;
 use super::lockout::{LockState, lock_state};
 use super::{Decision, Request, TransactionId, Verdict, otp, pin::PinHasher};
 use crate::auth::keys::Keys;
-use crate::config::{ChallengeConfig, ClientMode, Config, LockoutConfig};
+use crate::config::{ChallengeConfig, ClientMode, Config, EventKind, LockoutConfig};
+use crate::events::{Event, Notifier};
 use crate::sms::template::{Escape, Tag, Template};
 use crate::sms::{Chain, Gateways, Message, Phone};
 use crate::store::{AuditRow, ChallengeRow, Store, StoreError, TokenRow, UserRow};
@@ -56,6 +57,9 @@ impl Policy {
 pub struct Engine {
     store: Arc<dyn Store>,
     gateways: Gateways,
+    notifier: Arc<Notifier>,
+    /// The longest a chain may take, background delivery included.
+    send_within: Duration,
     pins: PinHasher,
     keys: Keys,
     policy: Policy,
@@ -89,6 +93,7 @@ impl Engine {
     pub fn new(
         store: Arc<dyn Store>,
         gateways: Gateways,
+        notifier: Arc<Notifier>,
         keys: Keys,
         config: &Config,
     ) -> Result<Engine, String> {
@@ -101,6 +106,8 @@ impl Engine {
         Ok(Engine {
             store,
             gateways,
+            notifier,
+            send_within: config.sms.send_within,
             pins,
             keys,
             policy,
@@ -170,9 +177,8 @@ impl Engine {
         let Some(challenge) = self.db(move |s| s.challenge(&key)).await? else {
             return Ok(reject("unknown challenge"));
         };
-        let serial = Some(challenge.serial.clone());
         let with_serial = |mut v: Verdict| {
-            v.serial = serial.clone();
+            v.serial = Some(challenge.serial.clone());
             v
         };
         if challenge.user != request.user_name {
@@ -182,17 +188,23 @@ impl Engine {
         if challenge.used {
             return Ok(with_serial(reject("challenge already used")));
         }
+        let name = challenge.user.clone();
+        let view = self.db(move |s| s.login_view(&name)).await?;
+        let Some((user, token)) = view.and_then(|(user, tokens)| {
+            tokens
+                .into_iter()
+                .find(|t| t.serial == challenge.serial)
+                .map(|token| (user, token))
+        }) else {
+            return Ok(with_serial(reject("token of the challenge was deleted")));
+        };
         let now = now_ms();
         if challenge.expires <= now {
             self.consume(&challenge).await?;
-            self.fail(std::slice::from_ref(&challenge.serial)).await?;
+            self.fail(request, &user, &[&token]).await?;
             return Ok(with_serial(reject("challenge expired")));
         }
-        let serial_key = challenge.serial.clone();
-        let Some(token) = self.db(move |s| s.token(&serial_key)).await? else {
-            return Ok(with_serial(reject("token of the challenge was deleted")));
-        };
-        if let Some(reason) = self.unusable(&token, now).await? {
+        if let Some(reason) = self.unusable(&user, &token, now).await? {
             self.consume(&challenge).await?;
             return Ok(with_serial(reject(reason)));
         }
@@ -205,11 +217,10 @@ impl Engine {
             if !self.consume(&challenge).await? {
                 return Ok(with_serial(reject("challenge already used")));
             }
-            let serial = token.serial.clone();
-            self.db(move |s| s.reset_failures(&serial)).await?;
+            self.login_succeeded(request, &user, &token).await?;
             return Ok(with_serial(accept("OTP accepted")));
         }
-        let newly_locked = self.fail(std::slice::from_ref(&token.serial)).await?;
+        let newly_locked = self.fail(request, &user, &[&token]).await?;
         let key = challenge.transaction_id.clone();
         let attempts = self.db(move |s| s.add_attempt(&key)).await?;
         if attempts < self.policy.challenge.max_attempts && newly_locked.is_empty() {
@@ -262,15 +273,15 @@ impl Engine {
         let (token, otp_given) = match matched {
             PasswordMatch::None => {
                 if self.policy.lockout.count_wrong_pin {
-                    let serials: Vec<String> = tokens.iter().map(|t| t.serial.clone()).collect();
-                    self.fail(&serials).await?;
+                    let all: Vec<&TokenRow> = tokens.iter().collect();
+                    self.fail(request, &user, &all).await?;
                 }
                 return Ok(reject("wrong PIN"));
             }
             PasswordMatch::Trigger(token) => (token, None),
             PasswordMatch::Answer(token, otp) => (token, Some(otp)),
         };
-        if let Some(reason) = self.unusable(&token, now).await? {
+        if let Some(reason) = self.unusable(&user, &token, now).await? {
             let missing = wrong_pin_runs.saturating_sub(runs);
             self.spend_decoy_time(password, missing).await;
             return Ok(Verdict {
@@ -280,7 +291,7 @@ impl Engine {
         }
         match otp_given {
             None => self.trigger(request, &user, token, now).await,
-            Some(otp) => self.answer_with_pin(token, &otp, now).await,
+            Some(otp) => self.answer_with_pin(request, &user, token, &otp, now).await,
         }
     }
 
@@ -327,7 +338,12 @@ impl Engine {
     }
 
     /// Why a token cannot be used now, clearing an expired lock on the way.
-    async fn unusable(&self, token: &TokenRow, now: i64) -> Step<Option<&'static str>> {
+    async fn unusable(
+        &self,
+        user: &UserRow,
+        token: &TokenRow,
+        now: i64,
+    ) -> Step<Option<&'static str>> {
         if token.disabled {
             return Ok(Some("token disabled"));
         }
@@ -337,7 +353,9 @@ impl Engine {
             LockState::Expired => {
                 let serial = token.serial.clone();
                 self.db(move |s| s.unlock(&serial)).await?;
-                tracing::info!(serial = %token.serial, "lock cleared after clear_after");
+                tracing::info!(serial = %token.serial, event = "token_unlocked", "lock cleared after clear_after");
+                self.notifier
+                    .notify(self.event(EventKind::TokenUnlocked, user, Some(token), None));
                 Ok(None)
             }
         }
@@ -351,8 +369,7 @@ impl Engine {
         token: TokenRow,
         now: i64,
     ) -> Step<Verdict> {
-        let phone_text = token.phone.clone().unwrap_or_else(|| user.phone.clone());
-        let phone = Phone::parse(&phone_text, None).map_err(Failure::Other)?;
+        let phone = owner_phone(user, &token).map_err(Failure::Other)?;
         let phone_masked = phone.masked();
         let chain = self.chain_for(&token)?;
         let serial = token.serial.clone();
@@ -380,10 +397,11 @@ impl Engine {
         self.db(move |s| s.insert_challenge(&challenge)).await?;
 
         let text = self.policy.sms_text.render(|_| code.clone(), Escape::None);
+        let deadline = Instant::now() + self.send_within;
         let message = Message { to: phone, text };
         let sending = self
             .background
-            .spawn(async move { chain.send(&message).await });
+            .spawn(async move { chain.send(&message, deadline).await });
         let base = Verdict {
             decision: Decision::Reject { message: None },
             reason: String::new(),
@@ -400,6 +418,9 @@ impl Engine {
                 let key = tid.as_str().to_string();
                 self.db(move |s| s.delete_challenge(&key)).await?;
                 tracing::warn!(user = %user.name, serial = %token.serial, to = %phone_masked, event = "sms_failed", "{}", delivery.summary());
+                let client = Some(client_of(request));
+                self.notifier
+                    .notify(self.event(EventKind::SmsFailed, user, Some(&token), client));
                 return Ok(Verdict {
                     decision: Decision::Reject {
                         message: Some(SMS_NOT_SENT.to_string()),
@@ -443,7 +464,14 @@ impl Engine {
     }
 
     /// PIN + OTP: accept if the OTP matches an open challenge of the token.
-    async fn answer_with_pin(&self, token: TokenRow, otp_given: &[u8], now: i64) -> Step<Verdict> {
+    async fn answer_with_pin(
+        &self,
+        request: &Request,
+        user: &UserRow,
+        token: TokenRow,
+        otp_given: &[u8],
+        now: i64,
+    ) -> Step<Verdict> {
         let serial = token.serial.clone();
         let open = self.db(move |s| s.open_challenges(&serial, now)).await?;
         let seed = self
@@ -463,8 +491,7 @@ impl Engine {
         let serial = Some(token.serial.clone());
         match matched {
             Some(challenge) if self.consume(challenge).await? => {
-                let key = token.serial.clone();
-                self.db(move |s| s.reset_failures(&key)).await?;
+                self.login_succeeded(request, user, &token).await?;
                 Ok(Verdict {
                     serial,
                     ..accept("PIN and OTP accepted")
@@ -475,7 +502,7 @@ impl Engine {
                 ..reject("challenge already used")
             }),
             None => {
-                self.fail(std::slice::from_ref(&token.serial)).await?;
+                self.fail(request, user, &[&token]).await?;
                 let reason = if open.is_empty() {
                     "PIN right, no open challenge"
                 } else {
@@ -504,18 +531,77 @@ impl Engine {
         Ok(self.db(move |s| s.consume_challenge(&key)).await?)
     }
 
-    /// Counts a failure on tokens and reports those it locked.
-    async fn fail(&self, serials: &[String]) -> Step<Vec<String>> {
-        let serials_owned = serials.to_vec();
+    /// Counts a failure on tokens, notifies about those it locked, and returns them.
+    async fn fail(
+        &self,
+        request: &Request,
+        user: &UserRow,
+        tokens: &[&TokenRow],
+    ) -> Step<Vec<String>> {
+        let serials: Vec<String> = tokens.iter().map(|t| t.serial.clone()).collect();
         let max = self.policy.lockout.max_failures;
         let now = now_ms();
         let locked = self
-            .db(move |s| s.record_failure(&serials_owned, max, now))
+            .db(move |s| s.record_failure(&serials, max, now))
             .await?;
-        for serial in &locked {
-            tracing::warn!(serial = %serial, event = "token_locked", "token locked after {max} failures");
+        for token in tokens.iter().filter(|t| locked.contains(&t.serial)) {
+            tracing::warn!(user = %user.name, serial = %token.serial, event = "token_locked", "token locked after {max} failures");
+            let mut event = self.event(
+                EventKind::TokenLocked,
+                user,
+                Some(token),
+                Some(client_of(request)),
+            );
+            event.failures = Some(token.fail_count.saturating_add(1));
+            self.notifier.notify(event);
         }
         Ok(locked)
+    }
+
+    /// A login went through: reset the fail counter and tell the rules that listen.
+    async fn login_succeeded(
+        &self,
+        request: &Request,
+        user: &UserRow,
+        token: &TokenRow,
+    ) -> Step<()> {
+        let serial = token.serial.clone();
+        self.db(move |s| s.reset_failures(&serial)).await?;
+        if self.notifier.wants(EventKind::LoginSuccess) {
+            let (name, client, station) = (
+                user.name.clone(),
+                request.client.clone(),
+                request.calling_station_id.clone(),
+            );
+            let seen = self
+                .db(move |s| s.accepted_before(&name, &client, station.as_deref()))
+                .await?;
+            let mut event = self.event(
+                EventKind::LoginSuccess,
+                user,
+                Some(token),
+                Some(client_of(request)),
+            );
+            event.new_client = !seen;
+            self.notifier.notify(event);
+        }
+        Ok(())
+    }
+
+    fn event(
+        &self,
+        kind: EventKind,
+        user: &UserRow,
+        token: Option<&TokenRow>,
+        client: Option<String>,
+    ) -> Event {
+        Event {
+            serial: token.map(|t| t.serial.clone()),
+            client,
+            failures: token.map(|t| t.fail_count),
+            owner: token.and_then(|t| owner_phone(user, t).ok()),
+            ..Event::new(kind, &user.name)
+        }
     }
 
     /// Runs a store call on the blocking pool.
@@ -529,6 +615,19 @@ impl Engine {
             .await
             .map_err(|e| StoreError::Database(format!("store task failed: {e}")))?
     }
+}
+
+/// The phone a token sends to: its own, or its owner's.
+fn owner_phone(user: &UserRow, token: &TokenRow) -> Result<Phone, String> {
+    Phone::parse(token.phone.as_deref().unwrap_or(&user.phone), None)
+}
+
+/// Who logged in from where, for notifications: Calling-Station-Id, else the RADIUS client.
+fn client_of(request: &Request) -> String {
+    request
+        .calling_station_id
+        .clone()
+        .unwrap_or_else(|| request.client.clone())
 }
 
 /// Argon2 runs a wrong password costs against one token: the whole password, and the

@@ -9,6 +9,9 @@ use crate::sms::Gateways;
 pub fn run(config_path: &Path) -> Result<()> {
     let config = super::load_config(config_path)?;
     Gateways::from_config(&config).map_err(|e| anyhow!(e))?;
+    for warning in config.warnings() {
+        eprintln!("warning: {warning}");
+    }
     println!(
         "{}: ok ({} client(s), {} gateway(s), listening on {})",
         config_path.display(),

@@ -5,10 +5,17 @@ use std::path::Path;
 use anyhow::{Result, anyhow, bail};
 use clap::Subcommand;
 
+use super::output;
+use crate::config::GatewayKind;
 use crate::sms::{Gateways, Message, Phone};
 
 #[derive(Debug, Subcommand)]
 pub enum GatewayCommand {
+    /// List the gateways and their breaker state as the running server last recorded it.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
     /// Send a test message through one gateway.
     Test {
         name: String,
@@ -20,9 +27,13 @@ pub enum GatewayCommand {
 }
 
 pub fn run(config_path: &Path, command: GatewayCommand) -> Result<()> {
+    if let GatewayCommand::List { json } = command {
+        return list(config_path, json);
+    }
     let config = super::load_config(config_path)?;
     crate::logging::init(&config.server.log_level, config.server.log_format);
     match command {
+        GatewayCommand::List { .. } => {}
         GatewayCommand::Test { name, to, text } => {
             let gateways = Gateways::from_config(&config).map_err(|e| anyhow!(e))?;
             let gateway = gateways
@@ -44,4 +55,58 @@ pub fn run(config_path: &Path, command: GatewayCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn list(config_path: &Path, json: bool) -> Result<()> {
+    let (config, store, _keys) = super::open(config_path)?;
+    let recorded = store.gateway_states()?;
+    let rows: Vec<serde_json::Value> = config
+        .gateways
+        .values()
+        .map(|gateway| {
+            let state = recorded.iter().find(|r| r.gateway == gateway.name);
+            serde_json::json!({
+                "name": gateway.name,
+                "type": kind_name(&gateway.kind),
+                "breaker": state.map_or("closed", |s| s.state.as_str()),
+                "failures": state.map_or(0, |s| s.failures),
+                "last_error": state.and_then(|s| s.last_error.clone()),
+                "open_until": state.and_then(|s| s.open_until).map(output::time),
+                "recorded": state.map(|s| output::time(s.updated)),
+            })
+        })
+        .collect();
+    output::print_rows(
+        &rows,
+        json,
+        &[
+            "NAME",
+            "TYPE",
+            "BREAKER",
+            "FAILURES",
+            "OPEN UNTIL",
+            "LAST ERROR",
+        ],
+        |r| {
+            let text = |key: &str| r[key].as_str().unwrap_or("-").to_string();
+            vec![
+                text("name"),
+                text("type"),
+                text("breaker"),
+                r["failures"].to_string(),
+                text("open_until"),
+                text("last_error"),
+            ]
+        },
+    )
+}
+
+fn kind_name(kind: &GatewayKind) -> &'static str {
+    match kind {
+        GatewayKind::Http(_) => "http",
+        GatewayKind::Spool(_) => "spool",
+        GatewayKind::Sipgate(_) => "sipgate",
+        GatewayKind::Smtp(_) => "smtp",
+        GatewayKind::Modem(_) => "modem",
+    }
 }

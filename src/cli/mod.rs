@@ -14,11 +14,13 @@ mod user;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use clap::{Parser, Subcommand};
 
 use crate::auth::keys::Keys;
-use crate::config::Config;
+use crate::config::{Config, EventKind};
+use crate::events::{Event, Notifier};
+use crate::sms::{Gateways, Phone};
 use crate::store::{SqliteStore, Store};
 
 #[derive(Debug, Parser)]
@@ -81,6 +83,34 @@ fn open(path: &Path) -> Result<(Config, Arc<dyn Store>, Keys)> {
     let store = SqliteStore::open(&config.server.database)
         .with_context(|| format!("database {}", config.server.database.display()))?;
     Ok((config, Arc::new(store), keys))
+}
+
+/// Sends the notifications for an admin action on a token and waits for them. Failures are
+/// logged and audited by the notifier; the command itself has succeeded either way.
+fn notify(config: &Config, store: &Arc<dyn Store>, kind: EventKind, serial: &str) -> Result<()> {
+    let gateways = Gateways::from_config(config).map_err(|e| anyhow!(e))?;
+    let notifier = Notifier::new(config, gateways, store.clone());
+    if !notifier.wants(kind) {
+        return Ok(());
+    }
+    let Some(token) = store.token(serial)? else {
+        return Ok(());
+    };
+    let owner = store.user(&token.user)?;
+    let phone = token.phone.clone().or(owner.map(|u| u.phone));
+    let event = Event {
+        serial: Some(token.serial.clone()),
+        client: Some("otpgate-cli".into()),
+        failures: Some(token.fail_count),
+        owner: phone.and_then(|p| Phone::parse(&p, None).ok()),
+        ..Event::new(kind, &token.user)
+    };
+    crate::logging::init(&config.server.log_level, config.server.log_format);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(notifier.notify_and_wait(event));
+    Ok(())
 }
 
 /// Unix time in milliseconds.

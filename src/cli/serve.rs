@@ -15,8 +15,11 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Engine;
 use crate::auth::engine::now_ms;
 use crate::config::Config;
+use crate::events::Notifier;
 use crate::radius::listener::{self, Server};
 use crate::sms::Gateways;
+use crate::sms::breaker::Breakers;
+use crate::store::GatewayStateRow;
 use crate::store::Store;
 
 /// How long shutdown waits for requests in flight, and then for SMS deliveries.
@@ -38,9 +41,21 @@ pub fn run(config_path: &Path) -> Result<()> {
 
 async fn serve(config: Config) -> Result<()> {
     let (_, store, keys) = super::open(&config.path)?;
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let gateways = Gateways::from_config(&config).map_err(|e| anyhow!(e))?;
-    let engine =
-        Arc::new(Engine::new(store.clone(), gateways, keys, &config).map_err(|e| anyhow!(e))?);
+    let notifier = Arc::new(Notifier::new(&config, gateways.clone(), store.clone()));
+    let engine = Arc::new(
+        Engine::new(
+            store.clone(),
+            gateways.clone(),
+            notifier.clone(),
+            keys,
+            &config,
+        )
+        .map_err(|e| anyhow!(e))?,
+    );
     let server = Arc::new(Server::new(&config, engine.clone()));
 
     let shutdown = CancellationToken::new();
@@ -52,9 +67,14 @@ async fn serve(config: Config) -> Result<()> {
     }
     loops.close();
     tokio::spawn(housekeeping(
-        store,
+        store.clone(),
         server.clone(),
         config.challenge.validity.0,
+        shutdown.clone(),
+    ));
+    let recorder = tokio::spawn(record_breakers(
+        store,
+        gateways.breakers().clone(),
         shutdown.clone(),
     ));
 
@@ -64,6 +84,8 @@ async fn serve(config: Config) -> Result<()> {
     loops.wait().await;
     drain("requests in flight", server.tasks()).await;
     drain("SMS deliveries", engine.background()).await;
+    drain("notifications", notifier.tasks()).await;
+    let _ = recorder.await;
     tracing::info!(stats = %server.stats.summary(), "stopped");
     Ok(())
 }
@@ -117,6 +139,50 @@ async fn drain(what: &str, tasks: &TaskTracker) {
         .is_err()
     {
         tracing::warn!(abandoned = tasks.len(), "gave up waiting for {what}");
+    }
+}
+
+/// How often breaker changes are written to the database for `otpgate gateway list`.
+const BREAKER_RECORD_EVERY: Duration = Duration::from_secs(1);
+
+/// Writes the breakers to the database whenever they changed, and once more at shutdown.
+async fn record_breakers(
+    store: Arc<dyn Store>,
+    breakers: Arc<Breakers>,
+    shutdown: CancellationToken,
+) {
+    let mut recorded = 0;
+    let mut ticker = tokio::time::interval(BREAKER_RECORD_EVERY);
+    loop {
+        let stopping = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = ticker.tick() => false,
+        };
+        let version = breakers.version();
+        if version != recorded {
+            let now = now_ms();
+            let rows: Vec<GatewayStateRow> = breakers
+                .snapshot()
+                .into_iter()
+                .map(|b| GatewayStateRow {
+                    gateway: b.gateway,
+                    state: b.state.to_string(),
+                    failures: b.failures,
+                    last_error: b.last_error,
+                    open_until: b.open_until,
+                    updated: now,
+                })
+                .collect();
+            let store = store.clone();
+            match tokio::task::spawn_blocking(move || store.save_gateway_states(&rows)).await {
+                Ok(Ok(())) => recorded = version,
+                Ok(Err(e)) => tracing::error!(error = %e, "cannot record gateway states"),
+                Err(e) => tracing::error!(error = %e, "gateway state task failed"),
+            }
+        }
+        if stopping {
+            return;
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use clap::Subcommand;
 use super::output;
 use crate::auth::enroll::{self, NewToken};
 use crate::auth::pin::PinHasher;
+use crate::config::EventKind;
 use crate::sms::Phone;
 
 #[derive(Debug, Subcommand)]
@@ -97,6 +98,7 @@ pub fn run(config_path: &Path, command: TokenCommand) -> Result<()> {
             let token = enroll::new_token(spec, &pin, &keys, &hasher()?).map_err(|e| anyhow!(e))?;
             store.add_token(&token)?;
             println!("{}", token.serial);
+            super::notify(&config, &store, EventKind::TokenAdded, &token.serial)?;
         }
         TokenCommand::List { user, json } => {
             let rows: Vec<serde_json::Value> = store
@@ -145,8 +147,16 @@ pub fn run(config_path: &Path, command: TokenCommand) -> Result<()> {
         TokenCommand::Disable { serial } => {
             changed(store.set_disabled(&serial, true)?, &serial, "disabled")?
         }
-        TokenCommand::Unlock { serial } => changed(store.unlock(&serial)?, &serial, "unlocked")?,
+        TokenCommand::Unlock { serial } => {
+            changed(store.unlock(&serial)?, &serial, "unlocked")?;
+            super::notify(&config, &store, EventKind::TokenUnlocked, &serial)?;
+        }
         TokenCommand::Delete { serial } => {
+            // Notify first: afterwards the token and its owner's phone are gone.
+            if store.token(&serial)?.is_none() {
+                bail!("no token with serial '{serial}'");
+            }
+            super::notify(&config, &store, EventKind::TokenDeleted, &serial)?;
             changed(store.delete_token(&serial)?, &serial, "deleted")?
         }
         TokenCommand::SetPin { serial, pin_stdin } => {
@@ -161,6 +171,7 @@ pub fn run(config_path: &Path, command: TokenCommand) -> Result<()> {
                 &serial,
                 "new PIN set for",
             )?;
+            super::notify(&config, &store, EventKind::PinChanged, &serial)?;
         }
     }
     Ok(())

@@ -14,8 +14,17 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::sms::template::{Tag, Template};
-use crate::sms::{PhoneFormat, PhoneRewrite};
+mod event;
+mod gateway;
+
+pub use event::{EVENT_TAGS, EventKind, EventRule, Recipient};
+pub use gateway::{
+    GatewayConfig, GatewayKind, HttpBody, HttpGatewayConfig, HttpMethod, ModemGatewayConfig,
+    ModemMode, SipgateGatewayConfig, SmtpGatewayConfig, SmtpServerConfig, SmtpTls,
+    SpoolGatewayConfig,
+};
+
+use crate::sms::template::{Escape, Tag, Template};
 
 /// A configuration that could not be loaded: one line per problem.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +86,11 @@ struct RawConfig {
     #[serde(default)]
     sms: RawSms,
     #[serde(default)]
-    gateway: BTreeMap<String, RawGateway>,
+    gateway: BTreeMap<String, gateway::RawGateway>,
+    #[serde(default)]
+    smtp: BTreeMap<String, gateway::RawSmtpServer>,
+    #[serde(default)]
+    event: Vec<event::RawEvent>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,7 +164,7 @@ struct RawClient {
     mode: ClientMode,
 }
 
-fn yes() -> bool {
+pub(crate) fn yes() -> bool {
     true
 }
 
@@ -292,6 +305,19 @@ struct RawSms {
     reply_within: Span,
     #[serde(default)]
     default_region: Option<String>,
+    /// A gateway that failed is skipped for this long, then probed again.
+    #[serde(default = "default_breaker_backoff")]
+    breaker_backoff: Span,
+    /// The longest a chain may take in all, background delivery included.
+    #[serde(default = "default_send_within")]
+    send_within: Span,
+}
+
+fn default_breaker_backoff() -> Span {
+    Span(Duration::from_secs(30))
+}
+fn default_send_within() -> Span {
+    Span(Duration::from_secs(60))
 }
 
 fn default_reply_within() -> Span {
@@ -304,79 +330,10 @@ impl Default for RawSms {
             default_chain: Vec::new(),
             reply_within: default_reply_within(),
             default_region: None,
+            breaker_backoff: default_breaker_backoff(),
+            send_within: default_send_within(),
         }
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-enum RawGateway {
-    Http(Box<RawHttpGateway>),
-    Spool(RawSpoolGateway),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHttpGateway {
-    url: String,
-    #[serde(default)]
-    method: HttpMethod,
-    username: Option<String>,
-    password: Option<Secret>,
-    return_success: Option<String>,
-    return_fail: Option<String>,
-    proxy: Option<String>,
-    #[serde(default)]
-    parameters: BTreeMap<String, String>,
-    #[serde(default)]
-    options: BTreeMap<String, String>,
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
-    #[serde(default = "yes")]
-    check_ssl: bool,
-    #[serde(default = "default_gateway_timeout")]
-    timeout: Span,
-    #[serde(default)]
-    body: HttpBody,
-    phone_regexp: Option<String>,
-    #[serde(default)]
-    phone_format: PhoneFormat,
-}
-
-fn default_gateway_timeout() -> Span {
-    Span(Duration::from_secs(5))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSpoolGateway {
-    directory: PathBuf,
-    phone_regexp: Option<String>,
-    /// smstools3 wants international digits without '+'.
-    #[serde(default = "digits")]
-    phone_format: PhoneFormat,
-}
-
-fn digits() -> PhoneFormat {
-    PhoneFormat::Digits
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum HttpMethod {
-    #[default]
-    #[serde(alias = "get")]
-    Get,
-    #[serde(alias = "post")]
-    Post,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HttpBody {
-    #[default]
-    Form,
-    Json,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -396,6 +353,7 @@ pub struct Config {
     pub pin: PinConfig,
     pub sms: SmsConfig,
     pub gateways: BTreeMap<String, GatewayConfig>,
+    pub events: Vec<EventRule>,
 }
 
 #[derive(Debug, Clone)]
@@ -427,43 +385,8 @@ pub struct SmsConfig {
     pub default_chain: Vec<String>,
     pub reply_within: Duration,
     pub default_region: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct GatewayConfig {
-    pub name: String,
-    pub phone_format: PhoneFormat,
-    pub phone_rewrite: Option<PhoneRewrite>,
-    pub kind: GatewayKind,
-}
-
-#[derive(Debug, Clone)]
-pub enum GatewayKind {
-    Http(Box<HttpGatewayConfig>),
-    Spool(SpoolGatewayConfig),
-}
-
-#[derive(Debug, Clone)]
-pub struct HttpGatewayConfig {
-    pub url: Template,
-    pub method: HttpMethod,
-    pub username: Option<String>,
-    pub password: Option<Secret>,
-    pub return_success: Option<String>,
-    pub return_fail: Option<String>,
-    pub proxy: Option<String>,
-    /// Fixed parameters and tag-rendered options, in that order.
-    pub parameters: Vec<(String, String)>,
-    pub options: Vec<(String, Template)>,
-    pub headers: Vec<(String, String)>,
-    pub check_ssl: bool,
-    pub timeout: Duration,
-    pub body: HttpBody,
-}
-
-#[derive(Debug, Clone)]
-pub struct SpoolGatewayConfig {
-    pub directory: PathBuf,
+    pub breaker_backoff: Duration,
+    pub send_within: Duration,
 }
 
 /// Shortest shared secret accepted (RFC 2865 section 3 recommends at least 16 octets).
@@ -499,6 +422,40 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Things that work but cost: SMS texts needing several segments or UCS-2.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let sample_otp = "0".repeat(self.challenge.otp_length as usize);
+        let mut check = |key: &str, text: String| {
+            let parts = crate::sms::encoding::split(&text);
+            if parts.encoding() == crate::sms::encoding::Encoding::Ucs2 {
+                warnings.push(format!(
+                    "{}: {key}: needs UCS-2 (a character outside the GSM alphabet): 70 characters per SMS",
+                    self.path.display()
+                ));
+            }
+            if parts.count() > 1 {
+                warnings.push(format!(
+                    "{}: {key}: needs {} SMS segments; gateways may bill each",
+                    self.path.display(),
+                    parts.count()
+                ));
+            }
+        };
+        check(
+            "challenge.sms_text",
+            self.sms_text.render(|_| sample_otp.clone(), Escape::None),
+        );
+        for (index, event) in self.events.iter().enumerate() {
+            // Tags stand for short values; each gets a typical length.
+            let text = event.text.render(|_| "x".repeat(12), Escape::None);
+            check(&format!("event[{index}] ({}).text", event.on.name()), text);
+        }
+        warnings
+    }
+}
+
 /// `section.key (line N): problem`, from the error's span: toml's own message spreads over
 /// several lines and does not name the table.
 fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
@@ -531,13 +488,13 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
     format!("{path} (line {line_number}): {message}")
 }
 
-struct Problems {
+pub(crate) struct Problems {
     file: String,
     list: Vec<String>,
 }
 
 impl Problems {
-    fn add(&mut self, key: &str, problem: impl fmt::Display) {
+    pub(crate) fn add(&mut self, key: &str, problem: impl fmt::Display) {
         self.list.push(format!("{}: {key}: {problem}", self.file));
     }
 }
@@ -562,12 +519,22 @@ fn check(raw: RawConfig, path: &Path, problems: &mut Problems) -> Config {
     if raw.lockout.max_failures == 0 {
         problems.add("lockout.max_failures", "must be at least 1");
     }
+    let smtp_servers = gateway::check_smtp_servers(raw.smtp, problems);
     let gateways: BTreeMap<String, GatewayConfig> = raw
         .gateway
         .into_iter()
-        .filter_map(|(name, gateway)| check_gateway(&name, gateway, problems).map(|g| (name, g)))
+        .map(|(name, raw)| {
+            let checked = gateway::check_gateway(&name, raw, &smtp_servers, problems);
+            (name, checked)
+        })
         .collect();
     let sms = check_sms(raw.sms, &gateways, problems);
+    let events = event::check_events(
+        raw.event,
+        &|name| gateways.contains_key(name),
+        &sms.default_chain,
+        problems,
+    );
     Config {
         path: path.to_path_buf(),
         server,
@@ -579,6 +546,7 @@ fn check(raw: RawConfig, path: &Path, problems: &mut Problems) -> Config {
         pin: raw.pin,
         sms,
         gateways,
+        events,
     }
 }
 
@@ -710,7 +678,12 @@ fn check_pin(pin: &PinConfig, problems: &mut Problems) {
     }
 }
 
-fn parse_template(key: &str, text: &str, allowed: &[Tag], problems: &mut Problems) -> Template {
+pub(crate) fn parse_template(
+    key: &str,
+    text: &str,
+    allowed: &[Tag],
+    problems: &mut Problems,
+) -> Template {
     Template::parse(text, allowed).unwrap_or_else(|e| {
         problems.add(key, e);
         Template::literal("")
@@ -741,113 +714,16 @@ fn check_sms(
     if raw.reply_within.0.is_zero() {
         problems.add("sms.reply_within", "must be longer than 0s");
     }
+    if raw.send_within.0 < raw.reply_within.0 {
+        problems.add("sms.send_within", "must not be shorter than reply_within");
+    }
     SmsConfig {
         default_chain: raw.default_chain,
         reply_within: raw.reply_within.0,
         default_region: raw.default_region,
+        breaker_backoff: raw.breaker_backoff.0,
+        send_within: raw.send_within.0,
     }
-}
-
-fn check_gateway(name: &str, raw: RawGateway, problems: &mut Problems) -> Option<GatewayConfig> {
-    let key = |field: &str| format!("gateway.{name}.{field}");
-    let (phone_regexp, phone_format, kind) = match raw {
-        RawGateway::Http(http) => {
-            let url = parse_template(
-                &key("url"),
-                &http.url,
-                &[Tag::Phone, Tag::Otp, Tag::Message],
-                problems,
-            );
-            if reqwest::Url::parse(&http.url.replace(['{', '}'], "")).is_err() {
-                problems.add(&key("url"), format!("'{}' is not a URL", http.url));
-            }
-            if let Some(proxy) = &http.proxy
-                && reqwest::Proxy::all(proxy).is_err()
-            {
-                problems.add(&key("proxy"), format!("'{proxy}' is not a proxy URL"));
-            }
-            if http.password.is_some() && http.username.is_none() {
-                problems.add(&key("password"), "set username too (basic auth)");
-            }
-            for clash in http
-                .options
-                .keys()
-                .filter(|k| http.parameters.contains_key(*k))
-            {
-                problems.add(
-                    &key("options"),
-                    format!("'{clash}' is also in parameters; a name may be in only one"),
-                );
-            }
-            for (header, value) in &http.headers {
-                if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err()
-                    || reqwest::header::HeaderValue::from_str(value).is_err()
-                {
-                    problems.add(
-                        &key("headers"),
-                        format!("'{header}' is not a valid HTTP header"),
-                    );
-                }
-            }
-            if http.timeout.0.is_zero() {
-                problems.add(&key("timeout"), "must be longer than 0s");
-            }
-            let options = http
-                .options
-                .iter()
-                .map(|(k, v)| {
-                    let template = parse_template(
-                        &key(&format!("options.{k}")),
-                        v,
-                        &[Tag::Phone, Tag::Otp, Tag::Message],
-                        problems,
-                    );
-                    (k.clone(), template)
-                })
-                .collect();
-            let config = HttpGatewayConfig {
-                url,
-                method: http.method,
-                username: http.username,
-                password: http.password,
-                return_success: http.return_success,
-                return_fail: http.return_fail,
-                proxy: http.proxy,
-                parameters: http.parameters.into_iter().collect(),
-                options,
-                headers: http.headers.into_iter().collect(),
-                check_ssl: http.check_ssl,
-                timeout: http.timeout.0,
-                body: http.body,
-            };
-            (
-                http.phone_regexp,
-                http.phone_format,
-                GatewayKind::Http(Box::new(config)),
-            )
-        }
-        RawGateway::Spool(spool) => (
-            spool.phone_regexp,
-            spool.phone_format,
-            GatewayKind::Spool(SpoolGatewayConfig {
-                directory: spool.directory,
-            }),
-        ),
-    };
-    let phone_rewrite = match phone_regexp.as_deref().map(PhoneRewrite::parse) {
-        None => None,
-        Some(Ok(rewrite)) => Some(rewrite),
-        Some(Err(e)) => {
-            problems.add(&key("phone_regexp"), e);
-            None
-        }
-    };
-    Some(GatewayConfig {
-        name: name.to_string(),
-        phone_format,
-        phone_rewrite,
-        kind,
-    })
 }
 
 #[cfg(test)]

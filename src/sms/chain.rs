@@ -1,16 +1,21 @@
-//! Ordered failover: a chain tries its gateways one after another until one delivers.
-//! Each gateway bounds its own attempt with its timeout; the caller bounds the whole chain.
+//! Ordered failover: a chain tries its gateways one after another until one delivers, all
+//! within one deadline. Gateways whose breaker is open are skipped, unless every gateway of
+//! the chain is, in which case they are all tried rather than giving up untried.
 
 use std::sync::Arc;
+use std::time::Instant;
 
+use super::breaker::Breakers;
 use super::{Gateway, Message};
 
-/// Which gateway delivered, and which failed before it.
+/// Which gateway delivered, which failed before it, and which were skipped.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delivery {
     pub gateway: Option<String>,
     /// (gateway, error) for each gateway that failed, in order.
     pub failures: Vec<(String, String)>,
+    /// Gateways passed over because their breaker was open.
+    pub skipped: Vec<String>,
 }
 
 impl Delivery {
@@ -18,7 +23,7 @@ impl Delivery {
         self.gateway.is_some()
     }
 
-    /// One line for logs and audit: `sent via b after a: timed out`.
+    /// One line for logs and audit: `sent via b after a: timed out (skipped c: breaker open)`.
     pub fn summary(&self) -> String {
         let failed = self
             .failures
@@ -26,12 +31,19 @@ impl Delivery {
             .map(|(g, e)| format!("{g}: {e}"))
             .collect::<Vec<_>>()
             .join("; ");
-        match (&self.gateway, failed.is_empty()) {
+        let mut text = match (&self.gateway, failed.is_empty()) {
             (Some(g), true) => format!("sent via {g}"),
             (Some(g), false) => format!("sent via {g} after {failed}"),
-            (None, true) => "no gateway configured".to_string(),
+            (None, true) => "not sent: no gateway could be tried".to_string(),
             (None, false) => format!("not sent: {failed}"),
+        };
+        if !self.skipped.is_empty() {
+            text.push_str(&format!(
+                " (skipped {}: breaker open)",
+                self.skipped.join(", ")
+            ));
         }
+        text
     }
 }
 
@@ -39,34 +51,53 @@ impl Delivery {
 #[derive(Clone)]
 pub struct Chain {
     gateways: Vec<Arc<dyn Gateway>>,
+    breakers: Arc<Breakers>,
 }
 
 impl Chain {
-    pub fn new(gateways: Vec<Arc<dyn Gateway>>) -> Self {
-        Chain { gateways }
+    pub fn new(gateways: Vec<Arc<dyn Gateway>>, breakers: Arc<Breakers>) -> Self {
+        Chain { gateways, breakers }
     }
 
     pub fn is_empty(&self) -> bool {
         self.gateways.is_empty()
     }
 
-    /// Tries each gateway until one succeeds. Cancel-safe.
-    pub async fn send(&self, message: &Message) -> Delivery {
+    /// Tries each gateway until one succeeds or `deadline` passes. Cancel-safe.
+    pub async fn send(&self, message: &Message, deadline: Instant) -> Delivery {
         let mut delivery = Delivery::default();
+        let every_one_open = self
+            .gateways
+            .iter()
+            .all(|g| !self.breakers.allows(g.name()));
         for gateway in &self.gateways {
-            match gateway.send(message).await {
-                Ok(()) => {
-                    tracing::info!(gateway = gateway.name(), to = %message.to.masked(), "sms sent");
-                    delivery.gateway = Some(gateway.name().to_string());
+            let name = gateway.name();
+            if !every_one_open && !self.breakers.allows(name) {
+                delivery.skipped.push(name.to_string());
+                continue;
+            }
+            let Some(left) = deadline
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())
+            else {
+                delivery
+                    .failures
+                    .push((name.to_string(), "chain deadline passed".into()));
+                break;
+            };
+            let error = match tokio::time::timeout(left, gateway.send(message)).await {
+                Ok(Ok(())) => {
+                    self.breakers.succeeded(name);
+                    tracing::info!(gateway = name, to = %message.to.masked(), "sms sent");
+                    delivery.gateway = Some(name.to_string());
                     return delivery;
                 }
-                Err(e) => {
-                    tracing::warn!(gateway = gateway.name(), to = %message.to.masked(), error = %e, "sms gateway failed");
-                    delivery
-                        .failures
-                        .push((gateway.name().to_string(), e.to_string()));
-                }
-            }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "chain deadline passed".to_string(),
+            };
+            tracing::warn!(gateway = name, to = %message.to.masked(), error = %error, "sms gateway failed");
+            self.breakers.failed(name, &error);
+            delivery.failures.push((name.to_string(), error));
         }
         delivery
     }
@@ -77,6 +108,7 @@ mod tests {
     use super::*;
     use crate::sms::{GatewayError, Phone, SendFuture};
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     struct Fake {
         name: &'static str,
@@ -101,31 +133,50 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn the_second_gateway_delivers_when_the_first_fails() {
-        let first = Arc::new(Fake {
-            name: "a",
-            ok: false,
+    fn fake(name: &'static str, ok: bool) -> Arc<Fake> {
+        Arc::new(Fake {
+            name,
+            ok,
             calls: AtomicUsize::new(0),
-        });
-        let second = Arc::new(Fake {
-            name: "b",
-            ok: true,
-            calls: AtomicUsize::new(0),
-        });
-        let third = Arc::new(Fake {
-            name: "c",
-            ok: true,
-            calls: AtomicUsize::new(0),
-        });
-        let chain = Chain::new(vec![first.clone(), second.clone(), third.clone()]);
-        let message = Message {
+        })
+    }
+
+    fn message() -> Message {
+        Message {
             to: Phone::parse("+4917012345", None).unwrap(),
             text: "1".into(),
-        };
-        let delivery = chain.send(&message).await;
+        }
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
+    #[tokio::test]
+    async fn the_second_gateway_delivers_and_the_breaker_skips_the_first_next_time() {
+        let (first, second, third) = (fake("a", false), fake("b", true), fake("c", true));
+        let breakers = Arc::new(Breakers::new(Duration::from_secs(30)));
+        let chain = Chain::new(vec![first.clone(), second.clone(), third.clone()], breakers);
+        let delivery = chain.send(&message(), soon()).await;
         assert_eq!(delivery.gateway.as_deref(), Some("b"));
         assert_eq!(delivery.summary(), "sent via b after a: refused: HTTP 500");
         assert_eq!(third.calls.load(Ordering::SeqCst), 0);
+
+        let delivery = chain.send(&message(), soon()).await;
+        assert_eq!(delivery.summary(), "sent via b (skipped a: breaker open)");
+        assert_eq!(first.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn when_every_breaker_is_open_the_gateways_are_tried_anyway() {
+        let only = fake("a", false);
+        let chain = Chain::new(
+            vec![only.clone()],
+            Arc::new(Breakers::new(Duration::from_secs(30))),
+        );
+        chain.send(&message(), soon()).await;
+        let delivery = chain.send(&message(), soon()).await;
+        assert_eq!(only.calls.load(Ordering::SeqCst), 2);
+        assert!(!delivery.delivered());
     }
 }

@@ -48,11 +48,12 @@ pub enum Encoding {
 /// The septets of one character: one, two (escape + extension), or None if it is not in
 /// the GSM alphabet.
 pub fn gsm7_septets(c: char) -> Option<([u8; 2], usize)> {
-    if c != '\u{1b}' {
-        if let Some(index) = GSM7_BASIC.iter().position(|b| *b == c) {
-            // The table has 128 entries, so the index fits in a septet.
-            return Some(([index as u8, 0], 1));
-        }
+    // ESC is a table entry but not a character a text may contain.
+    if c != '\u{1b}'
+        && let Some(index) = GSM7_BASIC.iter().position(|b| *b == c)
+    {
+        // The table has 128 entries, so the index fits in a septet.
+        return Some(([index as u8, 0], 1));
     }
     GSM7_EXTENSION
         .iter()

@@ -22,21 +22,7 @@ pub struct HttpGateway {
 
 impl HttpGateway {
     pub fn new(name: &str, shape: PhoneShape, config: &HttpGatewayConfig) -> Result<Self, String> {
-        let mut builder = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            .danger_accept_invalid_certs(!config.check_ssl)
-            .pool_idle_timeout(Duration::from_secs(30));
-        builder = match &config.proxy {
-            Some(proxy) => {
-                builder.proxy(reqwest::Proxy::all(proxy).map_err(|e| format!("proxy: {e}"))?)
-            }
-            // Only the configured proxy is used, never one from the environment.
-            None => builder.no_proxy(),
-        };
-        let client = builder
-            .build()
-            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+        let client = client(config.timeout, config.check_ssl, config.proxy.as_deref())?;
         Ok(HttpGateway {
             name: name.to_string(),
             shape,
@@ -47,11 +33,7 @@ impl HttpGateway {
 
     async fn deliver(&self, message: &Message) -> Result<(), GatewayError> {
         let phone = self.shape.apply(&message.to);
-        let value = |tag: Tag| match tag {
-            Tag::Phone => phone.clone(),
-            Tag::Otp | Tag::Message => message.text.clone(),
-            Tag::PhoneMasked => message.to.masked(),
-        };
+        let value = |tag: Tag| message.tag(tag, &phone);
         let url = self.config.url.render(value, Escape::Url);
         let mut url =
             reqwest::Url::parse(&url).map_err(|e| GatewayError::Local(format!("url: {e}")))?;
@@ -96,25 +78,15 @@ impl HttpGateway {
             request = request.basic_auth(user, self.config.password.as_ref().map(|p| p.expose()));
         }
 
-        let mut response = request.send().await.map_err(describe)?;
-        let status = response.status();
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(describe)? {
-            let room = MAX_RESPONSE_BODY.saturating_sub(body.len());
-            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            if room <= chunk.len() {
-                break;
-            }
-        }
-        let body = String::from_utf8_lossy(&body);
-        if !status.is_success() {
-            return Err(GatewayError::Refused(format!("HTTP {}", status.as_u16())));
+        let (status, body) = exchange(request, MAX_RESPONSE_BODY).await?;
+        if !(200..300).contains(&status) {
+            return Err(GatewayError::Refused(format!("HTTP {status}")));
         }
         if let Some(needle) = &self.config.return_success {
             if !body.contains(needle.as_str()) {
                 return Err(GatewayError::Refused(format!(
                     "HTTP {}, return_success not in the response",
-                    status.as_u16()
+                    status
                 )));
             }
         } else if let Some(needle) = &self.config.return_fail
@@ -122,18 +94,59 @@ impl HttpGateway {
         {
             return Err(GatewayError::Refused(format!(
                 "HTTP {}, return_fail found in the response",
-                status.as_u16()
+                status
             )));
         }
         Ok(())
     }
 }
 
+/// An HTTP client for a gateway: its timeout, certificate checking, and only the configured
+/// proxy (never one from the environment).
+pub fn client(
+    timeout: Duration,
+    check_ssl: bool,
+    proxy: Option<&str>,
+) -> Result<reqwest::Client, String> {
+    let builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .danger_accept_invalid_certs(!check_ssl)
+        .pool_idle_timeout(Duration::from_secs(30));
+    let builder = match proxy {
+        Some(proxy) => {
+            builder.proxy(reqwest::Proxy::all(proxy).map_err(|e| format!("proxy: {e}"))?)
+        }
+        None => builder.no_proxy(),
+    };
+    builder
+        .build()
+        .map_err(|e| format!("cannot build HTTP client: {e}"))
+}
+
+/// Sends a request and reads at most `max_body` octets of the answer: (status, body).
+pub async fn exchange(
+    request: reqwest::RequestBuilder,
+    max_body: usize,
+) -> Result<(u16, String), GatewayError> {
+    let mut response = request.send().await.map_err(describe)?;
+    let status = response.status().as_u16();
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(describe)? {
+        let room = max_body.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if room <= chunk.len() {
+            break;
+        }
+    }
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
 fn describe(e: reqwest::Error) -> GatewayError {
     let timeout = e.is_timeout();
     let connect = e.is_connect();
     // The URL may carry the OTP or a password in its query.
-    let text = error_chain(&e.without_url());
+    let text = super::error_chain(&e.without_url());
     if timeout {
         GatewayError::Timeout
     } else if connect {
@@ -141,17 +154,6 @@ fn describe(e: reqwest::Error) -> GatewayError {
     } else {
         GatewayError::Refused(text)
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 impl Gateway for HttpGateway {

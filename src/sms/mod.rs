@@ -4,10 +4,14 @@
 //! Gateways are built once from the config (`Gateways::from_config`) and looked up by name;
 //! a `Chain` tries several in order.
 
+pub mod breaker;
 pub mod chain;
 pub mod encoding;
 pub mod http;
+pub mod modem;
 pub mod pdu;
+pub mod sipgate;
+pub mod smtp;
 pub mod spool;
 pub mod template;
 
@@ -223,6 +227,18 @@ pub struct Message {
     pub text: String,
 }
 
+impl Message {
+    /// A gateway template's tag: `{phone}` as the gateway shaped it, `{otp}` and `{message}`
+    /// the text. Other tags are not allowed in gateway templates (checked at load).
+    pub fn tag(&self, tag: template::Tag, shaped_phone: &str) -> String {
+        match tag {
+            template::Tag::Phone => shaped_phone.to_string(),
+            template::Tag::Otp | template::Tag::Message => self.text.clone(),
+            _ => String::new(),
+        }
+    }
+}
+
 impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Message")
@@ -245,6 +261,18 @@ pub enum GatewayError {
     Local(String),
 }
 
+/// An error and its sources on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
 pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<(), GatewayError>> + Send + 'a>>;
 
 /// Something that delivers text messages.
@@ -255,10 +283,11 @@ pub trait Gateway: Send + Sync {
     fn send<'a>(&'a self, message: &'a Message) -> SendFuture<'a>;
 }
 
-/// Every configured gateway, by name.
-#[derive(Clone, Default)]
+/// Every configured gateway, by name, with their shared breakers.
+#[derive(Clone)]
 pub struct Gateways {
     by_name: BTreeMap<String, Arc<dyn Gateway>>,
+    breakers: Arc<breaker::Breakers>,
 }
 
 impl Gateways {
@@ -266,20 +295,29 @@ impl Gateways {
     pub fn from_config(config: &Config) -> Result<Gateways, String> {
         let mut by_name: BTreeMap<String, Arc<dyn Gateway>> = BTreeMap::new();
         for (name, gateway) in &config.gateways {
+            let shape = PhoneShape::from_config(gateway);
+            let located = |e: String| format!("{}: gateway.{name}: {e}", config.path.display());
             let built: Arc<dyn Gateway> = match &gateway.kind {
-                GatewayKind::Http(http) => Arc::new(
-                    http::HttpGateway::new(name, PhoneShape::from_config(gateway), http)
-                        .map_err(|e| format!("{}: gateway.{name}: {e}", config.path.display()))?,
-                ),
-                GatewayKind::Spool(spool) => Arc::new(spool::SpoolGateway::new(
-                    name,
-                    PhoneShape::from_config(gateway),
-                    spool,
-                )),
+                GatewayKind::Http(http) => {
+                    Arc::new(http::HttpGateway::new(name, shape, http).map_err(located)?)
+                }
+                GatewayKind::Spool(spool) => Arc::new(spool::SpoolGateway::new(name, shape, spool)),
+                GatewayKind::Sipgate(sipgate) => {
+                    Arc::new(sipgate::SipgateGateway::new(name, shape, sipgate).map_err(located)?)
+                }
+                GatewayKind::Smtp(smtp) => {
+                    Arc::new(smtp::SmtpGateway::new(name, shape, smtp).map_err(located)?)
+                }
+                GatewayKind::Modem(modem) => Arc::new(modem::ModemGateway::new(name, shape, modem)),
             };
             by_name.insert(name.clone(), built);
         }
-        Ok(Gateways { by_name })
+        let breakers = Arc::new(breaker::Breakers::new(config.sms.breaker_backoff));
+        Ok(Gateways { by_name, breakers })
+    }
+
+    pub fn breakers(&self) -> &Arc<breaker::Breakers> {
+        &self.breakers
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<dyn Gateway>> {
@@ -292,7 +330,7 @@ impl Gateways {
             .iter()
             .map(|n| self.get(n).ok_or_else(|| format!("no gateway named '{n}'")))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Chain::new(gateways))
+        Ok(Chain::new(gateways, self.breakers.clone()))
     }
 }
 

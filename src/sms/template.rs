@@ -13,8 +13,18 @@ pub enum Tag {
     Otp,
     /// The same as `Otp`.
     Message,
-    /// The phone with most digits hidden, for prompts.
+    /// The phone with most digits hidden, for prompts and notifications.
     PhoneMasked,
+    /// Notifications: the user name.
+    User,
+    /// Notifications: the token serial.
+    Serial,
+    /// Notifications: the RADIUS client (or Calling-Station-Id) of the login.
+    Client,
+    /// Notifications: when it happened (RFC 3339, UTC).
+    Time,
+    /// Notifications: the token's fail counter.
+    Failures,
 }
 
 impl Tag {
@@ -24,6 +34,11 @@ impl Tag {
             "otp" => Some(Tag::Otp),
             "message" => Some(Tag::Message),
             "phone_masked" => Some(Tag::PhoneMasked),
+            "user" => Some(Tag::User),
+            "serial" => Some(Tag::Serial),
+            "client" => Some(Tag::Client),
+            "time" => Some(Tag::Time),
+            "failures" => Some(Tag::Failures),
             _ => None,
         }
     }
@@ -34,6 +49,11 @@ impl Tag {
             Tag::Otp => "otp",
             Tag::Message => "message",
             Tag::PhoneMasked => "phone_masked",
+            Tag::User => "user",
+            Tag::Serial => "serial",
+            Tag::Client => "client",
+            Tag::Time => "time",
+            Tag::Failures => "failures",
         }
     }
 }
@@ -171,7 +191,7 @@ mod tests {
         match tag {
             Tag::Phone => "+49 170/1234".into(),
             Tag::Otp | Tag::Message => "Code: 123456 & <more>".into(),
-            Tag::PhoneMasked => "+49*****34".into(),
+            _ => "other".into(),
         }
     }
 

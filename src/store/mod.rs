@@ -74,6 +74,17 @@ pub struct AuditRow {
     pub duration_ms: u64,
 }
 
+/// A gateway's breaker as the running server last recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GatewayStateRow {
+    pub gateway: String,
+    pub state: String,
+    pub failures: u32,
+    pub last_error: Option<String>,
+    pub open_until: Option<i64>,
+    pub updated: i64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0} already exists")]
@@ -136,6 +147,18 @@ pub trait Store: Send + Sync {
     fn purge_challenges(&self, before: i64) -> StoreResult<usize>;
 
     fn append_audit(&self, row: &AuditRow) -> StoreResult<()>;
+    /// Whether `user` was accepted before from this Calling-Station-Id (or, without one,
+    /// from this RADIUS client).
+    fn accepted_before(
+        &self,
+        user: &str,
+        client: &str,
+        calling_station_id: Option<&str>,
+    ) -> StoreResult<bool>;
     /// Newest first.
     fn audit(&self, user: Option<&str>, limit: usize) -> StoreResult<Vec<AuditRow>>;
+
+    /// Replaces the recorded breaker states with these.
+    fn save_gateway_states(&self, states: &[GatewayStateRow]) -> StoreResult<()>;
+    fn gateway_states(&self) -> StoreResult<Vec<GatewayStateRow>>;
 }

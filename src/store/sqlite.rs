@@ -9,10 +9,13 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{AuditRow, ChallengeRow, Store, StoreError, StoreResult, TokenRow, UserRow};
+use super::{
+    AuditRow, ChallengeRow, GatewayStateRow, Store, StoreError, StoreResult, TokenRow, UserRow,
+};
 
 /// Schema steps; entry N brings `user_version` from N to N + 1. Never edit a shipped step.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE users (
         name     TEXT PRIMARY KEY,
         phone    TEXT NOT NULL,
@@ -63,7 +66,19 @@ const MIGRATIONS: &[&str] = &[r#"
         duration_ms        INTEGER NOT NULL
     );
     CREATE INDEX audit_user ON audit(user, id);
-"#];
+"#,
+    r#"
+    CREATE TABLE gateway_state (
+        gateway     TEXT PRIMARY KEY,
+        state       TEXT NOT NULL,
+        failures    INTEGER NOT NULL,
+        last_error  TEXT,
+        open_until  INTEGER,
+        updated     INTEGER NOT NULL
+    );
+    CREATE INDEX audit_accepted ON audit(user, outcome, calling_station_id);
+"#,
+];
 
 pub struct SqliteStore {
     connection: Mutex<Connection>,
@@ -476,6 +491,64 @@ impl Store for SqliteStore {
             a.duration_ms as i64
         ])?;
         Ok(())
+    }
+
+    fn accepted_before(
+        &self,
+        user: &str,
+        client: &str,
+        calling_station_id: Option<&str>,
+    ) -> StoreResult<bool> {
+        let db = self.db();
+        let mut statement = db.prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM audit WHERE user = ?1 AND outcome = 'accept'
+                AND (calling_station_id = ?3 OR (?3 IS NULL AND calling_station_id IS NULL AND client = ?2)))",
+        )?;
+        Ok(statement.query_row(params![user, client, calling_station_id], |r| r.get(0))?)
+    }
+
+    fn save_gateway_states(&self, states: &[GatewayStateRow]) -> StoreResult<()> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute("DELETE FROM gateway_state", [])?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO gateway_state (gateway, state, failures, last_error, open_until, updated)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for g in states {
+                insert.execute(params![
+                    g.gateway,
+                    g.state,
+                    g.failures,
+                    g.last_error,
+                    g.open_until,
+                    g.updated
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn gateway_states(&self) -> StoreResult<Vec<GatewayStateRow>> {
+        let db = self.db();
+        let mut statement = db.prepare_cached(
+            "SELECT gateway, state, failures, last_error, open_until, updated FROM gateway_state ORDER BY gateway",
+        )?;
+        let rows = statement
+            .query_map([], |r| {
+                Ok(GatewayStateRow {
+                    gateway: r.get(0)?,
+                    state: r.get(1)?,
+                    failures: r.get(2)?,
+                    last_error: r.get(3)?,
+                    open_until: r.get(4)?,
+                    updated: r.get(5)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
     }
 
     fn audit(&self, user: Option<&str>, limit: usize) -> StoreResult<Vec<AuditRow>> {

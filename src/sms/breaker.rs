@@ -1,0 +1,136 @@
+//! Circuit breakers, one per gateway: a gateway that failed is skipped for `backoff`, then
+//! probed again by the next message; a success closes it. Shared by every chain, so one
+//! failure spares all later messages the wait.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+/// A gateway's breaker as the CLI and logs show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerView {
+    pub gateway: String,
+    /// "closed", "open" (skipped) or "probing" (back-off over, next message tries it).
+    pub state: &'static str,
+    /// Failures in a row.
+    pub failures: u32,
+    pub last_error: Option<String>,
+    /// Wall-clock end of the back-off, Unix milliseconds.
+    pub open_until: Option<i64>,
+}
+
+#[derive(Default)]
+struct State {
+    open_until: Option<(Instant, SystemTime)>,
+    failures: u32,
+    last_error: Option<String>,
+}
+
+pub struct Breakers {
+    backoff: Duration,
+    states: Mutex<HashMap<String, State>>,
+    /// Bumped on every change, so a watcher can persist only when something changed.
+    version: AtomicU64,
+}
+
+impl Breakers {
+    pub fn new(backoff: Duration) -> Self {
+        Breakers {
+            backoff,
+            states: Mutex::new(HashMap::new()),
+            version: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a message may try this gateway now.
+    pub fn allows(&self, gateway: &str) -> bool {
+        let states = self.lock();
+        states
+            .get(gateway)
+            .and_then(|s| s.open_until)
+            .is_none_or(|(until, _)| Instant::now() >= until)
+    }
+
+    pub fn failed(&self, gateway: &str, error: &str) {
+        let mut states = self.lock();
+        let state = states.entry(gateway.to_string()).or_default();
+        state.failures = state.failures.saturating_add(1);
+        state.last_error = Some(error.to_string());
+        state.open_until = Some((
+            Instant::now() + self.backoff,
+            SystemTime::now() + self.backoff,
+        ));
+        self.version.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(gateway, backoff = ?self.backoff, "gateway skipped until its back-off ends");
+    }
+
+    pub fn succeeded(&self, gateway: &str) {
+        let mut states = self.lock();
+        if let Some(state) = states.get_mut(gateway)
+            && (state.failures > 0 || state.open_until.is_some())
+        {
+            *state = State::default();
+            self.version.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(gateway, "gateway delivers again");
+        }
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Relaxed)
+    }
+
+    /// Every gateway with a breaker record.
+    pub fn snapshot(&self) -> Vec<BreakerView> {
+        let now = Instant::now();
+        let mut views: Vec<BreakerView> = self
+            .lock()
+            .iter()
+            .map(|(gateway, s)| BreakerView {
+                gateway: gateway.clone(),
+                state: match s.open_until {
+                    None => "closed",
+                    Some((until, _)) if now < until => "open",
+                    Some(_) => "probing",
+                },
+                failures: s.failures,
+                last_error: s.last_error.clone(),
+                open_until: s.open_until.map(|(_, wall)| {
+                    wall.duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                }),
+            })
+            .collect();
+        views.sort_by(|a, b| a.gateway.cmp(&b.gateway));
+        views
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, State>> {
+        // Each update is a single assignment, so a poisoned map is still consistent.
+        self.states
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_opens_the_breaker_until_the_backoff_ends() {
+        let breakers = Breakers::new(Duration::from_millis(50));
+        assert!(breakers.allows("a"));
+        breakers.failed("a", "HTTP 500");
+        assert!(!breakers.allows("a"));
+        assert!(breakers.allows("b"));
+        assert_eq!(breakers.snapshot()[0].state, "open");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(breakers.allows("a"), "probed again after the back-off");
+        assert_eq!(breakers.snapshot()[0].state, "probing");
+        let before = breakers.version();
+        breakers.succeeded("a");
+        assert_eq!(breakers.snapshot()[0].state, "closed");
+        assert!(breakers.version() > before);
+    }
+}
