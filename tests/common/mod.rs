@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod http_peer;
+pub mod peers;
 pub mod radclient;
 pub mod raw;
 
