@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
 # Runs otpgate's whole test suite on a fresh Debian machine: installs what the integration
-# tests need (radclient from freeradius-utils) if it is missing, then runs every test.
+# tests need if it is missing (radclient from freeradius-utils; Python 3 with the packages
+# of tests/peers/requirements.txt for the SMTP, XML-RPC and modem peers), then runs every
+# test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_packages=()
 command -v radclient >/dev/null 2>&1 || need_packages+=(freeradius-utils)
+command -v python3 >/dev/null 2>&1 || need_packages+=(python3 python3-pip)
 if [ ${#need_packages[@]} -gt 0 ]; then
   echo "installing ${need_packages[*]} (Debian packages the tests need)"
   sudo_cmd=()
   [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
   "${sudo_cmd[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${need_packages[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import aiosmtpd, gsmmodem' >/dev/null 2>&1; then
+  echo "installing the Python packages of tests/peers/requirements.txt"
+  python3 -m pip install --quiet --disable-pip-version-check -r tests/peers/requirements.txt ||
+    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages -r tests/peers/requirements.txt
 fi
 
 cargo test --all-targets "$@"

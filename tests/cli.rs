@@ -200,3 +200,21 @@ fn json_logs_are_one_object_per_line_with_the_decision_fields() {
     assert_eq!(decision["reason"], "wrong PIN");
     assert_eq!(decision["client"], "test-nas");
 }
+
+#[test]
+fn check_config_warns_about_ucs2_and_multi_part_texts() {
+    let (_dir, config) = Server::prepare(&Options::default());
+    let long = "Ihr Anmeldecode lautet {otp}. ".repeat(6);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "sms_text = \"Your code: {otp}\"",
+        &format!("sms_text = \"Код: {{otp}} {long}\""),
+    );
+    std::fs::write(&config, text).unwrap();
+    let (ok, _, err) = cli(&config, &["check-config"], None);
+    assert!(ok, "{err}");
+    assert!(err.contains("challenge.sms_text: needs UCS-2"), "{err}");
+    assert!(
+        err.contains("challenge.sms_text: needs 3 SMS segments"),
+        "{err}"
+    );
+}
