@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Runs otpgate's whole test suite on a fresh Debian machine: installs what the integration
-# tests need if it is missing (radclient from freeradius-utils; Python 3 with the packages
-# of tests/peers/requirements.txt for the SMTP, XML-RPC and modem peers), then runs every
-# test.
+# tests need if it is missing (Debian's freeradius-utils for radclient, freeradius as a
+# proxy, tshark; Python 3 with the packages of tests/peers/requirements.txt for the SMTP,
+# XML-RPC, modem and pyrad peers), then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_packages=()
 command -v radclient >/dev/null 2>&1 || need_packages+=(freeradius-utils)
+command -v freeradius >/dev/null 2>&1 || need_packages+=(freeradius)
+command -v tshark >/dev/null 2>&1 || need_packages+=(tshark)
 command -v python3 >/dev/null 2>&1 || need_packages+=(python3 python3-pip)
 if [ ${#need_packages[@]} -gt 0 ]; then
   echo "installing ${need_packages[*]} (Debian packages the tests need)"
@@ -17,7 +19,7 @@ if [ ${#need_packages[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${need_packages[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import aiosmtpd, gsmmodem' >/dev/null 2>&1; then
+if ! python3 -c 'import aiosmtpd, gsmmodem, pyrad' >/dev/null 2>&1; then
   echo "installing the Python packages of tests/peers/requirements.txt"
   python3 -m pip install --quiet --disable-pip-version-check -r tests/peers/requirements.txt ||
     python3 -m pip install --quiet --disable-pip-version-check --break-system-packages -r tests/peers/requirements.txt

@@ -41,6 +41,7 @@ pub struct Options {
     /// Argon2 cost: cheap by default so tests run fast.
     pub pin_memory_kib: u32,
     pub log_format: &'static str,
+    pub prompt: String,
 }
 
 impl Default for Options {
@@ -61,6 +62,7 @@ impl Default for Options {
             chain: vec!["local".into()],
             pin_memory_kib: 8,
             log_format: "text",
+            prompt: "Enter the code sent to {phone_masked}:".into(),
         }
     }
 }
@@ -322,7 +324,7 @@ mode = "{mode}"
 validity = "{validity}"
 max_attempts = {max_attempts}
 otp_length = {otp_length}
-prompt = "Enter the code sent to {{phone_masked}}:"
+prompt = "{prompt}"
 sms_text = "Your code: {{otp}}"
 
 [lockout]
@@ -358,6 +360,7 @@ directory = "{dir}/spool"
         reply_within = o.reply_within,
         extra = o.extra,
         log_format = o.log_format,
+        prompt = o.prompt,
         otp_length = o.otp_length,
     )
 }

@@ -71,6 +71,21 @@ impl Peer {
     }
 }
 
+/// Runs `tests/peers/SCRIPT ARGS` to completion and returns what it printed.
+pub fn run(script: &str, args: &[&str]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(script);
+    let output = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("python3 runs the test peers");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{script} failed: {stderr}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -1,0 +1,418 @@
+//! otpgate with real third-party RADIUS software: FreeRADIUS 3.2 as a proxy in front of it
+//! (using the snippet shipped in etc/freeradius/), pyrad as a second independent client, and
+//! tshark decoding a captured run.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::peers;
+use common::radclient;
+use common::{Options, PIN, SECRET, Server, otp_of};
+
+const NAS_SECRET: &str = "nas-to-freeradius-secret";
+
+/// A free UDP port on loopback (bound and released).
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A background process whose stderr and stdout are collected.
+struct Background {
+    child: Child,
+    output: Arc<Mutex<String>>,
+}
+
+impl Background {
+    fn start(command: &mut Command) -> Background {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start");
+        let output = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let sink = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut out = sink.lock().unwrap();
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            });
+        }
+        Background { child, output }
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    fn wait_for(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.output().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn interrupt(&mut self) {
+        common::signal(self.child.id(), "INT");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- output ----\n{}", self.output());
+        }
+    }
+}
+
+/// A FreeRADIUS configuration in `dir`: one virtual server on `listen` that proxies every
+/// request to otpgate at `home_port` with the shipped home-server snippet.
+fn freeradius_config(dir: &Path, listen: u16, home_port: u16) {
+    let snippet = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/etc/freeradius/otpgate-proxy.conf"
+    ))
+    .unwrap()
+    .replace("port = 1812", &format!("port = {home_port}"))
+    .replace(
+        "secret = change-me-to-a-long-random-secret",
+        &format!("secret = {SECRET}"),
+    )
+    // Quicker failure detection than production wants, so the test need not wait long.
+    .replace("response_window = 10", "response_window = 2")
+    .replace("zombie_period = 20", "zombie_period = 2")
+    .replace("check_interval = 10", "check_interval = 1")
+    .replace("check_timeout = 4", "check_timeout = 1")
+    .replace("num_answers_to_alive = 3", "num_answers_to_alive = 2");
+    std::fs::write(dir.join("otpgate-proxy.conf"), snippet).unwrap();
+    let d = dir.display();
+    let config = format!(
+        r#"prefix = /usr
+exec_prefix = /usr
+sysconfdir = /etc
+localstatedir = /var
+sbindir = /usr/sbin
+raddbdir = {d}
+confdir = {d}
+logdir = {d}
+run_dir = {d}
+db_dir = {d}
+libdir = /usr/lib/freeradius
+name = freeradius
+pidfile = {d}/freeradius.pid
+max_request_time = 30
+cleanup_delay = 5
+max_requests = 1024
+hostname_lookups = no
+log {{
+    destination = stderr
+    colourise = no
+}}
+security {{
+    allow_core_dumps = no
+    max_attributes = 200
+    reject_delay = 0
+    status_server = yes
+}}
+proxy_requests = yes
+proxy server {{
+    default_fallback = no
+}}
+$INCLUDE otpgate-proxy.conf
+client nas {{
+    ipaddr = 127.0.0.1
+    secret = {NAS_SECRET}
+}}
+thread pool {{
+    start_servers = 2
+    max_servers = 4
+    min_spare_servers = 1
+    max_spare_servers = 2
+}}
+modules {{
+}}
+server default {{
+    listen {{
+        type = auth
+        ipaddr = 127.0.0.1
+        port = {listen}
+    }}
+    authorize {{
+        update control {{
+            &Proxy-To-Realm := "otpgate"
+        }}
+    }}
+    authenticate {{
+    }}
+}}
+"#
+    );
+    std::fs::write(dir.join("radiusd.conf"), config).unwrap();
+}
+
+#[test]
+fn freeradius_proxies_the_whole_challenge_flow_and_marks_otpgate_alive_by_status_server() {
+    let (otpgate_port, proxy_port) = (free_port(), free_port());
+    let options = Options {
+        listen: vec![format!("127.0.0.1:{otpgate_port}")],
+        ..Options::default()
+    };
+    let (dir, config) = Server::prepare(&options);
+    common::cli_ok(
+        &config,
+        &["user", "add", "alice", "--phone", common::PHONE],
+        None,
+    );
+    common::cli_ok(
+        &config,
+        &["token", "add", "alice", "--pin-stdin"],
+        Some(PIN),
+    );
+
+    let scratch = tempfile::tempdir().unwrap();
+    freeradius_config(scratch.path(), proxy_port, otpgate_port);
+    let freeradius = Background::start(
+        Command::new("freeradius")
+            .args(["-X", "-f", "-n", "radiusd", "-d"])
+            .arg(scratch.path()),
+    );
+    assert!(
+        freeradius.wait_for("Ready to process requests", Duration::from_secs(10)),
+        "FreeRADIUS did not start"
+    );
+    let proxy: std::net::SocketAddr = format!("127.0.0.1:{proxy_port}").parse().unwrap();
+    let through_proxy = |attributes: &str| {
+        radclient::send(
+            proxy,
+            "auth",
+            NAS_SECRET,
+            &format!("{attributes},Message-Authenticator=0x00"),
+            8,
+        )
+    };
+
+    // otpgate is not running yet: the proxy's request times out and it marks otpgate zombie,
+    // then probes it with Status-Server until otpgate, once started, answers.
+    let unanswered = radclient::send(
+        proxy,
+        "auth",
+        NAS_SECRET,
+        "User-Name=alice,User-Password=x,Message-Authenticator=0x00",
+        3,
+    );
+    assert_ne!(unanswered.code, "Access-Accept");
+    assert!(
+        freeradius.wait_for("zombie", Duration::from_secs(10)),
+        "no zombie state"
+    );
+    let server = Server::start(dir, config);
+    // FreeRADIUS pings at least every 6 s and wants 3 answers in a row.
+    let marked_alive = |log: &str| {
+        log.lines().any(|l| {
+            l.contains(&format!("home server 127.0.0.1 port {otpgate_port}")) && l.contains("alive")
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !marked_alive(&freeradius.output()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        marked_alive(&freeradius.output()),
+        "FreeRADIUS never marked otpgate alive"
+    );
+    assert!(!server.log().contains("bad_message_authenticator"));
+
+    let challenge = through_proxy(&format!("User-Name=alice,User-Password={PIN}"));
+    assert_eq!(challenge.code, "Access-Challenge", "{}", challenge.output);
+    assert_eq!(
+        challenge.get("Reply-Message"),
+        Some("Enter the code sent to +49********67:")
+    );
+    let otp = otp_of(&server.wait_for_sms(1).1);
+    let accept = through_proxy(&format!(
+        "User-Name=alice,User-Password={otp},State={}",
+        challenge.state()
+    ));
+    assert_eq!(accept.code, "Access-Accept", "{}", accept.output);
+
+    // The proxy added a Proxy-State, otpgate echoed it, and FreeRADIUS took the signed reply.
+    let log = freeradius.output();
+    let received = log
+        .split("Received Access-Challenge")
+        .nth(1)
+        .expect("the proxy got the challenge");
+    let reply_attributes: Vec<&str> = received
+        .lines()
+        .skip(1)
+        .take_while(|l| l.contains("   "))
+        .collect();
+    assert!(
+        reply_attributes[0].contains("Message-Authenticator"),
+        "{reply_attributes:?}"
+    );
+    assert!(
+        reply_attributes
+            .iter()
+            .any(|l| l.contains("Proxy-State = 0x")),
+        "Proxy-State not echoed: {reply_attributes:?}"
+    );
+    assert!(!log.contains("invalid Message-Authenticator"), "{log}");
+    let audit: Vec<serde_json::Value> =
+        serde_json::from_str(&server.cli(&["audit", "--json"], None)).unwrap();
+    assert_eq!(audit[0]["reason"], "OTP accepted");
+}
+
+fn pyrad_flow(server: &Server, with_message_authenticator: bool) -> serde_json::Value {
+    let port = server.address().port().to_string();
+    let spool = server.spool().display().to_string();
+    let mut args = vec![
+        "--port", &port, "--secret", SECRET, "--user", "alice", "--pin", PIN, "--spool", &spool,
+    ];
+    if with_message_authenticator {
+        args.push("--message-authenticator");
+    }
+    serde_json::from_str(&peers::run("pyrad_flow.py", &args)).unwrap()
+}
+
+#[test]
+fn pyrad_runs_the_flow_with_and_without_message_authenticator_and_reads_a_long_prompt() {
+    let prompt = format!(
+        "{} Enter the code sent to {{phone_masked}}:",
+        "Welcome to the example VPN. ".repeat(12)
+    );
+    let options = Options {
+        require_message_authenticator: false,
+        prompt: prompt.clone(),
+        ..Options::default()
+    };
+    let (server, _) = Server::with_alice(&options);
+    for with_ma in [true, false] {
+        let result = pyrad_flow(&server, with_ma);
+        let challenge = &result["challenge"];
+        assert_eq!(challenge["code"], 11, "Access-Challenge: {result}");
+        let expected = prompt.replace("{phone_masked}", "+49********67");
+        assert!(expected.len() > 253);
+        assert_eq!(challenge["reply_message"], expected.as_str());
+        assert_eq!(challenge["reply_messages"], 2, "split into two attributes");
+        assert_eq!(challenge["ma_ok"], true);
+        assert_eq!(result["answer"]["code"], 2, "Access-Accept: {result}");
+        assert_eq!(result["answer"]["ma_ok"], true);
+    }
+}
+
+#[test]
+fn tshark_decodes_every_packet_cleanly_with_message_authenticator_first_in_replies() {
+    let (server, _) = Server::with_alice(&Options::default());
+    let port = server.address().port();
+    let scratch = tempfile::tempdir().unwrap();
+    let capture = scratch.path().join("run.pcap");
+    let mut tshark = Background::start(
+        Command::new("tshark")
+            .args(["-i", "lo", "-f", &format!("udp port {port}"), "-w"])
+            .arg(&capture),
+    );
+    assert!(
+        tshark.wait_for("Capturing on", Duration::from_secs(10)),
+        "tshark did not start"
+    );
+    // dumpcap says so a moment before its capture is really running.
+    std::thread::sleep(Duration::from_secs(1));
+
+    let challenge = radclient::auth(
+        server.address(),
+        &format!("User-Name=alice,User-Password={PIN}"),
+    );
+    let otp = otp_of(&server.wait_for_sms(1).1);
+    let accept = radclient::auth(
+        server.address(),
+        &format!(
+            "User-Name=alice,User-Password={otp},State={}",
+            challenge.state()
+        ),
+    );
+    assert_eq!(accept.code, "Access-Accept");
+    assert_eq!(
+        radclient::auth(server.address(), "User-Name=alice,User-Password=nope").code,
+        "Access-Reject"
+    );
+    assert_eq!(
+        radclient::send(
+            server.address(),
+            "status",
+            SECRET,
+            "Message-Authenticator=0x00",
+            3
+        )
+        .code,
+        "Access-Accept"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    tshark.interrupt();
+
+    let decoded = Command::new("tshark")
+        .arg("-r")
+        .arg(&capture)
+        .args([
+            "-d",
+            &format!("udp.port=={port},radius"),
+            "-o",
+            &format!("radius.shared_secret:{SECRET}"),
+            "-V",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&decoded.stdout);
+    for bad in [
+        "Malformed",
+        "Expert Info (Error",
+        "[incorrect]",
+        "Incorrect",
+    ] {
+        assert!(!text.contains(bad), "tshark reports {bad}:\n{text}");
+    }
+    let packets: Vec<&str> = text.split("\nFrame ").collect();
+    assert_eq!(packets.len(), 8, "4 requests and 4 replies:\n{text}");
+    let mut replies = 0;
+    for packet in packets {
+        let is_reply = [
+            "Code: Access-Accept",
+            "Code: Access-Challenge",
+            "Code: Access-Reject",
+        ]
+        .iter()
+        .any(|c| packet.contains(c));
+        if is_reply {
+            replies += 1;
+            let first_avp = packet
+                .lines()
+                .find(|l| l.trim_start().starts_with("AVP: t="))
+                .unwrap_or("");
+            assert!(
+                first_avp.contains("Message-Authenticator(80)"),
+                "first AVP is {first_avp}:\n{packet}"
+            );
+        }
+    }
+    assert_eq!(replies, 4);
+}
