@@ -42,6 +42,8 @@ pub struct Options {
     pub pin_memory_kib: u32,
     pub log_format: &'static str,
     pub prompt: String,
+    /// Where the database lives, if not in the test's temporary folder.
+    pub database_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -63,6 +65,7 @@ impl Default for Options {
             pin_memory_kib: 8,
             log_format: "text",
             prompt: "Enter the code sent to {phone_masked}:".into(),
+            database_dir: None,
         }
     }
 }
@@ -208,6 +211,15 @@ impl Server {
         cli_ok(&self.config, args, stdin)
     }
 
+    /// Stops the server with SIGTERM and starts it again on the same folder and config.
+    pub fn restart(mut self) -> Server {
+        assert!(self.terminate().success());
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let config = self.config.clone();
+        drop(self);
+        Server::start(dir, config)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -307,7 +319,7 @@ fn config_text(dir: &Path, o: &Options) -> String {
         r#"
 [server]
 listen = [{listen}]
-database = "{dir}/otpgate.db"
+database = "{database_dir}/otpgate.db"
 key_file = "{dir}/otpgate.key"
 dedup_window = "30s"
 log_format = "{log_format}"
@@ -361,6 +373,7 @@ directory = "{dir}/spool"
         extra = o.extra,
         log_format = o.log_format,
         prompt = o.prompt,
+        database_dir = o.database_dir.as_deref().unwrap_or(dir).display(),
         otp_length = o.otp_length,
     )
 }

@@ -1,0 +1,134 @@
+//! Fuzz bodies for the receive path, called by `fuzz/fuzz_targets/*.rs` and, over the
+//! committed seed corpus, by `cargo test`. They must never panic on any input.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::dedup::{DedupCache, DedupKey};
+use super::guard;
+use super::packet::{Packet, PacketBuilder};
+use super::reply::{self, ReplyContext};
+use super::request;
+use crate::auth::{Decision, TransactionId};
+use crate::config::{ClientConfig, ClientMode, Secret};
+
+/// The shared secret the seed corpus is signed with.
+pub const FUZZ_SECRET: &str = "fuzzing-shared-secret";
+
+fn client(require_message_authenticator: bool) -> ClientConfig {
+    ClientConfig {
+        name: "fuzz".into(),
+        network: "127.0.0.1/32".parse().expect("a literal network"),
+        secret: Secret::new(FUZZ_SECRET.into()),
+        require_message_authenticator,
+        limit_proxy_state: true,
+        send_message_authenticator: true,
+        mode: ClientMode::Challenge,
+    }
+}
+
+/// One datagram through guard, dedup key, request extraction and every kind of reply, for
+/// a client that requires Message-Authenticator and one that does not.
+pub fn receive(datagram: &[u8]) {
+    let source: SocketAddr = "127.0.0.1:1812".parse().expect("a literal address");
+    let dedup = DedupCache::new(std::time::Duration::from_secs(30), 16);
+    for client in [client(true), client(false)] {
+        let Ok(verified) = guard::check(&client, datagram) else {
+            continue;
+        };
+        let packet = verified.packet();
+        let key = DedupKey {
+            source,
+            identifier: packet.identifier,
+            authenticator: packet.authenticator,
+        };
+        dedup.check(key, Instant::now());
+        let context = ReplyContext::of(packet);
+        if verified.is_status_server() {
+            check_reply(&reply::status_accept(&context, &client));
+            continue;
+        }
+        let request = request::extract(&verified, &client);
+        let state = request.state.as_deref().and_then(TransactionId::parse);
+        let prompt =
+            String::from_utf8_lossy(request.password.as_deref().unwrap_or_default()).repeat(3);
+        let mut decisions = vec![
+            Decision::Accept,
+            Decision::Reject {
+                message: Some(prompt.clone()),
+            },
+        ];
+        if let Some(state) = state.or_else(|| TransactionId::random().ok()) {
+            decisions.push(Decision::Challenge {
+                state,
+                prompt,
+                timeout: std::time::Duration::from_secs(300),
+            });
+        }
+        for decision in decisions {
+            let bytes = reply::encode(&decision, &context, &client, true);
+            dedup.answered(key, bytes.clone().into());
+            check_reply(&bytes);
+        }
+    }
+}
+
+/// Replies must always decode and stay within 4096 octets.
+fn check_reply(bytes: &[u8]) {
+    assert!(
+        Packet::decode(bytes).is_ok(),
+        "otpgate built a reply it cannot decode"
+    );
+}
+
+/// decode -> encode -> decode gives the same packet.
+pub fn packet_round_trip(data: &[u8]) {
+    let Ok(packet) = Packet::decode(data) else {
+        return;
+    };
+    let mut builder = PacketBuilder::new(packet.code, packet.identifier);
+    for attribute in &packet.attributes {
+        builder.push(attribute.kind, attribute.value);
+    }
+    let bytes = builder.finish_request(&packet.authenticator, b"");
+    let again = Packet::decode(&bytes).expect("an encoded packet decodes");
+    assert_eq!(
+        (again.code, again.identifier, again.authenticator),
+        (packet.code, packet.identifier, packet.authenticator)
+    );
+    assert_eq!(again.attributes, packet.attributes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corpus(target: &str) -> Vec<Vec<u8>> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/corpus")
+            .join(target);
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        entries
+            .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_receive_body_survives_its_seed_corpus() {
+        let seeds = corpus("receive");
+        assert!(seeds.len() >= 5);
+        for seed in &seeds {
+            receive(seed);
+            packet_round_trip(seed);
+        }
+    }
+
+    #[test]
+    fn the_seed_corpus_holds_requests_that_pass_the_guard() {
+        let passing = corpus("receive")
+            .iter()
+            .filter(|s| guard::check(&client(true), s).is_ok())
+            .count();
+        assert!(passing >= 3, "only {passing} seeds reach past the guard");
+    }
+}
