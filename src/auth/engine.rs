@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use super::lockout::{LockState, lock_state};
-use super::{Decision, Request, TransactionId, Verdict, otp, pin::PinHasher};
+use super::{Decision, Grants, Request, TransactionId, Verdict, otp, pin::PinHasher};
 use crate::auth::keys::Keys;
 use crate::config::{ChallengeConfig, ClientMode, Config, EventKind, LockoutConfig};
 use crate::events::{Event, Notifier};
@@ -144,6 +144,7 @@ impl Engine {
             phone_masked: verdict.phone_masked.clone(),
             gateway: verdict.gateway.clone(),
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            attributes: request.attributes.clone(),
         };
         if let Err(e) = self.db(move |s| s.append_audit(&row)).await {
             tracing::error!(error = %e, "cannot write the audit row");
@@ -217,8 +218,8 @@ impl Engine {
             if !self.consume(&challenge).await? {
                 return Ok(with_serial(reject("challenge already used")));
             }
-            self.login_succeeded(request, &user, &token).await?;
-            return Ok(with_serial(accept("OTP accepted")));
+            let grants = self.login_succeeded(request, &user, &token).await?;
+            return Ok(with_serial(accept("OTP accepted", grants)));
         }
         let newly_locked = self.fail(request, &user, &[&token]).await?;
         let key = challenge.transaction_id.clone();
@@ -491,10 +492,10 @@ impl Engine {
         let serial = Some(token.serial.clone());
         match matched {
             Some(challenge) if self.consume(challenge).await? => {
-                self.login_succeeded(request, user, &token).await?;
+                let grants = self.login_succeeded(request, user, &token).await?;
                 Ok(Verdict {
                     serial,
-                    ..accept("PIN and OTP accepted")
+                    ..accept("PIN and OTP accepted", grants)
                 })
             }
             Some(_) => Ok(Verdict {
@@ -558,13 +559,14 @@ impl Engine {
         Ok(locked)
     }
 
-    /// A login went through: reset the fail counter and tell the rules that listen.
+    /// A login went through: reset the fail counter, tell the rules that listen, and
+    /// gather what the Access-Accept grants.
     async fn login_succeeded(
         &self,
         request: &Request,
         user: &UserRow,
         token: &TokenRow,
-    ) -> Step<()> {
+    ) -> Step<Grants> {
         let serial = token.serial.clone();
         self.db(move |s| s.reset_failures(&serial)).await?;
         if self.notifier.wants(EventKind::LoginSuccess) {
@@ -585,7 +587,13 @@ impl Engine {
             event.new_client = !seen;
             self.notifier.notify(event);
         }
-        Ok(())
+        let name = user.name.clone();
+        let attributes = self.db(move |s| s.user_attributes(&name)).await?;
+        Ok(Grants {
+            group: user.group.clone(),
+            attributes,
+            serial: Some(token.serial.clone()),
+        })
     }
 
     fn event(
@@ -652,9 +660,9 @@ fn reject(reason: impl Into<String>) -> Verdict {
     }
 }
 
-fn accept(reason: &str) -> Verdict {
+fn accept(reason: &str, grants: Grants) -> Verdict {
     Verdict {
-        decision: Decision::Accept,
+        decision: Decision::Accept(grants),
         reason: reason.to_string(),
         serial: None,
         phone_masked: None,

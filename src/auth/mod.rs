@@ -30,6 +30,8 @@ pub struct Request {
     pub nas_ip: Option<String>,
     pub nas_identifier: Option<String>,
     pub calling_station_id: Option<String>,
+    /// Every request attribute by dictionary name, secrets redacted, for the audit trail.
+    pub attributes: Vec<String>,
 }
 
 /// Requests hold a password: `Debug` leaves it out.
@@ -47,7 +49,7 @@ impl fmt::Debug for Request {
 /// The answer to a request, as the NAS sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    Accept,
+    Accept(Grants),
     Challenge {
         state: TransactionId,
         /// Reply-Message.
@@ -64,11 +66,23 @@ pub enum Decision {
 impl Decision {
     pub fn outcome(&self) -> &'static str {
         match self {
-            Decision::Accept => "accept",
+            Decision::Accept(_) => "accept",
             Decision::Challenge { .. } => "challenge",
             Decision::Reject { .. } => "reject",
         }
     }
+}
+
+/// What an Access-Accept carries besides the accept itself. Attributes stay text here
+/// (`Name=value`); the RADIUS layer encodes them with its dictionary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// The user's group, whose `[group.NAME]` attributes apply.
+    pub group: Option<String>,
+    /// The user's own attributes.
+    pub attributes: Vec<String>,
+    /// The token that authenticated.
+    pub serial: Option<String>,
 }
 
 /// A decision and why it was taken (for the log line and the audit row).

@@ -38,6 +38,7 @@ pub fn run(config_path: &Path, command: UserCommand) -> Result<()> {
                 name: name.clone(),
                 phone: phone.e164().to_string(),
                 created: super::now_ms(),
+                group: None,
             })?;
             println!("added user {name} ({})", phone.masked());
         }

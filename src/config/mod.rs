@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -24,6 +25,7 @@ pub use gateway::{
     SpoolGatewayConfig,
 };
 
+use crate::radius::dictionary::{Dictionary, WireAttribute};
 use crate::sms::template::{Escape, Tag, Template};
 
 /// A configuration that could not be loaded: one line per problem.
@@ -91,6 +93,8 @@ struct RawConfig {
     smtp: BTreeMap<String, gateway::RawSmtpServer>,
     #[serde(default)]
     event: Vec<event::RawEvent>,
+    #[serde(default)]
+    group: BTreeMap<String, RawGroup>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,6 +124,9 @@ struct RawServer {
     /// Upper bound on one request's handling, SMS wait included.
     #[serde(default = "default_request_timeout")]
     request_timeout: Span,
+    /// Put the token serial into every Access-Accept (Otpgate-Serial).
+    #[serde(default)]
+    return_serial: bool,
 }
 
 fn default_dictionaries() -> PathBuf {
@@ -162,6 +169,17 @@ struct RawClient {
     send_message_authenticator: bool,
     #[serde(default)]
     mode: ClientMode,
+    /// Attributes added to every Access-Accept to this client, `Name=value`.
+    #[serde(default)]
+    accept_attributes: Vec<String>,
+}
+
+/// `[group.NAME]`: attributes for the Access-Accept of the group's users.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    #[serde(default)]
+    attributes: Vec<String>,
 }
 
 pub(crate) fn yes() -> bool {
@@ -354,7 +372,14 @@ pub struct Config {
     pub sms: SmsConfig,
     pub gateways: BTreeMap<String, GatewayConfig>,
     pub events: Vec<EventRule>,
+    /// `[group.NAME]` attributes, encoded.
+    pub groups: BTreeMap<String, Vec<WireAttribute>>,
+    /// The run-time dictionaries of `[server] dictionaries`.
+    pub dictionary: Arc<Dictionary>,
 }
+
+/// The vendor attribute that carries the token serial when `return_serial` is on.
+pub const SERIAL_ATTRIBUTE: &str = "Otpgate-Serial";
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -367,6 +392,7 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     pub max_in_flight: usize,
     pub request_timeout: Duration,
+    pub return_serial: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -378,6 +404,8 @@ pub struct ClientConfig {
     pub limit_proxy_state: bool,
     pub send_message_authenticator: bool,
     pub mode: ClientMode,
+    /// Encoded attributes for every Access-Accept to this client.
+    pub accept_attributes: Vec<WireAttribute>,
 }
 
 #[derive(Debug, Clone)]
@@ -501,7 +529,28 @@ impl Problems {
 
 fn check(raw: RawConfig, path: &Path, problems: &mut Problems) -> Config {
     let server = check_server(raw.server, problems);
-    let clients = check_clients(raw.client, problems);
+    let dictionary = Dictionary::load_dir(&server.dictionaries).unwrap_or_else(|e| {
+        problems.add("server.dictionaries", e);
+        Dictionary::default()
+    });
+    if server.return_serial && dictionary.attribute(SERIAL_ATTRIBUTE).is_none() {
+        problems.add(
+            "server.return_serial",
+            format!("the dictionaries define no {SERIAL_ATTRIBUTE}"),
+        );
+    }
+    let clients = check_clients(raw.client, &dictionary, problems);
+    let groups = raw
+        .group
+        .iter()
+        .map(|(name, group)| {
+            let key = format!("group.{name}.attributes");
+            (
+                name.clone(),
+                encode_attributes(&key, &group.attributes, &dictionary, problems),
+            )
+        })
+        .collect();
     check_challenge(&raw.challenge, problems);
     let prompt = parse_template(
         "challenge.prompt",
@@ -547,6 +596,8 @@ fn check(raw: RawConfig, path: &Path, problems: &mut Problems) -> Config {
         sms,
         gateways,
         events,
+        groups,
+        dictionary: Arc::new(dictionary),
     }
 }
 
@@ -582,10 +633,33 @@ fn check_server(raw: RawServer, problems: &mut Problems) -> ServerConfig {
         log_format: raw.log_format,
         max_in_flight: raw.max_in_flight,
         request_timeout: raw.request_timeout.0,
+        return_serial: raw.return_serial,
     }
 }
 
-fn check_clients(raw: Vec<RawClient>, problems: &mut Problems) -> Vec<ClientConfig> {
+/// Encodes `Name=value` lines with the dictionary, reporting each bad one under `key`.
+fn encode_attributes(
+    key: &str,
+    lines: &[String],
+    dictionary: &Dictionary,
+    problems: &mut Problems,
+) -> Vec<WireAttribute> {
+    lines
+        .iter()
+        .filter_map(|line| {
+            dictionary
+                .encode(line)
+                .map_err(|e| problems.add(key, e))
+                .ok()
+        })
+        .collect()
+}
+
+fn check_clients(
+    raw: Vec<RawClient>,
+    dictionary: &Dictionary,
+    problems: &mut Problems,
+) -> Vec<ClientConfig> {
     let mut clients: Vec<ClientConfig> = Vec::new();
     for (index, client) in raw.into_iter().enumerate() {
         let key = |field: &str| format!("client[{index}] ({}).{field}", client.name);
@@ -641,6 +715,12 @@ fn check_clients(raw: Vec<RawClient>, problems: &mut Problems) -> Vec<ClientConf
                 ),
             );
         }
+        let accept_attributes = encode_attributes(
+            &key("accept_attributes"),
+            &client.accept_attributes,
+            dictionary,
+            problems,
+        );
         clients.push(ClientConfig {
             name: client.name,
             network,
@@ -649,6 +729,7 @@ fn check_clients(raw: Vec<RawClient>, problems: &mut Problems) -> Vec<ClientConf
             limit_proxy_state: client.limit_proxy_state,
             send_message_authenticator: client.send_message_authenticator,
             mode: client.mode,
+            accept_attributes,
         });
     }
     clients

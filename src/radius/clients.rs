@@ -42,6 +42,7 @@ mod tests {
             limit_proxy_state: true,
             send_message_authenticator: true,
             mode: ClientMode::Challenge,
+            accept_attributes: Vec::new(),
         }
     }
 

@@ -1,15 +1,19 @@
 //! Fuzz bodies for the receive path, called by `fuzz/fuzz_targets/*.rs` and, over the
 //! committed seed corpus, by `cargo test`. They must never panic on any input.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use super::dedup::{DedupCache, DedupKey};
+use super::dictionary::Dictionary;
 use super::guard;
 use super::packet::{Packet, PacketBuilder};
-use super::reply::{self, ReplyContext};
+use super::reply::{self, ReplyContext, ReplyPolicy};
 use super::request;
-use crate::auth::{Decision, TransactionId};
+use crate::auth::{Decision, Grants, TransactionId};
 use crate::config::{ClientConfig, ClientMode, Secret};
 
 /// The shared secret the seed corpus is signed with.
@@ -24,6 +28,7 @@ fn client(require_message_authenticator: bool) -> ClientConfig {
         limit_proxy_state: true,
         send_message_authenticator: true,
         mode: ClientMode::Challenge,
+        accept_attributes: Vec::new(),
     }
 }
 
@@ -48,12 +53,27 @@ pub fn receive(datagram: &[u8]) {
             check_reply(&reply::status_accept(&context, &client));
             continue;
         }
-        let request = request::extract(&verified, &client);
+        let policy = policy();
+        let request = request::extract(&verified, &client, &policy.dictionary);
         let state = request.state.as_deref().and_then(TransactionId::parse);
         let prompt =
             String::from_utf8_lossy(request.password.as_deref().unwrap_or_default()).repeat(3);
+        // Attribute texts built from the input exercise the dictionary's encoder too.
+        let grants = Grants {
+            group: Some("staff".into()),
+            attributes: vec![
+                format!("Filter-Id={}", request.user_name),
+                format!(
+                    "Class=0x{}",
+                    hex::encode(request.state.as_deref().unwrap_or_default())
+                ),
+                format!("Tunnel-Private-Group-Id:1={}", request.user_name),
+                request.user_name.clone(),
+            ],
+            serial: Some(request.user_name.clone()),
+        };
         let mut decisions = vec![
-            Decision::Accept,
+            Decision::Accept(grants),
             Decision::Reject {
                 message: Some(prompt.clone()),
             },
@@ -66,11 +86,35 @@ pub fn receive(datagram: &[u8]) {
             });
         }
         for decision in decisions {
-            let bytes = reply::encode(&decision, &context, &client, true);
+            let bytes = reply::encode(&decision, &context, &client, policy);
             dedup.answered(key, bytes.clone().into());
             check_reply(&bytes);
         }
     }
+}
+
+/// The shipped dictionaries and a group, loaded once for all runs.
+fn policy() -> &'static ReplyPolicy {
+    static POLICY: OnceLock<ReplyPolicy> = OnceLock::new();
+    POLICY.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("dictionaries");
+        let dictionary =
+            Arc::new(Dictionary::load_dir(&dir).expect("the shipped dictionaries load"));
+        let staff = [
+            "Service-Type=Framed-User",
+            "Cisco-AVPair=shell:priv-lvl=15",
+            "Tunnel-Type:1=VLAN",
+        ]
+        .iter()
+        .map(|line| dictionary.encode(line).expect("a valid attribute"))
+        .collect();
+        ReplyPolicy {
+            send_prompt: true,
+            dictionary,
+            groups: BTreeMap::from([("staff".to_string(), staff)]),
+            return_serial: true,
+        }
+    })
 }
 
 /// Replies must always decode and stay within 4096 octets.

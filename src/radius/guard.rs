@@ -139,6 +139,7 @@ mod tests {
             limit_proxy_state: limit,
             send_message_authenticator: true,
             mode: ClientMode::Challenge,
+            accept_attributes: Vec::new(),
         }
     }
 

@@ -19,7 +19,7 @@ use super::clients::ClientTable;
 use super::dedup::{DedupCache, DedupKey, Seen};
 use super::guard::{self, DropReason};
 use super::packet::MAX_PACKET_LEN;
-use super::reply::{self, ReplyContext};
+use super::reply::{self, ReplyContext, ReplyPolicy};
 use super::request;
 use super::stats::Stats;
 use crate::auth::Engine;
@@ -35,7 +35,7 @@ pub struct Server {
     dedup: DedupCache,
     permits: Arc<Semaphore>,
     request_timeout: Duration,
-    send_prompt: bool,
+    replies: ReplyPolicy,
     pub stats: Stats,
     /// Request tasks, so shutdown can wait for them.
     tasks: TaskTracker,
@@ -56,7 +56,7 @@ impl Server {
             dedup: DedupCache::new(config.server.dedup_window, DEDUP_CAPACITY),
             permits: Arc::new(Semaphore::new(config.server.max_in_flight)),
             request_timeout: config.server.request_timeout,
-            send_prompt: config.challenge.send_prompt,
+            replies: ReplyPolicy::from_config(config),
             stats: Stats::default(),
             tasks: TaskTracker::new(),
         }
@@ -131,7 +131,8 @@ async fn receive(
         server.dedup.abandon(key);
         return Err(DropReason::Overloaded);
     };
-    let request = request::extract(&verified, &client);
+    let request = request::extract(&verified, &client, &server.replies.dictionary);
+    tracing::debug!(client = %client.name, source = %source, attributes = ?request.attributes, "request");
     let (socket, task_server) = (socket.clone(), server.clone());
     server.tasks.spawn(async move {
         let _permit = permit;
@@ -160,7 +161,7 @@ async fn handle(
         return;
     };
     let bytes: Arc<[u8]> =
-        reply::encode(&verdict.decision, &context, &client, server.send_prompt).into();
+        reply::encode(&verdict.decision, &context, &client, &server.replies).into();
     server.dedup.answered(key, bytes.clone());
     send(&socket, &server, &bytes, key.source).await;
     tracing::info!(

@@ -5,6 +5,7 @@
 
 pub mod clients;
 pub mod dedup;
+pub mod dictionary;
 pub mod fuzzing;
 pub mod guard;
 pub mod listener;

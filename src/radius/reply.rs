@@ -3,10 +3,42 @@
 //! split at 253 octets, Session-Timeout and Prompt for a challenge, then every Proxy-State
 //! of the request in order; the Message-Authenticator is computed before the Response
 //! Authenticator.
+//!
+//! An Access-Accept also carries the configured attributes: the client's, the user's
+//! group's, the user's own, and optionally the token serial. An Access-Challenge carries
+//! only what RFC 2865 section 4.4 allows (State, Reply-Message, Session-Timeout, Prompt and
+//! Proxy-State here): configured attributes never go into one.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::dictionary::{Dictionary, WireAttribute};
 use super::packet::{Packet, PacketBuilder, attr, code, split_text};
-use crate::auth::Decision;
-use crate::config::ClientConfig;
+use crate::auth::{Decision, Grants};
+use crate::config::{ClientConfig, Config, SERIAL_ATTRIBUTE};
+
+/// What replies need from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct ReplyPolicy {
+    /// Send Prompt = No-Echo in challenges.
+    pub send_prompt: bool,
+    /// Encodes per-user attributes (stored as text) at reply time.
+    pub dictionary: Arc<Dictionary>,
+    /// `[group.NAME]` attributes, encoded at start-up.
+    pub groups: BTreeMap<String, Vec<WireAttribute>>,
+    pub return_serial: bool,
+}
+
+impl ReplyPolicy {
+    pub fn from_config(config: &Config) -> Self {
+        ReplyPolicy {
+            send_prompt: config.challenge.send_prompt,
+            dictionary: config.dictionary.clone(),
+            groups: config.groups.clone(),
+            return_serial: config.server.return_serial,
+        }
+    }
+}
 
 /// What a reply needs from its request.
 pub struct ReplyContext {
@@ -30,16 +62,16 @@ pub fn encode(
     decision: &Decision,
     context: &ReplyContext,
     client: &ClientConfig,
-    send_prompt: bool,
+    policy: &ReplyPolicy,
 ) -> Vec<u8> {
     let reply_code = match decision {
-        Decision::Accept => code::ACCESS_ACCEPT,
+        Decision::Accept(_) => code::ACCESS_ACCEPT,
         Decision::Challenge { .. } => code::ACCESS_CHALLENGE,
         Decision::Reject { .. } => code::ACCESS_REJECT,
     };
     let mut builder = start(reply_code, context, client);
     match decision {
-        Decision::Accept => {}
+        Decision::Accept(grants) => push_grants(&mut builder, grants, client, policy),
         Decision::Challenge {
             state,
             prompt,
@@ -49,7 +81,7 @@ pub fn encode(
             push_text(&mut builder, prompt);
             let seconds = u32::try_from(timeout.as_secs().max(1)).unwrap_or(u32::MAX);
             builder.push(attr::SESSION_TIMEOUT, &seconds.to_be_bytes());
-            if send_prompt {
+            if policy.send_prompt {
                 // RFC 2869 section 5.10: 0 = No-Echo.
                 builder.push(attr::PROMPT, &0u32.to_be_bytes());
             }
@@ -67,6 +99,39 @@ pub fn encode(
 pub fn status_accept(context: &ReplyContext, client: &ClientConfig) -> Vec<u8> {
     let builder = start(code::ACCESS_ACCEPT, context, client);
     finish(builder, context, client)
+}
+
+/// The client's, the group's and the user's attributes, then the serial.
+fn push_grants(
+    builder: &mut PacketBuilder,
+    grants: &Grants,
+    client: &ClientConfig,
+    policy: &ReplyPolicy,
+) {
+    let group = grants
+        .group
+        .as_ref()
+        .and_then(|g| policy.groups.get(g))
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for (kind, value) in client.accept_attributes.iter().chain(group) {
+        builder.push(*kind, value);
+    }
+    let serial = grants
+        .serial
+        .as_ref()
+        .filter(|_| policy.return_serial)
+        .map(|s| format!("{SERIAL_ATTRIBUTE}={s}"));
+    for line in grants.attributes.iter().chain(serial.as_ref()) {
+        // Stored attributes were checked when set; a dictionary changed since then may
+        // refuse one, which is left out rather than failing the login.
+        match policy.dictionary.encode(line) {
+            Ok((kind, value)) => {
+                builder.push(kind, &value);
+            }
+            Err(e) => tracing::warn!(attribute = %line, error = %e, "reply attribute left out"),
+        }
+    }
 }
 
 fn start(reply_code: u8, context: &ReplyContext, client: &ClientConfig) -> PacketBuilder {
@@ -93,7 +158,7 @@ fn finish(mut builder: PacketBuilder, context: &ReplyContext, client: &ClientCon
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::TransactionId;
+    use crate::auth::{Grants, TransactionId};
     use crate::config::{ClientMode, Secret};
     use std::time::Duration;
 
@@ -106,6 +171,7 @@ mod tests {
             limit_proxy_state: true,
             send_message_authenticator: true,
             mode: ClientMode::Challenge,
+            accept_attributes: Vec::new(),
         }
     }
 
@@ -123,7 +189,7 @@ mod tests {
             prompt: prompt.clone(),
             timeout: Duration::from_secs(300),
         };
-        let bytes = encode(&decision, &context, &client(), false);
+        let bytes = encode(&decision, &context, &client(), &ReplyPolicy::default());
         let packet = Packet::decode(&bytes).unwrap();
         assert_eq!(packet.code, code::ACCESS_CHALLENGE);
         assert_eq!(packet.identifier, 7);
@@ -150,7 +216,12 @@ mod tests {
             authenticator: [9; 16],
             proxy_states: vec![],
         };
-        let bytes = encode(&Decision::Accept, &context, &client(), false);
+        let bytes = encode(
+            &Decision::Accept(Grants::default()),
+            &context,
+            &client(),
+            &ReplyPolicy::default(),
+        );
         // Response Authenticator: MD5(code..length + request authenticator + attributes + secret).
         let mut check = bytes.clone();
         check[4..20].copy_from_slice(&[9; 16]);
@@ -179,8 +250,73 @@ mod tests {
             &Decision::Reject { message: None },
             &context,
             &client,
-            false,
+            &ReplyPolicy::default(),
         );
         assert_eq!(bytes.len(), 20);
+    }
+
+    fn policy() -> ReplyPolicy {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dictionaries");
+        let dictionary = Arc::new(Dictionary::load_dir(&dir).unwrap());
+        let staff = vec![dictionary.encode("Idle-Timeout=600").unwrap()];
+        ReplyPolicy {
+            send_prompt: false,
+            groups: BTreeMap::from([("staff".to_string(), staff)]),
+            dictionary,
+            return_serial: true,
+        }
+    }
+
+    #[test]
+    fn an_accept_carries_client_group_user_attributes_and_the_serial_in_that_order() {
+        let policy = policy();
+        let mut client = client();
+        client.accept_attributes = vec![
+            policy
+                .dictionary
+                .encode("Service-Type=Framed-User")
+                .unwrap(),
+        ];
+        let grants = Grants {
+            group: Some("staff".into()),
+            attributes: vec!["Filter-Id=vpn".into(), "Bogus=1".into()],
+            serial: Some("SMS01".into()),
+        };
+        let context = ReplyContext {
+            identifier: 1,
+            authenticator: [9; 16],
+            proxy_states: vec![b"p".to_vec()],
+        };
+        let bytes = encode(&Decision::Accept(grants), &context, &client, &policy);
+        let packet = Packet::decode(&bytes).unwrap();
+        let kinds: Vec<u8> = packet.attributes.iter().map(|a| a.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![80, 6, 28, 11, 26, 33],
+            "the unknown attribute is left out"
+        );
+        assert_eq!(&packet.attributes[4].value[..4], &32473u32.to_be_bytes());
+    }
+
+    #[test]
+    fn a_challenge_never_carries_configured_attributes() {
+        let policy = policy();
+        let mut client = client();
+        client.accept_attributes = vec![policy.dictionary.encode("Filter-Id=vpn").unwrap()];
+        let context = ReplyContext {
+            identifier: 1,
+            authenticator: [9; 16],
+            proxy_states: vec![],
+        };
+        let decision = Decision::Challenge {
+            state: TransactionId::random().unwrap(),
+            prompt: "p".into(),
+            timeout: Duration::from_secs(60),
+        };
+        let packet_bytes = encode(&decision, &context, &client, &policy);
+        let packet = Packet::decode(&packet_bytes).unwrap();
+        // RFC 2865 section 4.4: State, Reply-Message, Session-Timeout (and the MA).
+        let kinds: Vec<u8> = packet.attributes.iter().map(|a| a.kind).collect();
+        assert_eq!(kinds, vec![80, 24, 18, 27]);
     }
 }

@@ -4,6 +4,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use super::dictionary::Dictionary;
 use super::guard::VerifiedRequest;
 use super::packet::{attr, unhide_password};
 use crate::auth::Request;
@@ -11,7 +12,11 @@ use crate::config::ClientConfig;
 
 /// Builds the engine's view of a request. Text attributes that are not UTF-8 are shown
 /// lossily: they only reach logs and the audit trail.
-pub fn extract(verified: &VerifiedRequest<'_>, client: &ClientConfig) -> Request {
+pub fn extract(
+    verified: &VerifiedRequest<'_>,
+    client: &ClientConfig,
+    dictionary: &Dictionary,
+) -> Request {
     let packet = verified.packet();
     let text = |kind: u8| {
         packet
@@ -45,5 +50,6 @@ pub fn extract(verified: &VerifiedRequest<'_>, client: &ClientConfig) -> Request
         nas_ip,
         nas_identifier: text(attr::NAS_IDENTIFIER),
         calling_station_id: text(attr::CALLING_STATION_ID),
+        attributes: dictionary.describe(&packet.attributes),
     }
 }

@@ -15,6 +15,8 @@ pub struct UserRow {
     /// E.164.
     pub phone: String,
     pub created: i64,
+    /// `[group.NAME]` whose attributes the user's Access-Accepts carry.
+    pub group: Option<String>,
 }
 
 /// An SMS token. `Debug` is derived but holds only a hash and sealed seed, never secrets.
@@ -72,6 +74,8 @@ pub struct AuditRow {
     pub phone_masked: Option<String>,
     pub gateway: Option<String>,
     pub duration_ms: u64,
+    /// The request's attributes by dictionary name, secrets redacted.
+    pub attributes: Vec<String>,
 }
 
 /// A gateway's breaker as the running server last recorded it.
@@ -110,6 +114,10 @@ pub trait Store: Send + Sync {
     fn users(&self) -> StoreResult<Vec<UserRow>>;
     /// Deletes a user with its tokens and challenges; false if there was none.
     fn delete_user(&self, name: &str) -> StoreResult<bool>;
+    /// The user's own reply attributes, `Name=value`, in order.
+    fn user_attributes(&self, name: &str) -> StoreResult<Vec<String>>;
+    /// Replaces the user's reply attributes; false if there is no such user.
+    fn set_user_attributes(&self, name: &str, attributes: &[String]) -> StoreResult<bool>;
 
     fn add_token(&self, token: &TokenRow) -> StoreResult<()>;
     fn token(&self, serial: &str) -> StoreResult<Option<TokenRow>>;

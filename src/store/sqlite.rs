@@ -78,6 +78,16 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX audit_accepted ON audit(user, outcome, calling_station_id);
 "#,
+    r#"
+    ALTER TABLE users ADD COLUMN user_group TEXT;
+    CREATE TABLE user_attributes (
+        user       TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        position   INTEGER NOT NULL,
+        attribute  TEXT NOT NULL,
+        PRIMARY KEY (user, position)
+    );
+    ALTER TABLE audit ADD COLUMN attributes TEXT;
+"#,
 ];
 
 pub struct SqliteStore {
@@ -163,6 +173,7 @@ fn user_from(row: &Row<'_>) -> rusqlite::Result<UserRow> {
         name: row.get(0)?,
         phone: row.get(1)?,
         created: row.get(2)?,
+        group: row.get(3)?,
     })
 }
 
@@ -195,6 +206,10 @@ fn audit_from(row: &Row<'_>) -> rusqlite::Result<AuditRow> {
         phone_masked: row.get(9)?,
         gateway: row.get(10)?,
         duration_ms: row.get::<_, i64>(11)?.max(0) as u64,
+        attributes: row
+            .get::<_, Option<String>>(12)?
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_default(),
     })
 }
 
@@ -213,8 +228,8 @@ impl Store for SqliteStore {
     fn add_user(&self, user: &UserRow) -> StoreResult<()> {
         self.db()
             .execute(
-                "INSERT INTO users (name, phone, created) VALUES (?1, ?2, ?3)",
-                params![user.name, user.phone, user.created],
+                "INSERT INTO users (name, phone, created, user_group) VALUES (?1, ?2, ?3, ?4)",
+                params![user.name, user.phone, user.created, user.group],
             )
             .map_err(|e| conflict_or(e, format!("user '{}'", user.name)))?;
         Ok(())
@@ -224,7 +239,7 @@ impl Store for SqliteStore {
         Ok(self
             .db()
             .query_row(
-                "SELECT name, phone, created FROM users WHERE name = ?1",
+                "SELECT name, phone, created, user_group FROM users WHERE name = ?1",
                 [name],
                 user_from,
             )
@@ -234,7 +249,7 @@ impl Store for SqliteStore {
     fn users(&self) -> StoreResult<Vec<UserRow>> {
         let db = self.db();
         let mut statement =
-            db.prepare_cached("SELECT name, phone, created FROM users ORDER BY name")?;
+            db.prepare_cached("SELECT name, phone, created, user_group FROM users ORDER BY name")?;
         let rows = statement
             .query_map([], user_from)?
             .collect::<Result<_, _>>()?;
@@ -248,6 +263,39 @@ impl Store for SqliteStore {
         let deleted = tx.execute("DELETE FROM users WHERE name = ?1", [name])?;
         tx.commit()?;
         Ok(deleted > 0)
+    }
+
+    fn user_attributes(&self, name: &str) -> StoreResult<Vec<String>> {
+        let db = self.db();
+        let mut statement = db.prepare_cached(
+            "SELECT attribute FROM user_attributes WHERE user = ?1 ORDER BY position",
+        )?;
+        let rows = statement
+            .query_map([name], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn set_user_attributes(&self, name: &str, attributes: &[String]) -> StoreResult<bool> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let exists: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE name = ?1)",
+            [name],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            return Ok(false);
+        }
+        tx.execute("DELETE FROM user_attributes WHERE user = ?1", [name])?;
+        for (position, attribute) in attributes.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO user_attributes (user, position, attribute) VALUES (?1, ?2, ?3)",
+                params![name, position as i64, attribute],
+            )?;
+        }
+        tx.commit()?;
+        Ok(true)
     }
 
     fn add_token(&self, token: &TokenRow) -> StoreResult<()> {
@@ -303,7 +351,7 @@ impl Store for SqliteStore {
     fn login_view(&self, name: &str) -> StoreResult<Option<(UserRow, Vec<TokenRow>)>> {
         let db = self.db();
         let user = db
-            .prepare_cached("SELECT name, phone, created FROM users WHERE name = ?1")?
+            .prepare_cached("SELECT name, phone, created, user_group FROM users WHERE name = ?1")?
             .query_row([name], user_from)
             .optional()?;
         let Some(user) = user else {
@@ -473,8 +521,8 @@ impl Store for SqliteStore {
         let db = self.db();
         let mut statement = db.prepare_cached(
             "INSERT INTO audit (time, client, nas_ip, nas_identifier, calling_station_id, user, serial, outcome,
-                                reason, phone_masked, gateway, duration_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                reason, phone_masked, gateway, duration_ms, attributes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
         statement.execute(params![
             a.time,
@@ -488,7 +536,9 @@ impl Store for SqliteStore {
             a.reason,
             a.phone_masked,
             a.gateway,
-            a.duration_ms as i64
+            a.duration_ms as i64,
+            (!a.attributes.is_empty())
+                .then(|| serde_json::to_string(&a.attributes).unwrap_or_default())
         ])?;
         Ok(())
     }
@@ -555,7 +605,7 @@ impl Store for SqliteStore {
         let db = self.db();
         let mut statement = db.prepare_cached(
             "SELECT time, client, nas_ip, nas_identifier, calling_station_id, user, serial, outcome, reason,
-                    phone_masked, gateway, duration_ms
+                    phone_masked, gateway, duration_ms, attributes
              FROM audit WHERE ?1 IS NULL OR user = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -577,6 +627,7 @@ mod tests {
                 name: "alice".into(),
                 phone: "+4917012345".into(),
                 created: 1,
+                group: None,
             })
             .unwrap();
         store
@@ -670,15 +721,30 @@ mod tests {
                 .add_user(&UserRow {
                     name: "bob".into(),
                     phone: "+1".into(),
-                    created: 0
+                    created: 0,
+                    group: None,
                 })
                 .and_then(|_| store.add_user(&UserRow {
                     name: "bob".into(),
                     phone: "+1".into(),
-                    created: 0
+                    created: 0,
+                    group: None,
                 })),
             Err(StoreError::Conflict(_))
         ));
+    }
+
+    #[test]
+    fn user_attributes_are_replaced_in_order_and_go_with_the_user() {
+        let store = store_with_token();
+        let lines = vec!["Filter-Id=a".to_string(), "Class=0x01".to_string()];
+        assert!(store.set_user_attributes("alice", &lines).unwrap());
+        assert_eq!(store.user_attributes("alice").unwrap(), lines);
+        assert!(store.set_user_attributes("alice", &lines[1..]).unwrap());
+        assert_eq!(store.user_attributes("alice").unwrap(), &lines[1..]);
+        assert!(!store.set_user_attributes("nobody", &lines).unwrap());
+        store.delete_user("alice").unwrap();
+        assert!(store.user_attributes("alice").unwrap().is_empty());
     }
 
     #[test]
