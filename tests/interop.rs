@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::background::{Background, assert_clean, capture_radius};
 use common::peers;
 use common::radclient;
 use common::{Options, PIN, SECRET, Server, otp_of};
@@ -23,67 +22,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// A background process whose stderr and stdout are collected.
-struct Background {
-    child: Child,
-    output: Arc<Mutex<String>>,
-}
-
-impl Background {
-    fn start(command: &mut Command) -> Background {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start");
-        let output = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let sink = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let mut out = sink.lock().unwrap();
-                    out.push_str(&line);
-                    out.push('\n');
-                }
-            });
-        }
-        Background { child, output }
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-
-    fn wait_for(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.output().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-
-    fn interrupt(&mut self) {
-        common::signal(self.child.id(), "INT");
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- output ----\n{}", self.output());
-        }
-    }
 }
 
 /// A FreeRADIUS configuration in `dir`: one virtual server on `listen` that proxies every
@@ -324,73 +262,34 @@ fn pyrad_runs_the_flow_with_and_without_message_authenticator_and_reads_a_long_p
 #[test]
 fn tshark_decodes_every_packet_cleanly_with_message_authenticator_first_in_replies() {
     let (server, _) = Server::with_alice(&Options::default());
-    let port = server.address().port();
-    let scratch = tempfile::tempdir().unwrap();
-    let capture = scratch.path().join("run.pcap");
-    let mut tshark = Background::start(
-        Command::new("tshark")
-            .args(["-i", "lo", "-f", &format!("udp port {port}"), "-w"])
-            .arg(&capture),
-    );
-    assert!(
-        tshark.wait_for("Capturing on", Duration::from_secs(10)),
-        "tshark did not start"
-    );
-    // dumpcap says so a moment before its capture is really running.
-    std::thread::sleep(Duration::from_secs(1));
-
-    let challenge = radclient::auth(
-        server.address(),
-        &format!("User-Name=alice,User-Password={PIN}"),
-    );
-    let otp = otp_of(&server.wait_for_sms(1).1);
-    let accept = radclient::auth(
-        server.address(),
-        &format!(
+    let text = capture_radius(server.address().port(), SECRET, || {
+        let challenge = radclient::auth(
+            server.address(),
+            &format!("User-Name=alice,User-Password={PIN}"),
+        );
+        let otp = otp_of(&server.wait_for_sms(1).1);
+        let answer = format!(
             "User-Name=alice,User-Password={otp},State={}",
             challenge.state()
-        ),
-    );
-    assert_eq!(accept.code, "Access-Accept");
-    assert_eq!(
-        radclient::auth(server.address(), "User-Name=alice,User-Password=nope").code,
-        "Access-Reject"
-    );
-    assert_eq!(
-        radclient::send(
+        );
+        assert_eq!(
+            radclient::auth(server.address(), &answer).code,
+            "Access-Accept"
+        );
+        assert_eq!(
+            radclient::auth(server.address(), "User-Name=alice,User-Password=nope").code,
+            "Access-Reject"
+        );
+        let status = radclient::send(
             server.address(),
             "status",
             SECRET,
             "Message-Authenticator=0x00",
-            3
-        )
-        .code,
-        "Access-Accept"
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    tshark.interrupt();
-
-    let decoded = Command::new("tshark")
-        .arg("-r")
-        .arg(&capture)
-        .args([
-            "-d",
-            &format!("udp.port=={port},radius"),
-            "-o",
-            &format!("radius.shared_secret:{SECRET}"),
-            "-V",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&decoded.stdout);
-    for bad in [
-        "Malformed",
-        "Expert Info (Error",
-        "[incorrect]",
-        "Incorrect",
-    ] {
-        assert!(!text.contains(bad), "tshark reports {bad}:\n{text}");
-    }
+            3,
+        );
+        assert_eq!(status.code, "Access-Accept");
+    });
+    assert_clean(&text);
     let packets: Vec<&str> = text.split("\nFrame ").collect();
     assert_eq!(packets.len(), 8, "4 requests and 4 replies:\n{text}");
     let mut replies = 0;

@@ -15,12 +15,31 @@ pub struct AuditArgs {
     limit: usize,
     #[arg(long)]
     json: bool,
+    /// Also print each request's attributes (by dictionary name, secrets redacted).
+    #[arg(long)]
+    attributes: bool,
 }
 
 pub fn run(config_path: &Path, args: AuditArgs) -> Result<()> {
     let (_config, store, _keys) = super::open(config_path)?;
     let rows = store.audit(args.user.as_deref(), args.limit)?;
     let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    if args.attributes && !args.json {
+        for row in &rows {
+            println!(
+                "{} {} {} {} ({})",
+                output::time(row.time),
+                row.client,
+                row.user,
+                row.outcome,
+                row.reason
+            );
+            for attribute in &row.attributes {
+                println!("    {attribute}");
+            }
+        }
+        return Ok(());
+    }
     output::print_rows(
         &rows,
         args.json,

@@ -1,4 +1,4 @@
-//! `otpgate user add|list|delete`.
+//! `otpgate user add|list|show|set-attr|delete`.
 
 use std::path::Path;
 
@@ -17,11 +17,28 @@ pub enum UserCommand {
         /// E.164 (+491701234567), or national with [sms] default_region.
         #[arg(long)]
         phone: String,
+        /// A [group.NAME] whose attributes the user's Access-Accepts carry.
+        #[arg(long)]
+        group: Option<String>,
     },
     /// List users.
     List {
         #[arg(long)]
         json: bool,
+    },
+    /// Show one user with group, attributes and tokens.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set the user's own Access-Accept attributes ('Name=value', repeatable), replacing
+    /// the ones set before; with --clear, remove them all.
+    SetAttr {
+        name: String,
+        attributes: Vec<String>,
+        #[arg(long, conflicts_with = "attributes")]
+        clear: bool,
     },
     /// Delete a user with their tokens and challenges.
     Delete { name: String },
@@ -30,30 +47,99 @@ pub enum UserCommand {
 pub fn run(config_path: &Path, command: UserCommand) -> Result<()> {
     let (config, store, _keys) = super::open(config_path)?;
     match command {
-        UserCommand::Add { name, phone } => {
+        UserCommand::Add { name, phone, group } => {
             check_name(&name)?;
             let phone = Phone::parse(&phone, config.sms.default_region.as_deref())
                 .map_err(|e| anyhow!(e))?;
+            if let Some(group) = &group
+                && !config.groups.contains_key(group)
+            {
+                bail!(
+                    "no group named '{group}' in {} (define [group.{group}])",
+                    config_path.display()
+                );
+            }
             store.add_user(&UserRow {
                 name: name.clone(),
                 phone: phone.e164().to_string(),
                 created: super::now_ms(),
-                group: None,
+                group,
             })?;
             println!("added user {name} ({})", phone.masked());
         }
         UserCommand::List { json } => {
-            let users = store.users()?;
-            let rows: Vec<serde_json::Value> = users
+            let rows: Vec<serde_json::Value> = store
+                .users()?
                 .iter()
-                .map(|u| serde_json::json!({ "name": u.name, "phone": u.phone, "created": output::time(u.created) }))
+                .map(|u| {
+                    serde_json::json!({ "name": u.name, "phone": u.phone, "group": u.group, "created": output::time(u.created) })
+                })
                 .collect();
-            output::print_rows(&rows, json, &["NAME", "PHONE", "CREATED"], |r| {
-                ["name", "phone", "created"]
+            output::print_rows(&rows, json, &["NAME", "PHONE", "GROUP", "CREATED"], |r| {
+                ["name", "phone", "group", "created"]
                     .iter()
-                    .map(|k| r[k].as_str().unwrap_or("").to_string())
+                    .map(|k| r[k].as_str().unwrap_or("-").to_string())
                     .collect()
             })?;
+        }
+        UserCommand::Show { name, json } => {
+            let user = store
+                .user(&name)?
+                .ok_or_else(|| anyhow!("no user named '{name}'"))?;
+            let attributes = store.user_attributes(&name)?;
+            let tokens: Vec<String> = store
+                .tokens(Some(&name))?
+                .into_iter()
+                .map(|t| t.serial)
+                .collect();
+            let value = serde_json::json!({
+                "name": user.name,
+                "phone": user.phone,
+                "group": user.group,
+                "attributes": attributes,
+                "tokens": tokens,
+                "created": output::time(user.created),
+            });
+            if json {
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                println!("user        {}", user.name);
+                println!("phone       {}", user.phone);
+                println!("group       {}", user.group.as_deref().unwrap_or("-"));
+                println!(
+                    "tokens      {}",
+                    if tokens.is_empty() {
+                        "-".to_string()
+                    } else {
+                        tokens.join(", ")
+                    }
+                );
+                println!(
+                    "attributes  {}",
+                    if attributes.is_empty() {
+                        "-".to_string()
+                    } else {
+                        attributes.join("\n            ")
+                    }
+                );
+            }
+        }
+        UserCommand::SetAttr {
+            name,
+            attributes,
+            clear,
+        } => {
+            if attributes.is_empty() && !clear {
+                bail!("give attributes as 'Name=value', or --clear");
+            }
+            // Checked now against the dictionary, so that a login never meets a bad one.
+            for line in &attributes {
+                config.dictionary.encode(line).map_err(|e| anyhow!("{e}"))?;
+            }
+            if !store.set_user_attributes(&name, &attributes)? {
+                bail!("no user named '{name}'");
+            }
+            println!("{} attribute(s) set for {name}", attributes.len());
         }
         UserCommand::Delete { name } => {
             if !store.delete_user(&name)? {

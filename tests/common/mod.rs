@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod background;
 pub mod http_peer;
 pub mod peers;
 pub mod radclient;
@@ -44,6 +45,9 @@ pub struct Options {
     pub prompt: String,
     /// Where the database lives, if not in the test's temporary folder.
     pub database_dir: Option<PathBuf>,
+    /// The test client's `accept_attributes`.
+    pub client_attributes: Vec<String>,
+    pub return_serial: bool,
 }
 
 impl Default for Options {
@@ -66,6 +70,8 @@ impl Default for Options {
             log_format: "text",
             prompt: "Enter the code sent to {phone_masked}:".into(),
             database_dir: None,
+            client_attributes: Vec::new(),
+            return_serial: false,
         }
     }
 }
@@ -323,6 +329,7 @@ database = "{database_dir}/otpgate.db"
 key_file = "{dir}/otpgate.key"
 dedup_window = "30s"
 log_format = "{log_format}"
+return_serial = {return_serial}
 
 [[client]]
 name = "test-nas"
@@ -331,6 +338,7 @@ secret = "{SECRET}"
 require_message_authenticator = {require}
 limit_proxy_state = {limit}
 mode = "{mode}"
+accept_attributes = {client_attributes}
 
 [challenge]
 validity = "{validity}"
@@ -373,9 +381,17 @@ directory = "{dir}/spool"
         extra = o.extra,
         log_format = o.log_format,
         prompt = o.prompt,
+        client_attributes = toml_strings(&o.client_attributes),
+        return_serial = o.return_serial,
         database_dir = o.database_dir.as_deref().unwrap_or(dir).display(),
         otp_length = o.otp_length,
     )
+}
+
+/// A TOML array of strings.
+fn toml_strings(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| format!("'{i}'")).collect();
+    format!("[{}]", quoted.join(", "))
 }
 
 /// The OTP in an SMS rendered from "Your code: {otp}".

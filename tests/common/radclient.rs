@@ -47,6 +47,18 @@ pub fn send(
     attributes: &str,
     timeout_s: u32,
 ) -> Reply {
+    send_with_dictionary(server, kind, secret, attributes, timeout_s, None)
+}
+
+/// Like `send`, with radclient reading its dictionaries from `dictionary_dir` (-D).
+pub fn send_with_dictionary(
+    server: SocketAddr,
+    kind: &str,
+    secret: &str,
+    attributes: &str,
+    timeout_s: u32,
+    dictionary_dir: Option<&std::path::Path>,
+) -> Reply {
     let target = match server {
         SocketAddr::V4(v4) => v4.to_string(),
         SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
@@ -55,6 +67,9 @@ pub fn send(
     command.args(["-x", "-r", "1", "-t", &timeout_s.to_string()]);
     if server.is_ipv6() {
         command.arg("-6");
+    }
+    if let Some(dir) = dictionary_dir {
+        command.arg("-D").arg(dir);
     }
     let mut child = command
         .args([&target, kind, secret])
