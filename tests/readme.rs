@@ -1,5 +1,5 @@
 //! Every configuration example in the README is a working config: each `toml` block that
-//! defines gateways, SMTP servers or events is added to the bundled example config and must
+//! defines gateways, SMTP servers, events or groups is added to the bundled example config and must
 //! pass `otpgate check-config`.
 
 mod common;
@@ -14,7 +14,7 @@ fn every_config_example_in_the_readme_checks_out() {
         .skip(1)
         .filter_map(|rest| rest.split("```").next())
         .filter(|block| {
-            ["[gateway.", "[smtp.", "[[event]]"]
+            ["[gateway.", "[smtp.", "[[event]]", "[group."]
                 .iter()
                 .any(|k| block.contains(k))
         })
