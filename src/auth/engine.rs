@@ -1,8 +1,8 @@
 //! The decision: `Engine::decide(Request) -> Verdict`, every row of the table in DESIGN
 //! section 4. Protocol and policy meet here and nowhere else.
 //!
-//! Slow work goes off the async threads: the store and Argon2 run on the blocking pool, PIN
-//! verifications are bounded by a semaphore (each takes `[pin] memory_kib`), and an SMS that
+//! Slow work goes off the async threads: the store runs on the blocking pool, Argon2 on its
+//! own low-priority threads (`pin_pool`, one per core), and an SMS that
 //! outlives `reply_within` finishes in the background on the engine's task tracker.
 //!
 //! `decide` is cancel-safe in the sense that every store step is atomic on its own; a
@@ -11,10 +11,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use super::lockout::{LockState, lock_state};
+use super::pin_pool::PinPool;
 use super::{Decision, Grants, Request, TransactionId, Verdict, otp, pin::PinHasher};
 use crate::auth::keys::Keys;
 use crate::config::{ChallengeConfig, ClientMode, Config, EventKind, LockoutConfig};
@@ -63,8 +63,8 @@ pub struct Engine {
     pins: PinHasher,
     keys: Keys,
     policy: Policy,
-    /// Bounds concurrent Argon2 runs so that memory stays at cores x memory_kib.
-    pin_permits: Arc<Semaphore>,
+    /// Runs Argon2, one thread per core at a lower priority.
+    pin_pool: PinPool,
     /// SMS deliveries still running after their reply was sent.
     background: TaskTracker,
 }
@@ -111,7 +111,8 @@ impl Engine {
             pins,
             keys,
             policy,
-            pin_permits: Arc::new(Semaphore::new(cores)),
+            pin_pool: PinPool::new(cores)
+                .map_err(|e| format!("cannot start the Argon2 threads: {e}"))?,
             background: TaskTracker::new(),
         })
     }
@@ -320,22 +321,12 @@ impl Engine {
     /// Spends the time of `runs` Argon2 verifications.
     async fn spend_decoy_time(&self, password: &[u8], runs: usize) {
         for _ in 0..runs {
-            let _permit = self.pin_permits.acquire().await;
-            let pins = self.pins.clone();
-            let password = password.to_vec();
-            let _ = tokio::task::spawn_blocking(move || pins.verify_decoy(&password)).await;
+            self.pin_pool.verify_decoy(&self.pins, password).await;
         }
     }
 
     async fn verify_pin(&self, pin: &[u8], hash: &str) -> bool {
-        // The semaphore is never closed, so acquire cannot fail; if it did, verification
-        // still runs, only unbounded.
-        let _permit = self.pin_permits.acquire().await;
-        let pins = self.pins.clone();
-        let (pin, hash) = (pin.to_vec(), hash.to_string());
-        tokio::task::spawn_blocking(move || pins.verify(&pin, &hash))
-            .await
-            .unwrap_or(false)
+        self.pin_pool.verify(&self.pins, pin, hash).await
     }
 
     /// Why a token cannot be used now, clearing an expired lock on the way.

@@ -8,6 +8,7 @@ pub mod keys;
 pub mod lockout;
 pub mod otp;
 pub mod pin;
+pub mod pin_pool;
 
 use std::fmt;
 use std::time::Duration;

@@ -113,6 +113,38 @@ fn notify(config: &Config, store: &Arc<dyn Store>, kind: EventKind, serial: &str
     Ok(())
 }
 
+/// Reads a CSV file with a header into one map per row; `required` columns must exist.
+fn read_csv(
+    path: &Path,
+    required: &[&str],
+) -> Result<Vec<std::collections::HashMap<String, String>>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let headers = reader
+        .headers()
+        .with_context(|| format!("{}: no header line", path.display()))?
+        .clone();
+    for column in required {
+        if !headers.iter().any(|h| h == *column) {
+            anyhow::bail!("{}: the header has no column '{column}'", path.display());
+        }
+    }
+    reader
+        .records()
+        .enumerate()
+        .map(|(line, record)| {
+            let record = record.with_context(|| format!("{}:{}", path.display(), line + 2))?;
+            Ok(headers
+                .iter()
+                .map(str::to_string)
+                .zip(record.iter().map(str::to_string))
+                .collect())
+        })
+        .collect()
+}
+
 /// Unix time in milliseconds.
 fn now_ms() -> i64 {
     crate::auth::engine::now_ms()

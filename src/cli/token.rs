@@ -12,6 +12,7 @@ use crate::auth::enroll::{self, NewToken};
 use crate::auth::pin::PinHasher;
 use crate::config::EventKind;
 use crate::sms::Phone;
+use crate::store::TokenRow;
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
@@ -46,6 +47,10 @@ pub enum TokenCommand {
     Unlock { serial: String },
     /// Delete a token.
     Delete { serial: String },
+    /// Add tokens from a CSV file with the header `user,pin` (optionally `,phone`,
+    /// `,gateway`, `,otp_length`), hashing PINs on every core and storing all in one
+    /// transaction. The file holds PINs: delete it afterwards.
+    Import { file: std::path::PathBuf },
     /// Change a token's PIN.
     SetPin {
         serial: String,
@@ -99,6 +104,36 @@ pub fn run(config_path: &Path, command: TokenCommand) -> Result<()> {
             store.add_token(&token)?;
             println!("{}", token.serial);
             super::notify(&config, &store, EventKind::TokenAdded, &token.serial)?;
+        }
+        TokenCommand::Import { file } => {
+            let records = super::read_csv(&file, &["user", "pin"])?;
+            let pins = hasher()?;
+            let region = config.sms.default_region.clone();
+            let build = |(line, record): (usize, &std::collections::HashMap<String, String>)| -> Result<TokenRow> {
+                let at = || format!("{}:{}", file.display(), line + 2);
+                let field = |name: &str| record.get(name).filter(|v| !v.is_empty()).cloned();
+                let phone = field("phone")
+                    .map(|p| Phone::parse(&p, region.as_deref()).map(|p| p.e164().to_string()))
+                    .transpose()
+                    .map_err(|e| anyhow!("{}: {e}", at()))?;
+                let gateway = field("gateway");
+                if let Some(gateway) = &gateway
+                    && !config.gateways.contains_key(gateway)
+                {
+                    bail!("{}: no gateway named '{gateway}'", at());
+                }
+                let otp_length = match field("otp_length") {
+                    Some(n) => n.parse().map_err(|_| anyhow!("{}: otp_length '{n}' is not a number", at()))?,
+                    None => config.challenge.otp_length,
+                };
+                let user = field("user").unwrap_or_default();
+                let spec = NewToken { user: &user, phone, gateway, otp_length, created: super::now_ms() };
+                let pin = field("pin").unwrap_or_default();
+                enroll::new_token(spec, &pin, &keys, &pins).map_err(|e| anyhow!("{}: {e}", at()))
+            };
+            let tokens = in_parallel(&records, build)?;
+            store.add_tokens(&tokens)?;
+            println!("imported {} token(s)", tokens.len());
         }
         TokenCommand::List { user, json } => {
             let rows: Vec<serde_json::Value> = store
@@ -175,6 +210,39 @@ pub fn run(config_path: &Path, command: TokenCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Maps `build` over the records on every core, keeping their order; the first error wins.
+fn in_parallel<T: Send>(
+    records: &[std::collections::HashMap<String, String>],
+    build: impl Fn((usize, &std::collections::HashMap<String, String>)) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let chunk = records.len().div_ceil(cores).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = records
+            .chunks(chunk)
+            .enumerate()
+            .map(|(n, part)| {
+                let build = &build;
+                scope.spawn(move || {
+                    part.iter()
+                        .enumerate()
+                        .map(|(i, r)| build((n * chunk + i, r)))
+                        .collect::<Result<Vec<T>>>()
+                })
+            })
+            .collect();
+        let mut all = Vec::with_capacity(records.len());
+        for handle in handles {
+            all.extend(
+                handle
+                    .join()
+                    .map_err(|_| anyhow!("an import thread panicked"))??,
+            );
+        }
+        Ok(all)
+    })
 }
 
 /// Reads a PIN from stdin's first line, or asks twice on the terminal.

@@ -42,6 +42,9 @@ pub enum UserCommand {
     },
     /// Delete a user with their tokens and challenges.
     Delete { name: String },
+    /// Add users from a CSV file with the header `name,phone` (optionally `,group`), all in
+    /// one transaction.
+    Import { file: std::path::PathBuf },
 }
 
 pub fn run(config_path: &Path, command: UserCommand) -> Result<()> {
@@ -140,6 +143,37 @@ pub fn run(config_path: &Path, command: UserCommand) -> Result<()> {
                 bail!("no user named '{name}'");
             }
             println!("{} attribute(s) set for {name}", attributes.len());
+        }
+        UserCommand::Import { file } => {
+            let created = super::now_ms();
+            let mut users = Vec::new();
+            for (line, record) in super::read_csv(&file, &["name", "phone"])?
+                .into_iter()
+                .enumerate()
+            {
+                let at = || format!("{}:{}", file.display(), line + 2);
+                let name = record.get("name").cloned().unwrap_or_default();
+                check_name(&name).map_err(|e| anyhow!("{}: {e}", at()))?;
+                let phone = Phone::parse(
+                    record.get("phone").map_or("", String::as_str),
+                    config.sms.default_region.as_deref(),
+                )
+                .map_err(|e| anyhow!("{}: {e}", at()))?;
+                let group = record.get("group").filter(|g| !g.is_empty()).cloned();
+                if let Some(group) = &group
+                    && !config.groups.contains_key(group)
+                {
+                    bail!("{}: no group named '{group}'", at());
+                }
+                users.push(UserRow {
+                    name,
+                    phone: phone.e164().to_string(),
+                    created,
+                    group,
+                });
+            }
+            store.add_users(&users)?;
+            println!("imported {} user(s)", users.len());
         }
         UserCommand::Delete { name } => {
             if !store.delete_user(&name)? {

@@ -120,6 +120,10 @@ pub trait Store: Send + Sync {
     fn set_user_attributes(&self, name: &str, attributes: &[String]) -> StoreResult<bool>;
 
     fn add_token(&self, token: &TokenRow) -> StoreResult<()>;
+    /// Adds many users in one transaction: all or none.
+    fn add_users(&self, users: &[UserRow]) -> StoreResult<()>;
+    /// Adds many tokens in one transaction: all or none.
+    fn add_tokens(&self, tokens: &[TokenRow]) -> StoreResult<()>;
     fn token(&self, serial: &str) -> StoreResult<Option<TokenRow>>;
     /// Tokens of one user, or all, ordered by serial.
     fn tokens(&self, user: Option<&str>) -> StoreResult<Vec<TokenRow>>;

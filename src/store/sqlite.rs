@@ -226,12 +226,23 @@ fn conflict_or(e: rusqlite::Error, what: String) -> StoreError {
 
 impl Store for SqliteStore {
     fn add_user(&self, user: &UserRow) -> StoreResult<()> {
-        self.db()
-            .execute(
+        self.add_users(std::slice::from_ref(user))
+    }
+
+    fn add_users(&self, users: &[UserRow]) -> StoreResult<()> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
                 "INSERT INTO users (name, phone, created, user_group) VALUES (?1, ?2, ?3, ?4)",
-                params![user.name, user.phone, user.created, user.group],
-            )
-            .map_err(|e| conflict_or(e, format!("user '{}'", user.name)))?;
+            )?;
+            for user in users {
+                insert
+                    .execute(params![user.name, user.phone, user.created, user.group])
+                    .map_err(|e| conflict_or(e, format!("user '{}'", user.name)))?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -299,33 +310,41 @@ impl Store for SqliteStore {
     }
 
     fn add_token(&self, token: &TokenRow) -> StoreResult<()> {
-        let sql = format!(
-            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
-        );
-        self.db()
-            .execute(
-                &sql,
-                params![
-                    token.serial,
-                    token.user,
-                    token.phone,
-                    token.pin_hash,
-                    token.sealed_seed,
-                    token.counter as i64,
-                    token.otp_length,
-                    token.fail_count,
-                    token.locked_at,
-                    token.disabled,
-                    token.gateway,
-                    token.created
-                ],
-            )
-            .map_err(|e| {
-                conflict_or(
-                    e,
-                    format!("token '{}' (or its user is missing)", token.serial),
-                )
-            })?;
+        self.add_tokens(std::slice::from_ref(token))
+    }
+
+    fn add_tokens(&self, tokens: &[TokenRow]) -> StoreResult<()> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(&format!(
+                "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            ))?;
+            for token in tokens {
+                insert
+                    .execute(params![
+                        token.serial,
+                        token.user,
+                        token.phone,
+                        token.pin_hash,
+                        token.sealed_seed,
+                        token.counter as i64,
+                        token.otp_length,
+                        token.fail_count,
+                        token.locked_at,
+                        token.disabled,
+                        token.gateway,
+                        token.created
+                    ])
+                    .map_err(|e| {
+                        conflict_or(
+                            e,
+                            format!("token '{}' (or its user is missing)", token.serial),
+                        )
+                    })?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 

@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# otpgate's benchmark, in one run on one machine: otpgate and FreeRADIUS 3.2 side by side.
+# Builds release binaries, enrolls bench users through the CLI (CSV import), starts the
+# servers on loopback, drives them with otpgate-bench and prints one table. Nothing here is a
+# test: it prints figures. Quick mode for CI: BENCH_QUICK=1 (a few seconds per step).
+#
+#   bench/run.sh                 # full run (several minutes)
+#   BENCH_QUICK=1 bench/run.sh   # smoke run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=${BENCH_QUICK:-0}
+seconds=${BENCH_SECONDS:-$([ "$quick" = 1 ] && echo 2 || echo 10)}
+growth=${BENCH_GROWTH:-$([ "$quick" = 1 ] && echo "1000" || echo "1000 100000 1000000")}
+open_challenges=${BENCH_OPEN_CHALLENGES:-$([ "$quick" = 1 ] && echo 2000 || echo 100000)}
+secret=bench-shared-secret-0123456789
+
+command -v freeradius >/dev/null || { echo "needs Debian's freeradius (apt-get install freeradius)"; exit 1; }
+cargo build --release --bins --quiet
+otpgate=$PWD/target/release/otpgate
+bench=$PWD/target/release/otpgate-bench
+work=$(mktemp -d)
+pids=()
+cleanup() { [ -n "${BENCH_KEEP:-}" ] && { echo "kept $work"; for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; return; };  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+capture_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+
+# write_config DIR PORT MEMORY ITERATIONS
+write_config() {
+  cat > "$1/otpgate.toml" <<EOF
+[server]
+listen = ["127.0.0.1:$2"]
+database = "$1/otpgate.db"
+key_file = "$1/otpgate.key"
+dictionaries = "$PWD/dictionaries"
+max_in_flight = 4096
+
+[[client]]
+name = "bench"
+address = "127.0.0.1/32"
+secret = "$secret"
+
+[pin]
+memory_kib = $3
+iterations = $4
+parallelism = 1
+
+[sms]
+default_chain = ["capture"]
+reply_within = "2s"
+
+[gateway.capture]
+type = "http"
+url = "http://127.0.0.1:$capture_port/sms"
+method = "POST"
+timeout = "30s"
+options = { to = "{phone}", text = "{otp}" }
+
+[gateway.stall]
+type = "http"
+url = "http://127.0.0.1:$capture_port/stall"
+method = "POST"
+timeout = "30s"
+options = { to = "{phone}", text = "{otp}" }
+EOF
+}
+
+# enroll DIR COUNT [GATEWAY_FROM]
+enroll() {
+  local extra=()
+  [ -n "${3:-}" ] && extra=(--gateway-from "$3" --gateway stall)
+  "$bench" users --count "$2" --users-csv "$1/users.csv" --tokens-csv "$1/tokens.csv" "${extra[@]}"
+  "$otpgate" --config "$1/otpgate.toml" user import "$1/users.csv" >/dev/null
+  "$otpgate" --config "$1/otpgate.toml" token import "$1/tokens.csv" >/dev/null
+  rm -f "$1/tokens.csv"
+}
+
+# start DIR -> sets otpgate_pid; waits for the port
+start() {
+  "$otpgate" --config "$1/otpgate.toml" serve 2>"$1/otpgate.log" &
+  otpgate_pid=$!
+  pids+=("$otpgate_pid")
+  for _ in $(seq 100); do grep -q "listening udp" "$1/otpgate.log" && return 0; sleep 0.05; done
+  cat "$1/otpgate.log"; exit 1
+}
+
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+# json FILE KEY -> value (python, to keep the script free of jq)
+json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); k=sys.argv[2].split('.');
+for p in k: d=d[int(p)] if isinstance(d,list) else d[p]
+print(round(d,3) if isinstance(d,float) else d)" "$1" "$2"; }
+step() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); s=[x for x in d['steps'] if x['step']==sys.argv[2]][0]; print(round(s[sys.argv[3]],2))" "$1" "$2" "$3"; }
+ratio() { python3 -c "import sys; print(round(float(sys.argv[1])/float(sys.argv[2]),2))" "$1" "$2"; }
+
+results=()
+row() { results+=("$(printf '%-58s %14s  %s' "$1" "$2" "${3:-}")"); }
+
+# ---- Status-Server: otpgate vs FreeRADIUS ------------------------------------------------
+dir=$work/status; mkdir -p "$dir"; port=$(free_port)
+write_config "$dir" "$port" 8 1
+start "$dir"
+"$bench" status --server "127.0.0.1:$port" --secret "$secret" --concurrency 64 --duration "${seconds}s" --pid "$otpgate_pid" --json > "$dir/otpgate-status.json"
+stop "$otpgate_pid"
+
+fr=$work/freeradius; mkdir -p "$fr"; fr_port=$(free_port)
+cat > "$fr/radiusd.conf" <<EOF
+prefix = /usr
+exec_prefix = /usr
+sysconfdir = /etc
+localstatedir = /var
+sbindir = /usr/sbin
+raddbdir = $fr
+confdir = $fr
+logdir = $fr
+run_dir = $fr
+db_dir = $fr
+libdir = /usr/lib/freeradius
+name = freeradius
+pidfile = $fr/freeradius.pid
+max_request_time = 30
+cleanup_delay = 5
+max_requests = 65536
+hostname_lookups = no
+log {
+    destination = files
+    file = $fr/radius.log
+}
+security {
+    max_attributes = 200
+    reject_delay = 0
+    status_server = yes
+}
+client bench {
+    ipaddr = 127.0.0.1
+    secret = $secret
+}
+thread pool {
+    start_servers = 4
+    max_servers = 32
+    min_spare_servers = 2
+    max_spare_servers = 8
+}
+modules {
+    always ok {
+        rcode = ok
+    }
+}
+server default {
+    listen {
+        type = auth
+        ipaddr = 127.0.0.1
+        port = $fr_port
+    }
+    authorize {
+        Autz-Type Status-Server {
+            ok
+        }
+    }
+    authenticate {
+    }
+}
+EOF
+freeradius -f -n radiusd -d "$fr" &
+fr_pid=$!; pids+=("$fr_pid")
+for _ in $(seq 100); do
+  "$bench" status --server "127.0.0.1:$fr_port" --secret "$secret" --concurrency 1 --duration 200ms --timeout 100ms --json 2>/dev/null | grep -q '"completed":[1-9]' && break
+  sleep 0.1
+done
+"$bench" status --server "127.0.0.1:$fr_port" --secret "$secret" --concurrency 64 --duration "${seconds}s" --pid "$fr_pid" --json > "$dir/freeradius-status.json"
+stop "$fr_pid"
+o=$(json "$dir/otpgate-status.json" ops_per_second); f=$(json "$dir/freeradius-status.json" ops_per_second)
+row "Status-Server replies/s, otpgate" "$o"
+row "Status-Server replies/s, FreeRADIUS 3.2" "$f" "($(json "$dir/freeradius-status.json" replies_without_message_authenticator) replies without Message-Authenticator)"
+row "  ratio otpgate / FreeRADIUS (target >= 1.5)" "$(ratio "$o" "$f")"
+
+# ---- Full flows with the default PIN hash ------------------------------------------------
+dir=$work/default; mkdir -p "$dir"; port=$(free_port)
+write_config "$dir" "$port" 19456 2
+users=$([ "$quick" = 1 ] && echo 64 || echo 400)
+enroll "$dir" "$users"
+start "$dir"
+"$bench" argon2 --memory-kib 19456 --iterations 2 --count 20 > "$dir/argon2.json"
+bound=$(json "$dir/argon2.json" bound_per_second)
+"$bench" flow --server "127.0.0.1:$port" --secret "$secret" --users "$users" --capture "127.0.0.1:$capture_port" \
+  --concurrency 32 --duration "${seconds}s" --timeout 20s --pid "$otpgate_pid" --json > "$dir/flow.json"
+flows=$(json "$dir/flow.json" ops_per_second)
+"$bench" flow --server "127.0.0.1:$port" --secret "$secret" --users "$users" --capture "127.0.0.1:$capture_port" \
+  --concurrency 32 --duration "${seconds}s" --timeout 20s --rate "$(python3 -c "print($flows/2)")" --json > "$dir/flow-half.json"
+stop "$otpgate_pid"
+row "Argon2id (19456 KiB, 2 it.) one verification, ms" "$(json "$dir/argon2.json" verify_ms)"
+row "Argon2-bound limit, flows/s (cores / verification)" "$(python3 -c "print(round($bound,1))")"
+row "Full flows/s, default PIN hash" "$flows" "errors $(json "$dir/flow.json" errors), timeouts $(json "$dir/flow.json" timeouts)"
+row "  ratio to the Argon2 bound (target >= 0.85)" "$(ratio "$flows" "$bound")"
+row "Argon2 verifications/s on all cores at once (measured)" "$(python3 -c "print(round($(json "$dir/argon2.json" parallel_per_second),1))")"
+row "  flows/s over that measured parallel capacity" "$(ratio "$flows" "$(json "$dir/argon2.json" parallel_per_second)")"
+row "  answer step p99 at half that rate, ms (target < 5)" "$(step "$dir/flow-half.json" answer p99_ms)"
+row "  PIN step p50 / p99 at half rate, ms" "$(step "$dir/flow-half.json" "first reply" p50_ms) / $(step "$dir/flow-half.json" "first reply" p99_ms)"
+
+# ---- Engine cost with a cheap PIN hash, and growth -----------------------------------------
+first_answer_p50=""
+for count in $growth; do
+  dir=$work/cheap-$count; mkdir -p "$dir"; port=$(free_port)
+  write_config "$dir" "$port" 8 1
+  enroll "$dir" "$count"
+  start "$dir"
+  flow_users=$((count < 2000 ? count : 2000))
+  first=$(( count > flow_users ? count - flow_users : 0 ))
+  "$bench" flow --server "127.0.0.1:$port" --secret "$secret" --users "$flow_users" --first-user "$first" \
+    --capture "127.0.0.1:$capture_port" --concurrency 64 --duration "${seconds}s" --pid "$otpgate_pid" --json > "$dir/flow.json"
+  stop "$otpgate_pid"
+  label="$count tokens"
+  row "Full flows/s, cheap hash (8 KiB, 1 it.), $label" "$(json "$dir/flow.json" ops_per_second)" "errors $(json "$dir/flow.json" errors)"
+  row "  server CPU per flow, ms (target <= 0.5)" "$(json "$dir/flow.json" server_cpu_ms_per_op)"
+  row "  answer step p50 / p99, ms" "$(step "$dir/flow.json" answer p50_ms) / $(step "$dir/flow.json" answer p99_ms)"
+  row "  server peak RSS, MiB" "$(json "$dir/flow.json" server_peak_rss_mib)"
+  p50=$(step "$dir/flow.json" answer p50_ms)
+  if [ -z "$first_answer_p50" ]; then first_answer_p50=$p50; else
+    row "  answer p50 vs the first size (target <= 1.5)" "$(ratio "$p50" "$first_answer_p50")"
+  fi
+done
+
+# ---- Open challenges and RSS -------------------------------------------------------------
+dir=$work/open; mkdir -p "$dir"; port=$(free_port)
+write_config "$dir" "$port" 8 1
+enroll "$dir" "$open_challenges"
+start "$dir"
+"$bench" challenges --server "127.0.0.1:$port" --secret "$secret" --users "$open_challenges" --capture "127.0.0.1:$capture_port" \
+  --concurrency 64 --duration 600s --pid "$otpgate_pid" --json > "$dir/challenges.json"
+stop "$otpgate_pid"
+row "Open challenges created" "$(json "$dir/challenges.json" completed)" "errors $(json "$dir/challenges.json" errors)"
+row "  server peak RSS, MiB (target <= 64 at 100k)" "$(json "$dir/challenges.json" server_peak_rss_mib)"
+
+# ---- Isolation: a gateway that never answers for some users --------------------------------
+dir=$work/isolation; mkdir -p "$dir"; port=$(free_port)
+write_config "$dir" "$port" 8 1
+enroll "$dir" 2000 1000
+start "$dir"
+"$bench" flow --server "127.0.0.1:$port" --secret "$secret" --users 1000 --capture "127.0.0.1:$capture_port" \
+  --concurrency 16 --duration "${seconds}s" --rate 200 --json > "$dir/alone.json"
+"$bench" flow --server "127.0.0.1:$port" --secret "$secret" --users 1000 --capture "127.0.0.1:$capture_port" \
+  --concurrency 16 --duration "${seconds}s" --rate 200 --stalled-users 1000 --stalled-first 1000 --stalled-rate 50 \
+  --timeout 10s --json > "$dir/beside.json"
+stop "$otpgate_pid"
+alone=$(step "$dir/alone.json" total p99_ms); beside=$(step "$dir/beside.json" total p99_ms)
+row "Isolation: flow p99 alone, ms" "$alone"
+row "  flow p99 beside users whose gateway hangs, ms" "$beside" "ratio $(ratio "$beside" "$alone") (target <= 2)"
+row "  lost (timeouts + errors) of those flows" "$(( $(json "$dir/beside.json" timeouts) + $(json "$dir/beside.json" errors) ))"
+row "  stalled users still got their challenge" "$(json "$dir/beside.json" stalled_challenges)"
+
+echo
+echo "otpgate benchmark ($(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), ${seconds}s per step)"
+printf '%s\n' "${results[@]}"
