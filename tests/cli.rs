@@ -218,3 +218,64 @@ fn check_config_warns_about_ucs2_and_multi_part_texts() {
         "{err}"
     );
 }
+
+#[test]
+fn users_and_tokens_import_from_csv_in_one_transaction() {
+    let (server, _) = Server::with_alice(&Options {
+        extra: "[group.staff]\nattributes = []\n".into(),
+        ..Options::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.csv");
+    std::fs::write(
+        &users,
+        "name,phone,group\nbob,+491701111111,staff\ncarol,0170 2222222,\n",
+    )
+    .unwrap();
+    server.cli(&["user", "import", users.to_str().unwrap()], None);
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "user,pin,otp_length\nbob,2468,8\ncarol,1357,\n").unwrap();
+    assert!(
+        server
+            .cli(&["token", "import", tokens.to_str().unwrap()], None)
+            .contains("imported 2 token(s)")
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&server.cli(&["user", "list", "--json"], None)).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 3);
+    assert_eq!(
+        listed[2]["phone"], "+491702222222",
+        "national numbers with the default region"
+    );
+    assert_eq!(listed[1]["group"], "staff");
+    // The imported PINs work.
+    let reply = radclient::auth(server.address(), "User-Name=bob,User-Password=2468");
+    assert_eq!(reply.code, "Access-Challenge");
+
+    // One bad row rejects the whole file, naming the line.
+    std::fs::write(&tokens, "user,pin\ndave,1111\nbob,12\n").unwrap();
+    let (ok, _, err) = cli(
+        &server.config,
+        &["token", "import", tokens.to_str().unwrap()],
+        None,
+    );
+    assert!(
+        !ok && err.contains("tokens.csv:3: a PIN must have 4 to 64 characters"),
+        "{err}"
+    );
+    std::fs::write(&tokens, "user,pin\nnobody,1111\n").unwrap();
+    let (ok, _, err) = cli(
+        &server.config,
+        &["token", "import", tokens.to_str().unwrap()],
+        None,
+    );
+    assert!(!ok && err.contains("or its user is missing"), "{err}");
+    let count =
+        serde_json::from_str::<serde_json::Value>(&server.cli(&["token", "list", "--json"], None))
+            .unwrap();
+    assert_eq!(
+        count.as_array().unwrap().len(),
+        3,
+        "nothing of a failed import is kept"
+    );
+}
