@@ -127,22 +127,11 @@ fn the_breaker_probes_again_after_its_backoff() {
         chain: vec!["flaky".into(), "local".into()],
         ..Options::default()
     };
-    let (dir, config) = Server::prepare(&options);
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("[sms]", "[sms]\nbreaker_backoff = \"1s\"");
-    std::fs::write(&config, text).unwrap();
-    common::cli_ok(
-        &config,
-        &["user", "add", "alice", "--phone", common::PHONE],
-        None,
-    );
-    common::cli_ok(
-        &config,
-        &["token", "add", "alice", "--pin-stdin"],
-        Some(PIN),
-    );
-    let server = Server::start(dir, config);
+    let options = Options {
+        sms_extra: "breaker_backoff = \"1s\"".into(),
+        ..options
+    };
+    let (server, _) = Server::with_alice(&options);
     login(&server);
     login(&server);
     assert_eq!(peer.requests().len(), 1);
@@ -166,22 +155,11 @@ fn the_chain_deadline_bounds_a_hanging_gateway() {
         reply_within: "1s",
         ..Options::default()
     };
-    let (dir, config) = Server::prepare(&options);
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("[sms]", "[sms]\nsend_within = \"2s\"");
-    std::fs::write(&config, text).unwrap();
-    common::cli_ok(
-        &config,
-        &["user", "add", "alice", "--phone", common::PHONE],
-        None,
-    );
-    common::cli_ok(
-        &config,
-        &["token", "add", "alice", "--pin-stdin"],
-        Some(PIN),
-    );
-    let server = Server::start(dir, config);
+    let options = Options {
+        sms_extra: "send_within = \"2s\"".into(),
+        ..options
+    };
+    let (server, _) = Server::with_alice(&options);
     let started = Instant::now();
     // reply_within passes first: the challenge goes out while the chain keeps trying.
     assert_eq!(login(&server).code, "Access-Challenge");

@@ -117,16 +117,7 @@ fn freeradius_proxies_the_whole_challenge_flow_and_marks_otpgate_alive_by_status
         ..Options::default()
     };
     let (dir, config) = Server::prepare(&options);
-    common::cli_ok(
-        &config,
-        &["user", "add", "alice", "--phone", common::PHONE],
-        None,
-    );
-    common::cli_ok(
-        &config,
-        &["token", "add", "alice", "--pin-stdin"],
-        Some(PIN),
-    );
+    common::enroll_alice(&config);
 
     let scratch = tempfile::tempdir().unwrap();
     freeradius_config(scratch.path(), proxy_port, otpgate_port);

@@ -1,7 +1,7 @@
 //! The decision: `Engine::decide(Request) -> Verdict`, every row of the table in DESIGN
 //! section 4. Protocol and policy meet here and nowhere else.
 //!
-//! Slow work goes off the async threads: the store runs on the blocking pool, Argon2 on its
+//! Slow work goes off the async threads: the store runs on its own thread, Argon2 on its
 //! own low-priority threads (`pin_pool`, one per core), and an SMS that
 //! outlives `reply_within` finishes in the background on the engine's task tracker.
 //!
@@ -21,7 +21,7 @@ use crate::config::{ChallengeConfig, ClientMode, Config, EventKind, LockoutConfi
 use crate::events::{Event, Notifier};
 use crate::sms::template::{Escape, Tag, Template};
 use crate::sms::{Chain, Gateways, Message, Phone};
-use crate::store::{AuditRow, ChallengeRow, Store, StoreError, TokenRow, UserRow};
+use crate::store::{AuditRow, ChallengeRow, Store, StoreError, StoreThread, TokenRow, UserRow};
 
 /// What the NAS sees for every failure whose reason it must not learn.
 pub const AUTHENTICATION_FAILED: &str = "Authentication failed.";
@@ -55,7 +55,8 @@ impl Policy {
 }
 
 pub struct Engine {
-    store: Arc<dyn Store>,
+    /// Where every store call of a request runs.
+    store_thread: StoreThread,
     gateways: Gateways,
     notifier: Arc<Notifier>,
     /// The longest a chain may take, background delivery included.
@@ -104,7 +105,8 @@ impl Engine {
             .map(|n| n.get())
             .unwrap_or(2);
         Ok(Engine {
-            store,
+            store_thread: StoreThread::start(store)
+                .map_err(|e| format!("cannot start the store thread: {e}"))?,
             gateways,
             notifier,
             send_within: config.sms.send_within,
@@ -176,7 +178,7 @@ impl Engine {
             ));
         };
         let key = tid.as_str().to_string();
-        let Some(challenge) = self.db(move |s| s.challenge(&key)).await? else {
+        let Some((challenge, owner)) = self.db(move |s| s.challenge_view(&key)).await? else {
             return Ok(reject("unknown challenge"));
         };
         let with_serial = |mut v: Verdict| {
@@ -190,14 +192,7 @@ impl Engine {
         if challenge.used {
             return Ok(with_serial(reject("challenge already used")));
         }
-        let name = challenge.user.clone();
-        let view = self.db(move |s| s.login_view(&name)).await?;
-        let Some((user, token)) = view.and_then(|(user, tokens)| {
-            tokens
-                .into_iter()
-                .find(|t| t.serial == challenge.serial)
-                .map(|token| (user, token))
-        }) else {
+        let Some((user, token)) = owner else {
             return Ok(with_serial(reject("token of the challenge was deleted")));
         };
         let now = now_ms();
@@ -216,10 +211,12 @@ impl Engine {
             .map_err(|e| Failure::Other(e.to_string()))?;
         let expected = otp::hotp(&seed, challenge.counter, token.otp_length);
         if otp::matches(&expected, otp_given) {
-            if !self.consume(&challenge).await? {
+            let Some(grants) = self
+                .login_succeeded(request, &user, &token, &challenge)
+                .await?
+            else {
                 return Ok(with_serial(reject("challenge already used")));
-            }
-            let grants = self.login_succeeded(request, &user, &token).await?;
+            };
             return Ok(with_serial(accept("OTP accepted", grants)));
         }
         let newly_locked = self.fail(request, &user, &[&token]).await?;
@@ -364,29 +361,27 @@ impl Engine {
         let phone = owner_phone(user, &token).map_err(Failure::Other)?;
         let phone_masked = phone.masked();
         let chain = self.chain_for(&token)?;
-        let serial = token.serial.clone();
-        let counter = self.db(move |s| s.take_counter(&serial)).await?;
-        let seed = self
-            .keys
-            .unseal(&token.sealed_seed)
-            .map_err(|e| Failure::Other(e.to_string()))?;
-        let code = otp::hotp(&seed, counter, token.otp_length);
-        let tid = TransactionId::random().map_err(|e| Failure::Other(e.to_string()))?;
         let validity = self.policy.challenge.validity.0;
         let validity_ms = i64::try_from(validity.as_millis()).unwrap_or(i64::MAX);
+        let tid = TransactionId::random().map_err(|e| Failure::Other(e.to_string()))?;
         let challenge = ChallengeRow {
             transaction_id: tid.as_str().to_string(),
             serial: token.serial.clone(),
             user: user.name.clone(),
             client: request.client.clone(),
-            counter,
+            counter: 0,
             created: now,
             expires: now.saturating_add(validity_ms),
             attempts: 0,
             sends: 1,
             used: false,
         };
-        self.db(move |s| s.insert_challenge(&challenge)).await?;
+        let counter = self.db(move |s| s.start_challenge(&challenge)).await?;
+        let seed = self
+            .keys
+            .unseal(&token.sealed_seed)
+            .map_err(|e| Failure::Other(e.to_string()))?;
+        let code = otp::hotp(&seed, counter, token.otp_length);
 
         let text = self.policy.sms_text.render(|_| code.clone(), Escape::None);
         let deadline = Instant::now() + self.send_within;
@@ -482,17 +477,19 @@ impl Engine {
         }
         let serial = Some(token.serial.clone());
         match matched {
-            Some(challenge) if self.consume(challenge).await? => {
-                let grants = self.login_succeeded(request, user, &token).await?;
-                Ok(Verdict {
+            Some(challenge) => match self
+                .login_succeeded(request, user, &token, challenge)
+                .await?
+            {
+                Some(grants) => Ok(Verdict {
                     serial,
                     ..accept("PIN and OTP accepted", grants)
-                })
-            }
-            Some(_) => Ok(Verdict {
-                serial,
-                ..reject("challenge already used")
-            }),
+                }),
+                None => Ok(Verdict {
+                    serial,
+                    ..reject("challenge already used")
+                }),
+            },
             None => {
                 self.fail(request, user, &[&token]).await?;
                 let reason = if open.is_empty() {
@@ -550,16 +547,27 @@ impl Engine {
         Ok(locked)
     }
 
-    /// A login went through: reset the fail counter, tell the rules that listen, and
-    /// gather what the Access-Accept grants.
+    /// A login went through: consume the challenge (None if another request did first),
+    /// reset the fail counter, tell the rules that listen, and gather what the Access-Accept
+    /// grants.
     async fn login_succeeded(
         &self,
         request: &Request,
         user: &UserRow,
         token: &TokenRow,
-    ) -> Step<Grants> {
-        let serial = token.serial.clone();
-        self.db(move |s| s.reset_failures(&serial)).await?;
+        challenge: &ChallengeRow,
+    ) -> Step<Option<Grants>> {
+        let (tid, serial, name) = (
+            challenge.transaction_id.clone(),
+            token.serial.clone(),
+            user.name.clone(),
+        );
+        let Some(attributes) = self
+            .db(move |s| s.finish_login(&tid, &serial, &name))
+            .await?
+        else {
+            return Ok(None);
+        };
         if self.notifier.wants(EventKind::LoginSuccess) {
             let (name, client, station) = (
                 user.name.clone(),
@@ -578,13 +586,11 @@ impl Engine {
             event.new_client = !seen;
             self.notifier.notify(event);
         }
-        let name = user.name.clone();
-        let attributes = self.db(move |s| s.user_attributes(&name)).await?;
-        Ok(Grants {
+        Ok(Some(Grants {
             group: user.group.clone(),
             attributes,
             serial: Some(token.serial.clone()),
-        })
+        }))
     }
 
     fn event(
@@ -603,16 +609,13 @@ impl Engine {
         }
     }
 
-    /// Runs a store call on the blocking pool.
+    /// Runs a store call on the store thread.
     async fn db<T, F>(&self, call: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || call(store.as_ref()))
-            .await
-            .map_err(|e| StoreError::Database(format!("store task failed: {e}")))?
+        self.store_thread.run(call).await
     }
 }
 

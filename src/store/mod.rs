@@ -1,12 +1,14 @@
 //! Persistent state behind one narrow trait: users, tokens, challenges and the audit trail.
 //! `store` knows rows, not policy: the engine decides, the store records atomically.
 //!
-//! The trait is synchronous; the engine calls it on the blocking pool so the receive loop
-//! never waits on the database. Times are Unix milliseconds, passed in by the caller.
+//! The trait is synchronous; the server calls it on its store thread (`thread`) so the
+//! receive loop and the async workers never wait on the database. Times are Unix milliseconds, passed in by the caller.
 
 pub mod sqlite;
+pub mod thread;
 
 pub use sqlite::SqliteStore;
+pub use thread::StoreThread;
 
 /// A user: a name and the phone new tokens send to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +80,9 @@ pub struct AuditRow {
     pub attributes: Vec<String>,
 }
 
+/// A challenge with its user and token; None where the user or token is gone.
+pub type ChallengeView = (ChallengeRow, Option<(UserRow, TokenRow)>);
+
 /// A gateway's breaker as the running server last recorded it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct GatewayStateRow {
@@ -147,6 +152,19 @@ pub trait Store: Send + Sync {
     fn reset_failures(&self, serial: &str) -> StoreResult<()>;
 
     fn insert_challenge(&self, challenge: &ChallengeRow) -> StoreResult<()>;
+    /// Takes the token's counter and stores the challenge with it, in one transaction;
+    /// returns the counter (the `counter` field of `challenge` is ignored).
+    fn start_challenge(&self, challenge: &ChallengeRow) -> StoreResult<u64>;
+    /// A challenge with its user and token (None if either is gone), in one read.
+    fn challenge_view(&self, transaction_id: &str) -> StoreResult<Option<ChallengeView>>;
+    /// A login succeeded: consumes the challenge (None if it was already used), resets the
+    /// token's fail counter and returns the user's reply attributes, in one transaction.
+    fn finish_login(
+        &self,
+        transaction_id: &str,
+        serial: &str,
+        user: &str,
+    ) -> StoreResult<Option<Vec<String>>>;
     fn challenge(&self, transaction_id: &str) -> StoreResult<Option<ChallengeRow>>;
     /// Unused, unexpired challenges of a token.
     fn open_challenges(&self, serial: &str, now: i64) -> StoreResult<Vec<ChallengeRow>>;

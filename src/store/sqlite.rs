@@ -10,7 +10,8 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
-    AuditRow, ChallengeRow, GatewayStateRow, Store, StoreError, StoreResult, TokenRow, UserRow,
+    AuditRow, ChallengeRow, ChallengeView, GatewayStateRow, Store, StoreError, StoreResult,
+    TokenRow, UserRow,
 };
 
 /// Schema steps; entry N brings `user_version` from N to N + 1. Never edit a shipped step.
@@ -482,6 +483,80 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn start_challenge(&self, c: &ChallengeRow) -> StoreResult<u64> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let counter: Option<i64> = tx
+            .prepare_cached(
+                "UPDATE tokens SET counter = counter + 1 WHERE serial = ?1 RETURNING counter - 1",
+            )?
+            .query_row([&c.serial], |r| r.get(0))
+            .optional()?;
+        let counter =
+            counter.ok_or_else(|| StoreError::NotFound(format!("token '{}'", c.serial)))?;
+        tx.prepare_cached(&format!(
+            "INSERT INTO challenges ({CHALLENGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        ))?
+        .execute(params![c.transaction_id, c.serial, c.user, c.client, counter, c.created, c.expires, c.attempts, c.sends, c.used])
+        .map_err(|e| conflict_or(e, format!("challenge '{}'", c.transaction_id)))?;
+        tx.commit()?;
+        Ok(counter.max(0) as u64)
+    }
+
+    fn challenge_view(&self, transaction_id: &str) -> StoreResult<Option<ChallengeView>> {
+        let db = self.db();
+        let challenge = db
+            .prepare_cached(&format!(
+                "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE transaction_id = ?1"
+            ))?
+            .query_row([transaction_id], challenge_from)
+            .optional()?;
+        let Some(challenge) = challenge else {
+            return Ok(None);
+        };
+        let user = db
+            .prepare_cached("SELECT name, phone, created, user_group FROM users WHERE name = ?1")?
+            .query_row([&challenge.user], user_from)
+            .optional()?;
+        let token = db
+            .prepare_cached(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE serial = ?1"
+            ))?
+            .query_row([&challenge.serial], token_from)
+            .optional()?;
+        Ok(Some((challenge, user.zip(token))))
+    }
+
+    fn finish_login(
+        &self,
+        transaction_id: &str,
+        serial: &str,
+        user: &str,
+    ) -> StoreResult<Option<Vec<String>>> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let consumed = tx
+            .prepare_cached(
+                "UPDATE challenges SET used = 1 WHERE transaction_id = ?1 AND used = 0",
+            )?
+            .execute([transaction_id])?;
+        if consumed == 0 {
+            return Ok(None);
+        }
+        tx.prepare_cached(
+            "UPDATE tokens SET fail_count = 0 WHERE serial = ?1 AND fail_count <> 0",
+        )?
+        .execute([serial])?;
+        let attributes = tx
+            .prepare_cached(
+                "SELECT attribute FROM user_attributes WHERE user = ?1 ORDER BY position",
+            )?
+            .query_map([user], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        tx.commit()?;
+        Ok(Some(attributes))
+    }
+
     fn challenge(&self, transaction_id: &str) -> StoreResult<Option<ChallengeRow>> {
         let db = self.db();
         let mut statement = db.prepare_cached(&format!(
@@ -681,6 +756,37 @@ mod tests {
             sends: 1,
             used: false,
         }
+    }
+
+    #[test]
+    fn a_challenge_takes_the_counter_and_a_login_consumes_it_once() {
+        let store = store_with_token();
+        store
+            .set_user_attributes("alice", &["Filter-Id=x".to_string()])
+            .unwrap();
+        store
+            .record_failure(&["SMS0001".to_string()], 10, 1)
+            .unwrap();
+        assert_eq!(store.start_challenge(&challenge("t1", 100)).unwrap(), 0);
+        assert_eq!(store.start_challenge(&challenge("t2", 100)).unwrap(), 1);
+        let (row, owner) = store.challenge_view("t2").unwrap().unwrap();
+        assert_eq!(row.counter, 1);
+        let (user, token) = owner.unwrap();
+        assert_eq!(
+            (user.name.as_str(), token.serial.as_str(), token.fail_count),
+            ("alice", "SMS0001", 1)
+        );
+        assert_eq!(
+            store.finish_login("t2", "SMS0001", "alice").unwrap(),
+            Some(vec!["Filter-Id=x".to_string()])
+        );
+        assert_eq!(
+            store.finish_login("t2", "SMS0001", "alice").unwrap(),
+            None,
+            "once"
+        );
+        assert_eq!(store.token("SMS0001").unwrap().unwrap().fail_count, 0);
+        assert!(store.challenge_view("nope").unwrap().is_none());
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct Options {
     pub prompt: String,
     /// Where the database lives, if not in the test's temporary folder.
     pub database_dir: Option<PathBuf>,
+    /// More `[sms]` keys, one per line.
+    pub sms_extra: String,
     /// The test client's `accept_attributes`.
     pub client_attributes: Vec<String>,
     pub return_serial: bool,
@@ -71,6 +73,7 @@ impl Default for Options {
             prompt: "Enter the code sent to {phone_masked}:".into(),
             database_dir: None,
             client_attributes: Vec::new(),
+            sms_extra: String::new(),
             return_serial: false,
         }
     }
@@ -101,14 +104,7 @@ impl Server {
     /// A server with user "alice" and one token with PIN `PIN`.
     pub fn with_alice(options: &Options) -> (Server, String) {
         let (dir, config) = Server::prepare(options);
-        cli_ok(&config, &["user", "add", "alice", "--phone", PHONE], None);
-        let serial = cli_ok(
-            &config,
-            &["token", "add", "alice", "--pin-stdin"],
-            Some(PIN),
-        )
-        .trim()
-        .to_string();
+        let serial = enroll_alice(&config);
         (Server::start(dir, config), serial)
     }
 
@@ -277,6 +273,14 @@ fn spool_files(dir: &Path) -> Vec<PathBuf> {
     files.into_iter().map(|(_, p)| p).collect()
 }
 
+/// Adds user "alice" (phone `PHONE`) with one token (PIN `PIN`); returns the serial.
+pub fn enroll_alice(config: &Path) -> String {
+    cli_ok(config, &["user", "add", "alice", "--phone", PHONE], None);
+    cli_ok(config, &["token", "add", "alice", "--pin-stdin"], Some(PIN))
+        .trim()
+        .to_string()
+}
+
 /// Runs `otpgate ARGS --config CONFIG`, returning (success, stdout, stderr).
 pub fn cli(config: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     let mut child = Command::new(binary())
@@ -359,6 +363,7 @@ parallelism = 1
 [sms]
 default_chain = [{chain}]
 reply_within = "{reply_within}"
+{sms_extra}
 default_region = "DE"
 
 [gateway.local]
@@ -383,6 +388,7 @@ directory = "{dir}/spool"
         prompt = o.prompt,
         client_attributes = toml_strings(&o.client_attributes),
         return_serial = o.return_serial,
+        sms_extra = o.sms_extra,
         database_dir = o.database_dir.as_deref().unwrap_or(dir).display(),
         otp_length = o.otp_length,
     )

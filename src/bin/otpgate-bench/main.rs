@@ -323,12 +323,21 @@ async fn run(common: Common, users: Option<Users>, kind: Kind) -> anyhow::Result
                     None if Instant::now() >= deadline => break,
                     None => Instant::now(),
                 };
-                // Worker w takes users w, w + concurrency, ...: no user is in two flows at once.
+                // Worker w takes users w, w + concurrency, ...
                 let offset = worker + round * common.concurrency;
                 if kind == Kind::Challenges && users.as_ref().is_some_and(|u| offset >= u.users) {
                     break;
                 }
-                let index = users.as_ref().map(|u| u.first_user + offset % u.users);
+                // Wrap within this worker's own users (index = worker mod concurrency), so that
+                // two workers never run the same user, whose SMS would then go astray.
+                let index = users.as_ref().map(|u| {
+                    let mine = u
+                        .users
+                        .saturating_sub(worker)
+                        .div_ceil(common.concurrency)
+                        .max(1);
+                    u.first_user + worker + (round % mine) * common.concurrency
+                });
                 round += 1;
                 let outcome = match (kind, &users, index) {
                     (Kind::Status, _, _) => one_status(&mut client, start, &mut tally).await,
