@@ -114,7 +114,7 @@ fn users_and_tokens_are_managed_and_listed_as_json() {
     )
     .trim()
     .to_string();
-    assert!(serial.starts_with("SMS") && serial.len() == 13, "{serial}");
+    assert!(serial.starts_with("SMS") && serial.len() == 19, "{serial}");
     cli_ok(&config, &["token", "disable", &serial], None);
     let tokens: serde_json::Value = serde_json::from_str(&cli_ok(
         &config,

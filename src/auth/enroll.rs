@@ -47,7 +47,8 @@ pub fn new_token(
     }
     let mut seed = [0u8; 20];
     keys::random(&mut seed).map_err(|e| e.to_string())?;
-    let mut serial = [0u8; 5];
+    // 64 bits: a million tokens collide with a chance of about one in 30 million.
+    let mut serial = [0u8; 8];
     keys::random(&mut serial).map_err(|e| e.to_string())?;
     Ok(TokenRow {
         serial: format!("SMS{}", hex::encode_upper(serial)),
