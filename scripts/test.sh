@@ -25,4 +25,9 @@ if ! python3 -c 'import aiosmtpd, gsmmodem, pyrad' >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check --break-system-packages -r tests/peers/requirements.txt
 fi
 
-cargo test --all-targets "$@"
+# Keep the output to close with one line that counts every test of every target.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --all-targets "$@" 2>&1 | tee "$log"
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log" | tee "${OTPGATE_TEST_SUMMARY:-/dev/null}"

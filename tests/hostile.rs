@@ -213,14 +213,14 @@ fn replies_come_from_the_address_each_request_was_sent_to() {
 }
 
 #[test]
-fn a_challenge_survives_a_restart_of_otpgate() {
+fn a_challenge_survives_otpgate_being_killed_and_restarted() {
     let (server, _) = Server::with_alice(&Options::default());
     let challenge = radclient::auth(
         server.address(),
         &format!("User-Name=alice,User-Password={PIN}"),
     );
     let otp = otp_of(&server.wait_for_sms(1).1);
-    let server = server.restart();
+    let server = server.kill_and_restart();
     let accept = radclient::auth(
         server.address(),
         &format!(

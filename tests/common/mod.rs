@@ -213,9 +213,11 @@ impl Server {
         cli_ok(&self.config, args, stdin)
     }
 
-    /// Stops the server with SIGTERM and starts it again on the same folder and config.
-    pub fn restart(mut self) -> Server {
-        assert!(self.terminate().success());
+    /// Kills the server with SIGKILL (no chance to clean up) and starts it again on the same
+    /// folder and config.
+    pub fn kill_and_restart(mut self) -> Server {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         let config = self.config.clone();
         drop(self);
