@@ -231,3 +231,50 @@ fn event_rules_are_checked_at_start_up() {
         assert!(err.contains(expected), "{expected} not in {err}");
     }
 }
+
+#[test]
+fn unlocking_notifies_whether_an_admin_or_clear_after_does_it() {
+    let peer = HttpPeer::start(Answer::default());
+    let events = "[[event]]\non = \"token_unlocked\"\ngateway = \"notify\"\ntext = \"{serial} unlocked\"\n\n\
+                  [[event]]\non = \"token_deleted\"\ngateway = \"notify\"\ntext = \"{serial} deleted\"\n";
+    let options = Options {
+        max_failures: 1,
+        clear_after: "1s",
+        ..with_events(&peer, events)
+    };
+    let (server, serial) = Server::with_alice(&options);
+    assert_eq!(
+        radclient::auth(server.address(), "User-Name=alice,User-Password=0000").code,
+        "Access-Reject"
+    );
+    server.cli(&["token", "unlock", &serial], None);
+    assert_eq!(
+        text(&peer.wait_for(1, Duration::from_secs(2))),
+        format!("{serial} unlocked")
+    );
+
+    // Locked again; this time clear_after lifts the lock at the next login.
+    assert_eq!(
+        radclient::auth(server.address(), "User-Name=alice,User-Password=0000").code,
+        "Access-Reject"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        radclient::auth(
+            server.address(),
+            &format!("User-Name=alice,User-Password={PIN}")
+        )
+        .code,
+        "Access-Challenge"
+    );
+    assert_eq!(
+        text(&peer.wait_for(2, Duration::from_secs(2))),
+        format!("{serial} unlocked")
+    );
+
+    server.cli(&["token", "delete", &serial], None);
+    assert_eq!(
+        text(&peer.wait_for(3, Duration::from_secs(2))),
+        format!("{serial} deleted")
+    );
+}
