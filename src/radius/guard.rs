@@ -72,6 +72,30 @@ impl<'a> VerifiedRequest<'a> {
     pub fn is_status_server(&self) -> bool {
         self.packet.code == code::STATUS_SERVER
     }
+
+    /// A copy that owns its bytes, to hand to a task.
+    pub fn to_owned(&self) -> OwnedVerifiedRequest {
+        OwnedVerifiedRequest {
+            bytes: self.packet.bytes.to_vec(),
+        }
+    }
+}
+
+/// A verified request that owns its bytes, so the receive loop can hand it to a task and
+/// reuse its buffer. Like `VerifiedRequest`, only this module builds one.
+#[derive(Debug, Clone)]
+pub struct OwnedVerifiedRequest {
+    bytes: Vec<u8>,
+}
+
+impl OwnedVerifiedRequest {
+    /// The request again. The bytes decoded once already, so this does not fail; an Option
+    /// keeps the receive path free of unwraps all the same.
+    pub fn verified(&self) -> Option<VerifiedRequest<'_>> {
+        Packet::decode(&self.bytes)
+            .ok()
+            .map(|packet| VerifiedRequest { packet })
+    }
 }
 
 /// Attributes a request may carry at most once (RFC 2865 section 5.44 table, RFC 3579).

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use super::clients::ClientTable;
 use super::dedup::{DedupCache, DedupKey, Seen};
-use super::guard::{self, DropReason};
+use super::guard::{self, DropReason, OwnedVerifiedRequest};
 use super::packet::MAX_PACKET_LEN;
 use super::reply::{self, ReplyContext, ReplyPolicy};
 use super::request;
@@ -107,9 +107,8 @@ async fn receive(
         .clone();
     let verified = guard::check(&client, datagram)?;
     let packet = verified.packet();
-    let context = ReplyContext::of(packet);
     if verified.is_status_server() {
-        let bytes = reply::status_accept(&context, &client);
+        let bytes = reply::status_accept(&ReplyContext::of(packet), &client);
         send(socket, server, &bytes, source).await;
         return Ok(());
     }
@@ -131,12 +130,13 @@ async fn receive(
         server.dedup.abandon(key);
         return Err(DropReason::Overloaded);
     };
-    let request = request::extract(&verified, &client, &server.replies.dictionary);
-    tracing::debug!(client = %client.name, source = %source, attributes = ?request.attributes, "request");
+    // Decoding the request's fields and naming its attributes happen in the task: the loop
+    // only copies the verified bytes.
+    let owned = verified.to_owned();
     let (socket, task_server) = (socket.clone(), server.clone());
     server.tasks.spawn(async move {
         let _permit = permit;
-        handle(socket, task_server, client, request, context, key).await;
+        handle(socket, task_server, client, owned, key).await;
     });
     Ok(())
 }
@@ -147,10 +147,17 @@ async fn handle(
     socket: Arc<UdpSocket>,
     server: Arc<Server>,
     client: Arc<ClientConfig>,
-    request: crate::auth::Request,
-    context: ReplyContext,
+    owned: OwnedVerifiedRequest,
     key: DedupKey,
 ) {
+    let Some(verified) = owned.verified() else {
+        server.dedup.abandon(key);
+        server.stats.dropped(DropReason::Malformed);
+        return;
+    };
+    let context = ReplyContext::of(verified.packet());
+    let request = request::extract(&verified, &client, &server.replies.dictionary);
+    tracing::debug!(client = %client.name, source = %key.source, attributes = ?request.attributes, "request");
     let started = Instant::now();
     let Ok(verdict) =
         tokio::time::timeout(server.request_timeout, server.engine.decide(&request)).await
