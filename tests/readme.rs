@@ -44,3 +44,18 @@ fn without_table(text: &str, header: &str) -> String {
         .map_or(text.len(), |i| start + header.len() + i + 1);
     format!("{}{}", &text[..start], &text[end..])
 }
+
+/// The README's first command is `cargo run --release -- serve ...`: with two binaries in the
+/// package, cargo needs `default-run` to know which one that is.
+#[test]
+fn cargo_run_knows_which_binary_the_readme_means() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    assert!(readme.contains("cargo run --release -- serve --config etc/otpgate.toml"));
+    let manifest = std::fs::read_to_string(format!("{root}/Cargo.toml")).unwrap();
+    let binaries = manifest.matches("[[bin]]").count();
+    assert!(
+        binaries < 2 || manifest.contains("default-run = \"otpgate\""),
+        "{binaries} binaries, no default-run"
+    );
+}
