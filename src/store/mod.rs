@@ -139,8 +139,6 @@ pub trait Store: Send + Sync {
     fn unlock(&self, serial: &str) -> StoreResult<bool>;
     fn delete_token(&self, serial: &str) -> StoreResult<bool>;
     fn set_pin_hash(&self, serial: &str, pin_hash: &str) -> StoreResult<bool>;
-    /// Returns the token's counter and advances it, atomically.
-    fn take_counter(&self, serial: &str) -> StoreResult<u64>;
     /// Adds one failure to each token; locks (at `now`) those reaching `max_failures` and
     /// returns the serials locked by this call.
     fn record_failure(
@@ -149,9 +147,7 @@ pub trait Store: Send + Sync {
         max_failures: u32,
         now: i64,
     ) -> StoreResult<Vec<String>>;
-    fn reset_failures(&self, serial: &str) -> StoreResult<()>;
 
-    fn insert_challenge(&self, challenge: &ChallengeRow) -> StoreResult<()>;
     /// Takes the token's counter and stores the challenge with it, in one transaction;
     /// returns the counter (the `counter` field of `challenge` is ignored).
     fn start_challenge(&self, challenge: &ChallengeRow) -> StoreResult<u64>;
@@ -165,7 +161,6 @@ pub trait Store: Send + Sync {
         serial: &str,
         user: &str,
     ) -> StoreResult<Option<Vec<String>>>;
-    fn challenge(&self, transaction_id: &str) -> StoreResult<Option<ChallengeRow>>;
     /// Unused, unexpired challenges of a token.
     fn open_challenges(&self, serial: &str, now: i64) -> StoreResult<Vec<ChallengeRow>>;
     /// Marks a challenge used; true only for the one call that changed it.

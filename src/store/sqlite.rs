@@ -414,17 +414,6 @@ impl Store for SqliteStore {
         )? > 0)
     }
 
-    fn take_counter(&self, serial: &str) -> StoreResult<u64> {
-        let db = self.db();
-        let mut statement = db.prepare_cached(
-            "UPDATE tokens SET counter = counter + 1 WHERE serial = ?1 RETURNING counter - 1",
-        )?;
-        let counter: Option<i64> = statement.query_row([serial], |r| r.get(0)).optional()?;
-        counter
-            .map(|c| c.max(0) as u64)
-            .ok_or_else(|| StoreError::NotFound(format!("token '{serial}'")))
-    }
-
     fn record_failure(
         &self,
         serials: &[String],
@@ -451,36 +440,6 @@ impl Store for SqliteStore {
         }
         tx.commit()?;
         Ok(locked)
-    }
-
-    fn reset_failures(&self, serial: &str) -> StoreResult<()> {
-        self.db().execute(
-            "UPDATE tokens SET fail_count = 0 WHERE serial = ?1 AND fail_count <> 0",
-            [serial],
-        )?;
-        Ok(())
-    }
-
-    fn insert_challenge(&self, c: &ChallengeRow) -> StoreResult<()> {
-        let db = self.db();
-        let mut statement = db.prepare_cached(&format!(
-            "INSERT INTO challenges ({CHALLENGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-        ))?;
-        statement
-            .execute(params![
-                c.transaction_id,
-                c.serial,
-                c.user,
-                c.client,
-                c.counter as i64,
-                c.created,
-                c.expires,
-                c.attempts,
-                c.sends,
-                c.used
-            ])
-            .map_err(|e| conflict_or(e, format!("challenge '{}'", c.transaction_id)))?;
-        Ok(())
     }
 
     fn start_challenge(&self, c: &ChallengeRow) -> StoreResult<u64> {
@@ -555,16 +514,6 @@ impl Store for SqliteStore {
             .collect::<Result<_, _>>()?;
         tx.commit()?;
         Ok(Some(attributes))
-    }
-
-    fn challenge(&self, transaction_id: &str) -> StoreResult<Option<ChallengeRow>> {
-        let db = self.db();
-        let mut statement = db.prepare_cached(&format!(
-            "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE transaction_id = ?1"
-        ))?;
-        Ok(statement
-            .query_row([transaction_id], challenge_from)
-            .optional()?)
     }
 
     fn open_challenges(&self, serial: &str, now: i64) -> StoreResult<Vec<ChallengeRow>> {
@@ -790,21 +739,27 @@ mod tests {
     }
 
     #[test]
-    fn counters_advance_once_per_take() {
+    fn counters_advance_once_per_challenge() {
         let store = store_with_token();
-        assert_eq!(store.take_counter("SMS0001").unwrap(), 0);
-        assert_eq!(store.take_counter("SMS0001").unwrap(), 1);
+        assert_eq!(store.start_challenge(&challenge("t1", 100)).unwrap(), 0);
+        assert_eq!(store.start_challenge(&challenge("t2", 100)).unwrap(), 1);
         assert_eq!(store.token("SMS0001").unwrap().unwrap().counter, 2);
+        let mut orphan = challenge("t3", 100);
+        orphan.serial = "nope".into();
         assert!(matches!(
-            store.take_counter("nope"),
+            store.start_challenge(&orphan),
             Err(StoreError::NotFound(_))
         ));
+        assert!(
+            store.challenge_view("t3").unwrap().is_none(),
+            "nothing stored for a missing token"
+        );
     }
 
     #[test]
     fn a_challenge_is_consumed_once() {
         let store = store_with_token();
-        store.insert_challenge(&challenge("t1", 100)).unwrap();
+        store.start_challenge(&challenge("t1", 100)).unwrap();
         assert_eq!(store.open_challenges("SMS0001", 50).unwrap().len(), 1);
         assert_eq!(
             store.open_challenges("SMS0001", 100).unwrap().len(),
@@ -837,10 +792,10 @@ mod tests {
     #[test]
     fn deleting_a_user_removes_tokens_and_challenges() {
         let store = store_with_token();
-        store.insert_challenge(&challenge("t1", 100)).unwrap();
+        store.start_challenge(&challenge("t1", 100)).unwrap();
         assert!(store.delete_user("alice").unwrap());
         assert!(store.token("SMS0001").unwrap().is_none());
-        assert!(store.challenge("t1").unwrap().is_none());
+        assert!(store.challenge_view("t1").unwrap().is_none());
         assert!(matches!(
             store
                 .add_user(&UserRow {
