@@ -64,10 +64,7 @@ fn server() -> (Server, String) {
 /// The whole flow with radclient, reading its dictionaries from `dictionary_dir` if given.
 fn login(server: &Server, dictionary_dir: Option<&Path>) -> Reply {
     let before = server.spooled();
-    let challenge = radclient::auth(
-        server.address(),
-        &format!("User-Name=alice,User-Password={PIN}"),
-    );
+    let challenge = server.login(PIN);
     let otp = otp_of(&server.wait_for_sms(before + 1).1);
     let attributes = format!(
         "User-Name=alice,User-Password={otp},State={},Message-Authenticator=0x00",
@@ -109,10 +106,7 @@ fn the_accept_carries_client_group_and_user_attributes_by_name() {
         accept.output
     );
     // The challenge carried none of them.
-    let challenge = radclient::auth(
-        server.address(),
-        &format!("User-Name=alice,User-Password={PIN}"),
-    );
+    let challenge = server.login(PIN);
     let names: Vec<&str> = challenge
         .attributes
         .iter()

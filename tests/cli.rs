@@ -167,10 +167,7 @@ fn a_pin_cannot_be_given_on_the_command_line() {
 fn set_pin_replaces_the_old_pin() {
     let (server, serial) = Server::with_alice(&Options::default());
     server.cli(&["token", "set-pin", &serial, "--pin-stdin"], Some("2468"));
-    let old = radclient::auth(
-        server.address(),
-        &format!("User-Name=alice,User-Password={PIN}"),
-    );
+    let old = server.login(PIN);
     assert_eq!(old.code, "Access-Reject");
     let new = radclient::auth(server.address(), "User-Name=alice,User-Password=2468");
     assert_eq!(new.code, "Access-Challenge");

@@ -179,14 +179,7 @@ fn a_failed_sms_notifies_the_on_call_phone_through_another_gateway() {
         ..with_events(&peer, &events)
     };
     let (server, _) = Server::with_alice(&options);
-    assert_eq!(
-        radclient::auth(
-            server.address(),
-            &format!("User-Name=alice,User-Password={PIN}")
-        )
-        .code,
-        "Access-Reject"
-    );
+    assert_eq!(server.login(PIN).code, "Access-Reject");
     let sent = peer.wait_for(1, Duration::from_secs(5));
     assert_eq!(text(&sent), "SMS to +49********67 for alice failed");
 }
@@ -259,14 +252,7 @@ fn unlocking_notifies_whether_an_admin_or_clear_after_does_it() {
         "Access-Reject"
     );
     std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(
-        radclient::auth(
-            server.address(),
-            &format!("User-Name=alice,User-Password={PIN}")
-        )
-        .code,
-        "Access-Challenge"
-    );
+    assert_eq!(server.login(PIN).code, "Access-Challenge");
     assert_eq!(
         text(&peer.wait_for(2, Duration::from_secs(2))),
         format!("{serial} unlocked")

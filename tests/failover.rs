@@ -8,20 +8,12 @@ use std::time::{Duration, Instant};
 
 use common::http_peer::{Answer, HttpPeer};
 use common::peers::Peer;
-use common::radclient;
 use common::{Options, PIN, Server};
 
 fn last_reason(server: &Server) -> String {
     let rows: Vec<serde_json::Value> =
         serde_json::from_str(&server.cli(&["audit", "--json", "--limit", "1"], None)).unwrap();
     rows[0]["reason"].as_str().unwrap().to_string()
-}
-
-fn login(server: &Server) -> radclient::Reply {
-    radclient::auth(
-        server.address(),
-        &format!("User-Name=alice,User-Password={PIN}"),
-    )
 }
 
 #[test]
@@ -69,7 +61,7 @@ fn each_kind_of_refusal_fails_over_and_opens_the_breaker() {
         };
         let (server, _) = Server::with_alice(&options);
         let started = Instant::now();
-        assert_eq!(login(&server).code, "Access-Challenge");
+        assert_eq!(server.login(PIN).code, "Access-Challenge");
         assert!(
             started.elapsed() < Duration::from_secs(3),
             "within the deadline"
@@ -81,7 +73,7 @@ fn each_kind_of_refusal_fails_over_and_opens_the_breaker() {
             "{reason}"
         );
 
-        assert_eq!(login(&server).code, "Access-Challenge");
+        assert_eq!(server.login(PIN).code, "Access-Challenge");
         let reason = last_reason(&server);
         assert!(
             reason.contains("sent via local (skipped first: breaker open)"),
@@ -132,11 +124,11 @@ fn the_breaker_probes_again_after_its_backoff() {
         ..options
     };
     let (server, _) = Server::with_alice(&options);
-    login(&server);
-    login(&server);
+    server.login(PIN);
+    server.login(PIN);
     assert_eq!(peer.requests().len(), 1);
     std::thread::sleep(Duration::from_millis(1100));
-    login(&server);
+    server.login(PIN);
     assert_eq!(peer.requests().len(), 2, "probed after the back-off");
 }
 
@@ -162,7 +154,7 @@ fn the_chain_deadline_bounds_a_hanging_gateway() {
     let (server, _) = Server::with_alice(&options);
     let started = Instant::now();
     // reply_within passes first: the challenge goes out while the chain keeps trying.
-    assert_eq!(login(&server).code, "Access-Challenge");
+    assert_eq!(server.login(PIN).code, "Access-Challenge");
     assert!(started.elapsed() < Duration::from_millis(1800));
     // At the 2 s deadline the hanging gateway is given up; the next one is not reached.
     assert!(server.wait_for_log("chain deadline passed", Duration::from_secs(4)));

@@ -6,22 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::radclient::{self, Reply};
+use common::radclient;
 use common::{Options, PIN, Server, otp_of};
-
-fn pin_request(server: &Server, password: &str) -> Reply {
-    radclient::auth(
-        server.address(),
-        &format!("User-Name=alice,User-Password={password}"),
-    )
-}
-
-fn answer(server: &Server, state: &str, otp: &str) -> Reply {
-    radclient::auth(
-        server.address(),
-        &format!("User-Name=alice,User-Password={otp},State={state}"),
-    )
-}
 
 fn audit_reasons(server: &Server) -> Vec<String> {
     let json = server.cli(&["audit", "--json", "--limit", "100"], None);
@@ -34,7 +20,7 @@ fn audit_reasons(server: &Server) -> Vec<String> {
 #[test]
 fn pin_gets_a_challenge_and_state_with_otp_is_accepted_once() {
     let (server, _) = Server::with_alice(&Options::default());
-    let challenge = pin_request(&server, PIN);
+    let challenge = server.login(PIN);
     assert_eq!(challenge.code, "Access-Challenge", "{}", challenge.output);
     assert_eq!(
         challenge.get("Reply-Message"),
@@ -50,9 +36,9 @@ fn pin_gets_a_challenge_and_state_with_otp_is_accepted_once() {
     let otp = otp_of(&text);
     assert_eq!(otp.len(), 6);
 
-    assert_eq!(answer(&server, &state, &otp).code, "Access-Accept");
+    assert_eq!(server.answer(&state, &otp).code, "Access-Accept");
     assert_eq!(
-        answer(&server, &state, &otp).code,
+        server.answer(&state, &otp).code,
         "Access-Reject",
         "an OTP is accepted once"
     );
@@ -65,16 +51,10 @@ fn pin_gets_a_challenge_and_state_with_otp_is_accepted_once() {
 #[test]
 fn pin_plus_otp_is_accepted_once() {
     let (server, _) = Server::with_alice(&Options::default());
-    assert_eq!(pin_request(&server, PIN).code, "Access-Challenge");
+    assert_eq!(server.login(PIN).code, "Access-Challenge");
     let otp = otp_of(&server.wait_for_sms(1).1);
-    assert_eq!(
-        pin_request(&server, &format!("{PIN}{otp}")).code,
-        "Access-Accept"
-    );
-    assert_eq!(
-        pin_request(&server, &format!("{PIN}{otp}")).code,
-        "Access-Reject"
-    );
+    assert_eq!(server.login(&format!("{PIN}{otp}")).code, "Access-Accept");
+    assert_eq!(server.login(&format!("{PIN}{otp}")).code, "Access-Reject");
     // The State path cannot reuse it either.
     assert_eq!(audit_reasons(&server)[0], "PIN right, no open challenge");
 }
@@ -86,29 +66,29 @@ fn wrong_otp_with_attempts_left_gets_the_same_state_then_a_reject() {
         ..Options::default()
     };
     let (server, _) = Server::with_alice(&options);
-    let state = pin_request(&server, PIN).state();
+    let state = server.login(PIN).state();
     let otp = otp_of(&server.wait_for_sms(1).1);
     let wrong = if otp == "000000" { "111111" } else { "000000" };
 
-    let again = answer(&server, &state, wrong);
+    let again = server.answer(&state, wrong);
     assert_eq!(again.code, "Access-Challenge");
     assert_eq!(again.state(), state);
     assert_eq!(again.get("Reply-Message"), Some("Wrong code, try again."));
 
-    let last = answer(&server, &state, wrong);
+    let last = server.answer(&state, wrong);
     assert_eq!(last.code, "Access-Reject");
     assert_eq!(last.get("Reply-Message"), Some("Authentication failed."));
     // The challenge is consumed: even the right OTP is refused now.
-    assert_eq!(answer(&server, &state, &otp).code, "Access-Reject");
+    assert_eq!(server.answer(&state, &otp).code, "Access-Reject");
 }
 
 #[test]
 fn unknown_user_wrong_pin_locked_and_disabled_look_the_same() {
     let (server, serial) = Server::with_alice(&Options::default());
     let unknown = radclient::auth(server.address(), "User-Name=mallory,User-Password=4711");
-    let wrong_pin = pin_request(&server, "9999");
+    let wrong_pin = server.login("9999");
     server.cli(&["token", "disable", &serial], None);
-    let disabled = pin_request(&server, PIN);
+    let disabled = server.login(PIN);
     let replies = [&unknown, &wrong_pin, &disabled];
     for reply in replies {
         assert_eq!(reply.code, "Access-Reject", "{}", reply.output);
@@ -138,19 +118,16 @@ fn an_expired_challenge_is_refused_on_both_answer_paths() {
         ..Options::default()
     };
     let (server, _) = Server::with_alice(&options);
-    let first = pin_request(&server, PIN);
+    let first = server.login(PIN);
     assert_eq!(first.get("Session-Timeout"), Some("1"));
     let otp1 = otp_of(&server.wait_for_sms(1).1);
     // A second challenge for the PIN + OTP path.
-    let second = pin_request(&server, PIN);
+    let second = server.login(PIN);
     assert_eq!(second.code, "Access-Challenge");
     let otp2 = otp_of(&server.wait_for_sms(2).1);
     std::thread::sleep(Duration::from_millis(1300));
-    assert_eq!(answer(&server, &first.state(), &otp1).code, "Access-Reject");
-    assert_eq!(
-        pin_request(&server, &format!("{PIN}{otp2}")).code,
-        "Access-Reject"
-    );
+    assert_eq!(server.answer(&first.state(), &otp1).code, "Access-Reject");
+    assert_eq!(server.login(&format!("{PIN}{otp2}")).code, "Access-Reject");
     let reasons = audit_reasons(&server);
     assert_eq!(
         &reasons[..2],
@@ -163,7 +140,7 @@ fn a_state_of_another_user_is_refused() {
     let (server, _) = Server::with_alice(&Options::default());
     server.cli(&["user", "add", "bob", "--phone", "+491709999999"], None);
     server.cli(&["token", "add", "bob", "--pin-stdin"], Some("8888"));
-    let state = pin_request(&server, PIN).state();
+    let state = server.login(PIN).state();
     let otp = otp_of(&server.wait_for_sms(1).1);
     let stolen = radclient::auth(
         server.address(),
@@ -171,7 +148,7 @@ fn a_state_of_another_user_is_refused() {
     );
     assert_eq!(stolen.code, "Access-Reject");
     // Consumed by the attempt: alice must start over.
-    assert_eq!(answer(&server, &state, &otp).code, "Access-Reject");
+    assert_eq!(server.answer(&state, &otp).code, "Access-Reject");
     assert_eq!(
         audit_reasons(&server)[1],
         "challenge belongs to another user"
@@ -186,13 +163,13 @@ fn failures_lock_the_token_until_clear_after_passes() {
         ..Options::default()
     };
     let (server, _) = Server::with_alice(&options);
-    assert_eq!(pin_request(&server, "0000").code, "Access-Reject");
-    assert_eq!(pin_request(&server, "0001").code, "Access-Reject");
+    assert_eq!(server.login("0000").code, "Access-Reject");
+    assert_eq!(server.login("0001").code, "Access-Reject");
     assert!(
         server.wait_for_log("token_locked", Duration::from_secs(2)),
         "the lock is logged"
     );
-    let locked = pin_request(&server, PIN);
+    let locked = server.login(PIN);
     assert_eq!(locked.code, "Access-Reject");
     assert_eq!(locked.get("Reply-Message"), Some("Authentication failed."));
     assert_eq!(server.spooled(), 0);
@@ -201,7 +178,7 @@ fn failures_lock_the_token_until_clear_after_passes() {
 
     std::thread::sleep(Duration::from_millis(2100));
     assert_eq!(
-        pin_request(&server, PIN).code,
+        server.login(PIN).code,
         "Access-Challenge",
         "the lock clears itself"
     );
@@ -215,11 +192,11 @@ fn an_admin_unlock_clears_a_lock_that_never_expires() {
         ..Options::default()
     };
     let (server, serial) = Server::with_alice(&options);
-    assert_eq!(pin_request(&server, "0000").code, "Access-Reject");
-    assert_eq!(pin_request(&server, PIN).code, "Access-Reject");
+    assert_eq!(server.login("0000").code, "Access-Reject");
+    assert_eq!(server.login(PIN).code, "Access-Reject");
     assert_eq!(audit_reasons(&server)[0], "token locked");
     server.cli(&["token", "unlock", &serial], None);
-    assert_eq!(pin_request(&server, PIN).code, "Access-Challenge");
+    assert_eq!(server.login(PIN).code, "Access-Challenge");
 }
 
 #[test]
@@ -230,13 +207,13 @@ fn wrong_otps_count_towards_the_lockout() {
         ..Options::default()
     };
     let (server, _) = Server::with_alice(&options);
-    let state = pin_request(&server, PIN).state();
+    let state = server.login(PIN).state();
     let otp = otp_of(&server.wait_for_sms(1).1);
     let wrong = if otp == "000000" { "111111" } else { "000000" };
-    assert_eq!(answer(&server, &state, wrong).code, "Access-Challenge");
+    assert_eq!(server.answer(&state, wrong).code, "Access-Challenge");
     // The second failure locks the token, which ends the challenge.
-    assert_eq!(answer(&server, &state, wrong).code, "Access-Reject");
-    assert_eq!(answer(&server, &state, &otp).code, "Access-Reject");
+    assert_eq!(server.answer(&state, wrong).code, "Access-Reject");
+    assert_eq!(server.answer(&state, &otp).code, "Access-Reject");
 }
 
 #[test]
@@ -246,7 +223,7 @@ fn two_pass_mode_rejects_with_the_prompt_then_accepts_pin_plus_otp() {
         ..Options::default()
     };
     let (server, _) = Server::with_alice(&options);
-    let first = pin_request(&server, PIN);
+    let first = server.login(PIN);
     assert_eq!(first.code, "Access-Reject");
     assert_eq!(
         first.get("Reply-Message"),
@@ -254,24 +231,21 @@ fn two_pass_mode_rejects_with_the_prompt_then_accepts_pin_plus_otp() {
     );
     assert!(first.get("State").is_none());
     let otp = otp_of(&server.wait_for_sms(1).1);
-    assert_eq!(
-        pin_request(&server, &format!("{PIN}{otp}")).code,
-        "Access-Accept"
-    );
+    assert_eq!(server.login(&format!("{PIN}{otp}")).code, "Access-Accept");
 }
 
 #[test]
 fn every_challenge_gets_a_fresh_otp_and_transaction_id() {
     let (server, _) = Server::with_alice(&Options::default());
-    let a = pin_request(&server, PIN).state();
-    let b = pin_request(&server, PIN).state();
+    let a = server.login(PIN).state();
+    let b = server.login(PIN).state();
     assert_ne!(a, b);
     let otp_a = otp_of(&server.wait_for_sms(1).1);
     let otp_b = otp_of(&server.wait_for_sms(2).1);
     assert_ne!(otp_a, otp_b);
     // Each OTP answers only its own challenge.
-    assert_eq!(answer(&server, &b, &otp_a).code, "Access-Challenge");
-    assert_eq!(answer(&server, &a, &otp_a).code, "Access-Accept");
+    assert_eq!(server.answer(&b, &otp_a).code, "Access-Challenge");
+    assert_eq!(server.answer(&a, &otp_a).code, "Access-Accept");
 }
 
 #[test]

@@ -6,15 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::http_peer::{Answer, HttpPeer};
-use common::radclient::{self, Reply};
+use common::radclient::{self};
 use common::{Options, PIN, Server};
-
-fn pin_request(server: &Server) -> Reply {
-    radclient::auth(
-        server.address(),
-        &format!("User-Name=alice,User-Password={PIN}"),
-    )
-}
 
 fn with_gateway(table: String, chain: &[&str]) -> Options {
     Options {
@@ -48,7 +41,7 @@ headers = {{ X-Api-Key = "k1" }}
         peer.url("/http/sendmsg")
     );
     let (server, _) = Server::with_alice(&with_gateway(table, &["provider"]));
-    let challenge = pin_request(&server);
+    let challenge = server.login(PIN);
     assert_eq!(challenge.code, "Access-Challenge", "{}", challenge.output);
     let sent = peer.wait_for(1, Duration::from_secs(5));
     assert_eq!(sent.method, "GET");
@@ -70,13 +63,7 @@ headers = {{ X-Api-Key = "k1" }}
     let otp = text
         .trim_start_matches("Your code: ")
         .trim_end_matches(" & more");
-    let accept = radclient::auth(
-        server.address(),
-        &format!(
-            "User-Name=alice,User-Password={otp},State={}",
-            challenge.state()
-        ),
-    );
+    let accept = server.answer(&challenge.state(), otp);
     assert_eq!(accept.code, "Access-Accept");
     let audit: Vec<serde_json::Value> =
         serde_json::from_str(&server.cli(&["audit", "--json"], None)).unwrap();
@@ -112,7 +99,7 @@ phone_regexp = "/^\\+49/0/"
         Some("8888"),
     );
 
-    assert_eq!(pin_request(&server).code, "Access-Challenge");
+    assert_eq!(server.login(PIN).code, "Access-Challenge");
     let form = peer.wait_for(1, Duration::from_secs(5));
     assert_eq!(form.method, "POST");
     assert_eq!(
@@ -140,7 +127,7 @@ fn tags_in_the_url_are_percent_encoded() {
         peer.url("/to/{phone}/say/{otp}")
     );
     let (server, _) = Server::with_alice(&with_gateway(table, &["path"]));
-    assert_eq!(pin_request(&server).code, "Access-Challenge");
+    assert_eq!(server.login(PIN).code, "Access-Challenge");
     let sent = peer.wait_for(1, Duration::from_secs(5));
     assert!(
         sent.target
@@ -162,7 +149,7 @@ fn a_failing_gateway_gives_the_could_not_be_sent_reject() {
         peer.url("/send")
     );
     let (server, _) = Server::with_alice(&with_gateway(table, &["broken"]));
-    let reply = pin_request(&server);
+    let reply = server.login(PIN);
     assert_eq!(reply.code, "Access-Reject");
     assert_eq!(
         reply.get("Reply-Message"),
@@ -199,7 +186,7 @@ fn return_success_and_return_fail_decide_delivery() {
     );
     for gateway in ["needs_id", "no_err"] {
         let (server, _) = Server::with_alice(&with_gateway(table.clone(), &[gateway]));
-        let reply = pin_request(&server);
+        let reply = server.login(PIN);
         assert_eq!(reply.code, "Access-Reject", "{gateway}");
         let reason = last_audit(&server)["reason"].as_str().unwrap().to_string();
         assert!(reason.contains("return_"), "{gateway}: {reason}");
@@ -217,7 +204,7 @@ fn the_chain_fails_over_to_the_next_gateway() {
         "[gateway.down]\ntype = \"http\"\nurl = \"http://{closed}/send\"\ntimeout = \"2s\"\n"
     );
     let (server, _) = Server::with_alice(&with_gateway(table, &["down", "local"]));
-    let reply = pin_request(&server);
+    let reply = server.login(PIN);
     assert_eq!(reply.code, "Access-Challenge", "{}", reply.output);
     server.wait_for_sms(1);
     let audit = last_audit(&server);
@@ -245,7 +232,7 @@ fn a_gateway_slower_than_reply_within_still_yields_a_challenge_in_time() {
     };
     let (server, _) = Server::with_alice(&options);
     let started = Instant::now();
-    let challenge = pin_request(&server);
+    let challenge = server.login(PIN);
     let elapsed = started.elapsed();
     assert_eq!(challenge.code, "Access-Challenge");
     assert!(elapsed < Duration::from_millis(1500), "took {elapsed:?}");
@@ -263,13 +250,7 @@ fn a_gateway_slower_than_reply_within_still_yields_a_challenge_in_time() {
         .trim_start_matches("Your code: ")
         .to_string();
     assert!(server.wait_for_log("sms sent", Duration::from_secs(5)));
-    let accept = radclient::auth(
-        server.address(),
-        &format!(
-            "User-Name=alice,User-Password={otp},State={}",
-            challenge.state()
-        ),
-    );
+    let accept = server.answer(&challenge.state(), &otp);
     assert_eq!(accept.code, "Access-Accept");
 }
 
@@ -322,7 +303,7 @@ fn check_ssl_refuses_an_untrusted_certificate_unless_turned_off() {
         url = peer.url("/send")
     );
     let (server, _) = Server::with_alice(&with_gateway(table, &["strict"]));
-    let reply = pin_request(&server);
+    let reply = server.login(PIN);
     assert_eq!(reply.code, "Access-Reject");
     let reason = last_audit(&server)["reason"].as_str().unwrap().to_string();
     assert!(
@@ -357,7 +338,7 @@ fn the_configured_proxy_carries_the_request() {
         proxy.url("")
     );
     let (server, _) = Server::with_alice(&with_gateway(table, &["proxied"]));
-    assert_eq!(pin_request(&server).code, "Access-Challenge");
+    assert_eq!(server.login(PIN).code, "Access-Challenge");
     let sent = proxy.wait_for(1, Duration::from_secs(5));
     assert!(
         sent.target.starts_with("http://sms.example.invalid/send?"),
@@ -379,7 +360,7 @@ fn a_gateway_past_its_timeout_fails_and_the_chain_moves_on() {
     );
     let (server, _) = Server::with_alice(&with_gateway(table, &["sleepy", "local"]));
     let started = Instant::now();
-    assert_eq!(pin_request(&server).code, "Access-Challenge");
+    assert_eq!(server.login(PIN).code, "Access-Challenge");
     assert!(started.elapsed() < Duration::from_millis(1500));
     let reason = last_audit(&server)["reason"].as_str().unwrap().to_string();
     assert!(

@@ -215,19 +215,10 @@ fn replies_come_from_the_address_each_request_was_sent_to() {
 #[test]
 fn a_challenge_survives_otpgate_being_killed_and_restarted() {
     let (server, _) = Server::with_alice(&Options::default());
-    let challenge = radclient::auth(
-        server.address(),
-        &format!("User-Name=alice,User-Password={PIN}"),
-    );
+    let challenge = server.login(PIN);
     let otp = otp_of(&server.wait_for_sms(1).1);
     let server = server.kill_and_restart();
-    let accept = radclient::auth(
-        server.address(),
-        &format!(
-            "User-Name=alice,User-Password={otp},State={}",
-            challenge.state()
-        ),
-    );
+    let accept = server.answer(&challenge.state(), &otp);
     assert_eq!(accept.code, "Access-Accept");
 }
 
@@ -328,12 +319,7 @@ fn a_full_disk_rejects_with_a_clear_log_line_and_service_resumes() {
         ..Options::default()
     };
     let (server, _) = Server::with_alice(&options);
-    let login = || {
-        radclient::auth(
-            server.address(),
-            &format!("User-Name=alice,User-Password={PIN}"),
-        )
-    };
+    let login = || server.login(PIN);
     assert_eq!(login().code, "Access-Challenge");
 
     // Full: a filler takes every free block.

@@ -254,10 +254,7 @@ fn pyrad_runs_the_flow_with_and_without_message_authenticator_and_reads_a_long_p
 fn tshark_decodes_every_packet_cleanly_with_message_authenticator_first_in_replies() {
     let (server, _) = Server::with_alice(&Options::default());
     let text = capture_radius(server.address().port(), SECRET, || {
-        let challenge = radclient::auth(
-            server.address(),
-            &format!("User-Name=alice,User-Password={PIN}"),
-        );
+        let challenge = server.login(PIN);
         let otp = otp_of(&server.wait_for_sms(1).1);
         let answer = format!(
             "User-Name=alice,User-Password={otp},State={}",

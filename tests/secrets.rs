@@ -40,10 +40,7 @@ fn secrets_never_reach_the_log_the_audit_or_the_database() {
     );
     let server = Server::start(dir, config);
 
-    let challenge = radclient::auth(
-        server.address(),
-        &format!("User-Name=alice,User-Password={PIN}"),
-    );
+    let challenge = server.login(PIN);
     assert_eq!(challenge.code, "Access-Challenge", "{}", challenge.output);
     let text = peer
         .wait_for(1, Duration::from_secs(5))

@@ -9,27 +9,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::peers::Peer;
-use common::radclient::{self, Reply};
 use common::{Options, PIN, Server, cli, cli_ok, otp_of};
 
 const GATEWAY_PASSWORD: &str = "gw-Secret-42";
-
-fn pin_request(server: &Server) -> Reply {
-    radclient::auth(
-        server.address(),
-        &format!("User-Name=alice,User-Password={PIN}"),
-    )
-}
-
-fn answer(server: &Server, challenge: &Reply, otp: &str) -> Reply {
-    radclient::auth(
-        server.address(),
-        &format!(
-            "User-Name=alice,User-Password={otp},State={}",
-            challenge.state()
-        ),
-    )
-}
 
 fn options(extra: String, gateway: &str) -> Options {
     Options {
@@ -70,13 +52,16 @@ fn sipgate_delivers_the_otp_through_xml_rpc() {
     let peer = sipgate_peer(scratch.path(), "ok");
     let (server, _) =
         Server::with_alice(&options(sipgate_table(&peer, GATEWAY_PASSWORD), "sipgate"));
-    let challenge = pin_request(&server);
+    let challenge = server.login(PIN);
     assert_eq!(challenge.code, "Access-Challenge", "{}", challenge.output);
     let call = peer.wait_for(1, Duration::from_secs(5));
     assert_eq!(call["RemoteUri"], "sip:491701234567@sipgate.de");
     assert_eq!(call["TOS"], "text");
     let otp = otp_of(call["Content"].as_str().unwrap());
-    assert_eq!(answer(&server, &challenge, &otp).code, "Access-Accept");
+    assert_eq!(
+        server.answer(&challenge.state(), &otp).code,
+        "Access-Accept"
+    );
     // The debug log shows the exchange, with message and password redacted.
     let log = server.log();
     assert!(
@@ -204,7 +189,7 @@ fn smtp_with_starttls_auth_and_a_private_ca_delivers_the_otp() {
         GATEWAY_PASSWORD,
     );
     let (server, _) = Server::with_alice(&options(table, "email"));
-    let challenge = pin_request(&server);
+    let challenge = server.login(PIN);
     assert_eq!(challenge.code, "Access-Challenge", "{}", challenge.output);
     let mail = peer.wait_for(1, Duration::from_secs(10));
     assert_eq!(mail["rcpt_tos"][0], "491701234567@sms.example.net");
@@ -223,7 +208,10 @@ fn smtp_with_starttls_auth_and_a_private_ca_delivers_the_otp() {
         .unwrap()
         .trim();
     let otp = otp_of(body);
-    assert_eq!(answer(&server, &challenge, &otp).code, "Access-Accept");
+    assert_eq!(
+        server.answer(&challenge.state(), &otp).code,
+        "Access-Accept"
+    );
 }
 
 #[test]
@@ -312,14 +300,17 @@ fn modem_in_pdu_mode_unlocks_the_sim_and_delivers_the_otp() {
     let scratch = tempfile::tempdir().unwrap();
     let peer = modem(scratch.path(), &["--sim-pin", "2468"]);
     let (server, _) = Server::with_alice(&options(modem_table(&peer, "sim_pin = \"2468\""), "gsm"));
-    let challenge = pin_request(&server);
+    let challenge = server.login(PIN);
     assert_eq!(challenge.code, "Access-Challenge", "{}", challenge.output);
     let sms = peer.wait_for(1, Duration::from_secs(5));
     assert_eq!(sms["number"], "+491701234567");
     assert_eq!(sms["encoding"], "gsm7");
     assert_eq!(sms["parts"], 1);
     let otp = otp_of(sms["text"].as_str().unwrap());
-    assert_eq!(answer(&server, &challenge, &otp).code, "Access-Accept");
+    assert_eq!(
+        server.answer(&challenge.state(), &otp).code,
+        "Access-Accept"
+    );
     let dialogue = commands(scratch.path());
     for expected in [
         "ATE0",
@@ -399,7 +390,7 @@ fn a_modem_error_fails_the_send_and_the_modem_is_initialised_again() {
     let scratch = tempfile::tempdir().unwrap();
     let peer = modem(scratch.path(), &["--fail-sends", "1"]);
     let (server, _) = Server::with_alice(&options(modem_table(&peer, ""), "gsm"));
-    let first = pin_request(&server);
+    let first = server.login(PIN);
     assert_eq!(first.code, "Access-Reject");
     assert_eq!(
         first.get("Reply-Message"),
@@ -407,7 +398,7 @@ fn a_modem_error_fails_the_send_and_the_modem_is_initialised_again() {
     );
     assert!(server.log().contains("+CMS ERROR: 500"));
     // The breaker is open now, but the chain has only this gateway: it is tried anyway.
-    assert_eq!(pin_request(&server).code, "Access-Challenge");
+    assert_eq!(server.login(PIN).code, "Access-Challenge");
     assert_eq!(
         peer.wait_for(1, Duration::from_secs(5))["number"],
         "+491701234567"

@@ -224,6 +224,22 @@ impl Server {
         Server::start(dir, config)
     }
 
+    /// An Access-Request for alice with `password` and no State (radclient, with MA).
+    pub fn login(&self, password: &str) -> radclient::Reply {
+        radclient::auth(
+            self.address(),
+            &format!("User-Name=alice,User-Password={password}"),
+        )
+    }
+
+    /// alice's answer to a challenge: the OTP with the challenge's State.
+    pub fn answer(&self, state: &str, otp: &str) -> radclient::Reply {
+        radclient::auth(
+            self.address(),
+            &format!("User-Name=alice,User-Password={otp},State={state}"),
+        )
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
