@@ -9,9 +9,27 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::peers::Peer;
-use common::{Options, PIN, Server, cli, cli_ok, otp_of};
+use common::{Options, PIN, Server, cli, otp_of};
 
 const GATEWAY_PASSWORD: &str = "gw-Secret-42";
+
+/// `otpgate gateway test GATEWAY --to PHONE --text TEXT`: Ok, or the error it printed.
+fn send_test(config: &Path, gateway: &str, text: &str) -> Result<(), String> {
+    let (ok, _, err) = cli(
+        config,
+        &[
+            "gateway",
+            "test",
+            gateway,
+            "--to",
+            "+491701234567",
+            "--text",
+            text,
+        ],
+        None,
+    );
+    if ok { Ok(()) } else { Err(err) }
+}
 
 fn options(extra: String, gateway: &str) -> Options {
     Options {
@@ -78,19 +96,7 @@ fn sipgate_content_with_markup_characters_arrives_intact() {
     let (_dir, config) =
         Server::prepare(&options(sipgate_table(&peer, GATEWAY_PASSWORD), "sipgate"));
     let text = "Code 1 & 2 <b>\"x\"</b> 'y' ä€";
-    cli_ok(
-        &config,
-        &[
-            "gateway",
-            "test",
-            "sipgate",
-            "--to",
-            "+491701234567",
-            "--text",
-            text,
-        ],
-        None,
-    );
+    send_test(&config, "sipgate", text).unwrap();
     assert_eq!(peer.wait_for(1, Duration::from_secs(5))["Content"], text);
 }
 
@@ -113,12 +119,7 @@ fn sipgate_faults_status_codes_and_bad_passwords_are_failures_with_the_reason() 
     for (answer, password, expected) in cases {
         let peer = sipgate_peer(scratch.path(), answer);
         let (_dir, config) = Server::prepare(&options(sipgate_table(&peer, password), "sipgate"));
-        let (ok, _, err) = cli(
-            &config,
-            &["gateway", "test", "sipgate", "--to", "+491701234567"],
-            None,
-        );
-        assert!(!ok, "{answer}");
+        let err = send_test(&config, "sipgate", "test").unwrap_err();
         assert!(err.contains(expected), "{answer}: {err}");
     }
 }
@@ -225,19 +226,7 @@ fn smtp_over_implicit_tls_with_templates_in_subject_and_body() {
         GATEWAY_PASSWORD,
     ) + "subject = \"OTP for {phone}\"\nbody = \"Message: {message}\"\n";
     let (_dir, config) = Server::prepare(&options(table, "email"));
-    cli_ok(
-        &config,
-        &[
-            "gateway",
-            "test",
-            "email",
-            "--to",
-            "+491701234567",
-            "--text",
-            "hello",
-        ],
-        None,
-    );
+    send_test(&config, "email", "hello").unwrap();
     let mail = peer.wait_for(1, Duration::from_secs(10));
     let data = mail["data"].as_str().unwrap();
     assert!(data.contains("Subject: OTP for 491701234567"), "{data}");
@@ -250,24 +239,13 @@ fn smtp_refusals_and_untrusted_certificates_are_failures() {
     let (peer, cert) = smtp_peer(scratch.path(), "starttls");
     let wrong = smtp_table(&peer, "starttls", &format!("ca_file = \"{cert}\""), "wrong");
     let (_dir, config) = Server::prepare(&options(wrong, "email"));
-    let (ok, _, err) = cli(
-        &config,
-        &["gateway", "test", "email", "--to", "+491701234567"],
-        None,
-    );
-    assert!(
-        !ok && err.contains("smtp relay") && err.contains("535"),
-        "{err}"
-    );
+    let err = send_test(&config, "email", "test").unwrap_err();
+    assert!(err.contains("smtp relay") && err.contains("535"), "{err}");
 
     let untrusted = smtp_table(&peer, "starttls", "", GATEWAY_PASSWORD);
     let (_dir, config) = Server::prepare(&options(untrusted, "email"));
-    let (ok, _, err) = cli(
-        &config,
-        &["gateway", "test", "email", "--to", "+491701234567"],
-        None,
-    );
-    assert!(!ok && err.to_lowercase().contains("certificate"), "{err}");
+    let err = send_test(&config, "email", "test").unwrap_err();
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
     assert!(peer.records().is_empty());
 }
 
@@ -339,19 +317,7 @@ fn modem_sends_ucs2_and_concatenated_messages() {
         (&"Длинное сообщение. ".repeat(5)[..], "ucs2", 2),
     ];
     for (n, (text, encoding, parts)) in texts.iter().enumerate() {
-        cli_ok(
-            &config,
-            &[
-                "gateway",
-                "test",
-                "gsm",
-                "--to",
-                "+491701234567",
-                "--text",
-                text,
-            ],
-            None,
-        );
+        send_test(&config, "gsm", text).unwrap();
         let sms = peer.wait_for(n + 1, Duration::from_secs(5));
         assert_eq!(sms["text"], *text, "message {n}");
         assert_eq!(sms["encoding"], *encoding, "message {n}");
@@ -365,19 +331,7 @@ fn modem_in_text_mode_sends_to_the_formatted_number() {
     let peer = modem(scratch.path(), &[]);
     let table = modem_table(&peer, "mode = \"text\"\nphone_format = \"international\"");
     let (_dir, config) = Server::prepare(&options(table, "gsm"));
-    cli_ok(
-        &config,
-        &[
-            "gateway",
-            "test",
-            "gsm",
-            "--to",
-            "+491701234567",
-            "--text",
-            "Code 42",
-        ],
-        None,
-    );
+    send_test(&config, "gsm", "Code 42").unwrap();
     let sms = peer.wait_for(1, Duration::from_secs(5));
     assert_eq!(sms["mode"], "text");
     assert_eq!(sms["number"], "00491701234567");
