@@ -14,7 +14,7 @@ use crate::auth::engine::now_ms;
 use crate::config::{Config, EventKind, EventRule, Recipient};
 use crate::sms::template::{Escape, Tag};
 use crate::sms::{Gateways, Message, Phone};
-use crate::store::{AuditRow, Store};
+use crate::store::{AuditRow, StoreThread};
 
 /// Something that happened, with what the notification texts may mention.
 #[derive(Debug, Clone)]
@@ -48,13 +48,13 @@ impl Event {
 pub struct Notifier {
     rules: Vec<EventRule>,
     gateways: Gateways,
-    store: Arc<dyn Store>,
+    store: Arc<StoreThread>,
     send_within: std::time::Duration,
     tasks: TaskTracker,
 }
 
 impl Notifier {
-    pub fn new(config: &Config, gateways: Gateways, store: Arc<dyn Store>) -> Notifier {
+    pub fn new(config: &Config, gateways: Gateways, store: Arc<StoreThread>) -> Notifier {
         Notifier {
             rules: config.events.clone(),
             gateways,
@@ -66,7 +66,7 @@ impl Notifier {
 
     /// Whether any rule listens for `kind` (so callers can skip costly lookups).
     pub fn wants(&self, kind: EventKind) -> bool {
-        self.rules.iter().any(|r| r.on == kind)
+        crate::config::listens(&self.rules, kind)
     }
 
     /// Notifications still being sent.
@@ -141,11 +141,8 @@ impl Notifier {
             gateway: delivery.gateway.clone(),
             ..AuditRow::default()
         };
-        let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.append_audit(&row)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot audit a notification"),
-            Err(e) => tracing::error!(error = %e, "audit task failed"),
+        if let Err(e) = self.store.run(move |s| s.append_audit(&row)).await {
+            tracing::error!(error = %e, "cannot audit a notification");
         }
     }
 }

@@ -56,7 +56,7 @@ impl Policy {
 
 pub struct Engine {
     /// Where every store call of a request runs.
-    store_thread: StoreThread,
+    store_thread: Arc<StoreThread>,
     gateways: Gateways,
     notifier: Arc<Notifier>,
     /// The longest a chain may take, background delivery included.
@@ -92,7 +92,7 @@ type Step<T> = Result<T, Failure>;
 
 impl Engine {
     pub fn new(
-        store: Arc<dyn Store>,
+        store_thread: Arc<StoreThread>,
         gateways: Gateways,
         notifier: Arc<Notifier>,
         keys: Keys,
@@ -105,8 +105,7 @@ impl Engine {
             .map(|n| n.get())
             .unwrap_or(2);
         Ok(Engine {
-            store_thread: StoreThread::start(store)
-                .map_err(|e| format!("cannot start the store thread: {e}"))?,
+            store_thread,
             gateways,
             notifier,
             send_within: config.sms.send_within,

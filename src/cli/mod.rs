@@ -21,7 +21,7 @@ use crate::auth::keys::Keys;
 use crate::config::{Config, EventKind};
 use crate::events::{Event, Notifier};
 use crate::sms::{Gateways, Phone};
-use crate::store::{SqliteStore, Store};
+use crate::store::{SqliteStore, Store, StoreThread};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -88,11 +88,14 @@ fn open(path: &Path) -> Result<(Config, Arc<dyn Store>, Keys)> {
 /// Sends the notifications for an admin action on a token and waits for them. Failures are
 /// logged and audited by the notifier; the command itself has succeeded either way.
 fn notify(config: &Config, store: &Arc<dyn Store>, kind: EventKind, serial: &str) -> Result<()> {
-    let gateways = Gateways::from_config(config).map_err(|e| anyhow!(e))?;
-    let notifier = Notifier::new(config, gateways, store.clone());
-    if !notifier.wants(kind) {
+    // Most setups have no rule for admin actions: then build no gateway and no thread.
+    if !crate::config::listens(&config.events, kind) {
         return Ok(());
     }
+    let gateways = Gateways::from_config(config).map_err(|e| anyhow!(e))?;
+    let store_thread =
+        Arc::new(StoreThread::start(store.clone()).context("cannot start the store thread")?);
+    let notifier = Notifier::new(config, gateways, store_thread);
     let Some(token) = store.token(serial)? else {
         return Ok(());
     };

@@ -19,8 +19,7 @@ use crate::events::Notifier;
 use crate::radius::listener::{self, Server};
 use crate::sms::Gateways;
 use crate::sms::breaker::Breakers;
-use crate::store::GatewayStateRow;
-use crate::store::Store;
+use crate::store::{GatewayStateRow, StoreThread};
 
 /// How long shutdown waits for requests in flight, and then for SMS deliveries.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
@@ -45,6 +44,8 @@ async fn serve(config: Config) -> Result<()> {
         tracing::warn!("{warning}");
     }
     let gateways = Gateways::from_config(&config).map_err(|e| anyhow!(e))?;
+    // Every store call of the server runs on this one thread.
+    let store = Arc::new(StoreThread::start(store).context("cannot start the store thread")?);
     let notifier = Arc::new(Notifier::new(&config, gateways.clone(), store.clone()));
     let engine = Arc::new(
         Engine::new(
@@ -147,7 +148,7 @@ const BREAKER_RECORD_EVERY: Duration = Duration::from_secs(1);
 
 /// Writes the breakers to the database whenever they changed, and once more at shutdown.
 async fn record_breakers(
-    store: Arc<dyn Store>,
+    store: Arc<StoreThread>,
     breakers: Arc<Breakers>,
     shutdown: CancellationToken,
 ) {
@@ -173,11 +174,9 @@ async fn record_breakers(
                     updated: now,
                 })
                 .collect();
-            let store = store.clone();
-            match tokio::task::spawn_blocking(move || store.save_gateway_states(&rows)).await {
-                Ok(Ok(())) => recorded = version,
-                Ok(Err(e)) => tracing::error!(error = %e, "cannot record gateway states"),
-                Err(e) => tracing::error!(error = %e, "gateway state task failed"),
+            match store.run(move |s| s.save_gateway_states(&rows)).await {
+                Ok(()) => recorded = version,
+                Err(e) => tracing::error!(error = %e, "cannot record gateway states"),
             }
         }
         if stopping {
@@ -188,7 +187,7 @@ async fn record_breakers(
 
 /// Deletes challenges once they are past any use, and logs the counters when they change.
 async fn housekeeping(
-    store: Arc<dyn Store>,
+    store: Arc<StoreThread>,
     server: Arc<Server>,
     validity: Duration,
     shutdown: CancellationToken,
@@ -204,12 +203,10 @@ async fn housekeeping(
         // "expired" from "unknown".
         let cutoff =
             now_ms().saturating_sub(i64::try_from(validity.as_millis()).unwrap_or(i64::MAX));
-        let store = store.clone();
-        match tokio::task::spawn_blocking(move || store.purge_challenges(cutoff)).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::debug!(purged = n, "expired challenges deleted"),
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot purge challenges"),
-            Err(e) => tracing::error!(error = %e, "purge task failed"),
+        match store.run(move |s| s.purge_challenges(cutoff)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(purged = n, "expired challenges deleted"),
+            Err(e) => tracing::error!(error = %e, "cannot purge challenges"),
         }
         let summary = server.stats.summary();
         if summary != last_summary {

@@ -85,6 +85,11 @@ pub struct EventRule {
     pub only_new_client: bool,
 }
 
+/// Whether any rule listens for `kind`.
+pub fn listens(rules: &[EventRule], kind: EventKind) -> bool {
+    rules.iter().any(|rule| rule.on == kind)
+}
+
 pub(super) fn check_events(
     raw: Vec<RawEvent>,
     gateway_exists: &dyn Fn(&str) -> bool,

@@ -18,7 +18,7 @@ use serde::Deserialize;
 mod event;
 mod gateway;
 
-pub use event::{EVENT_TAGS, EventKind, EventRule, Recipient};
+pub use event::{EVENT_TAGS, EventKind, EventRule, Recipient, listens};
 pub use gateway::{
     GatewayConfig, GatewayKind, HttpBody, HttpGatewayConfig, HttpMethod, ModemGatewayConfig,
     ModemMode, SipgateGatewayConfig, SmtpGatewayConfig, SmtpServerConfig, SmtpTls,

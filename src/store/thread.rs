@@ -1,4 +1,5 @@
-//! The store thread: one OS thread that runs every store call of the server in turn.
+//! The store thread: one OS thread that runs every store call of the server in turn
+//! (requests, notifications' audit rows, purging, breaker records).
 //!
 //! The engine used to send each call to tokio's blocking pool, where the calls of
 //! concurrent requests then queued for the connection's mutex: two thread hand-offs and a
