@@ -13,7 +13,7 @@ use super::pin::PinHasher;
 type Job = Box<dyn FnOnce() + Send>;
 
 pub struct PinPool {
-    jobs: Mutex<mpsc::Sender<Job>>,
+    jobs: mpsc::Sender<Job>,
 }
 
 impl PinPool {
@@ -39,9 +39,7 @@ impl PinPool {
                     }
                 })?;
         }
-        Ok(PinPool {
-            jobs: Mutex::new(sender),
-        })
+        Ok(PinPool { jobs: sender })
     }
 
     /// Verifies `pin` against `hash` on the pool. False if the pool is gone.
@@ -63,7 +61,7 @@ impl PinPool {
         let job: Job = Box::new(move || {
             let _ = sender.send(work());
         });
-        self.jobs.lock().ok()?.send(job).ok()?;
+        self.jobs.send(job).ok()?;
         receiver.await.ok()
     }
 }
