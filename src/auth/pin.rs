@@ -1,8 +1,11 @@
 //! PIN hashing with Argon2id, keyed with the pepper from the key file (DESIGN section 4).
-//! Hashing is slow on purpose: callers run it on the blocking pool, never on the receive loop.
+//! Hashing is slow on purpose: the server runs it on its own threads (`pin_pool`), never on
+//! the receive loop.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroize;
 
 use super::keys::{self, Keys};
 use crate::config::PinConfig;
@@ -59,21 +62,94 @@ impl PinHasher {
             .map_err(|e| format!("cannot hash PIN: {e}"))
     }
 
-    /// Whether `pin` matches `hash`. Uses the cost stored in the hash, so changing `[pin]`
-    /// affects new PINs only. A damaged hash never matches.
+    /// Whether `pin` matches `hash`, with working memory allocated for this call only.
     pub fn verify(&self, pin: &[u8], hash: &str) -> bool {
+        self.verify_in(pin, hash, &mut WorkingMemory::default())
+    }
+
+    /// Whether `pin` matches `hash`. Uses the cost stored in the hash, so changing `[pin]`
+    /// affects new PINs only. A damaged hash never matches. `memory` is reused across calls:
+    /// allocating Argon2's memory per call means an mmap, thousands of page faults and an
+    /// munmap each time, and on a busy server those serialise the threads on the kernel's
+    /// address-space lock (see BENCHMARKS.md).
+    pub fn verify_in(&self, pin: &[u8], hash: &str, memory: &mut WorkingMemory) -> bool {
         let Ok(parsed) = PasswordHash::new(hash) else {
             return false;
+        };
+        let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+            return false;
+        };
+        let Ok(algorithm) = Algorithm::try_from(parsed.algorithm) else {
+            return false;
+        };
+        let version = match parsed.version.map(Version::try_from) {
+            None => Version::V0x13,
+            Some(Ok(version)) => version,
+            Some(Err(_)) => return false,
         };
         let Ok(params) = Params::try_from(&parsed) else {
             return false;
         };
-        self.argon2(params).verify_password(pin, &parsed).is_ok()
+        let mut salt_bytes = [0u8; 64];
+        let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+            return false;
+        };
+        let blocks = memory.blocks(params.block_count());
+        let Ok(argon2) = Argon2::new_with_secret(self.keys.pepper(), algorithm, version, params)
+        else {
+            return false;
+        };
+        let mut computed = [0u8; 64];
+        let Some(computed) = computed.get_mut(..expected.len()) else {
+            return false;
+        };
+        argon2
+            .hash_password_into_with_memory(pin, salt, computed, blocks)
+            .is_ok()
+            && bool::from(computed.ct_eq(expected.as_bytes()))
     }
 
     /// Spends the time of one verification without a real hash.
-    pub fn verify_decoy(&self, pin: &[u8]) {
-        let _ = self.verify(pin, &self.decoy);
+    pub fn verify_decoy(&self, pin: &[u8], memory: &mut WorkingMemory) {
+        let _ = self.verify_in(pin, &self.decoy, memory);
+    }
+}
+
+/// Argon2's memory, kept by a thread between verifications and wiped when given back.
+///
+/// Between two verifications it holds the last one's final state. With the default two or
+/// more passes every block has been rewritten from the whole first pass, so testing a PIN
+/// guess against it costs a full Argon2 run; with one pass (a cheap setting for tests) the
+/// first blocks are cheap to reproduce.
+#[derive(Default)]
+pub struct WorkingMemory {
+    blocks: Vec<Block>,
+}
+
+impl WorkingMemory {
+    /// At least `count` blocks; grows, never shrinks, until released.
+    fn blocks(&mut self, count: usize) -> &mut [Block] {
+        if self.blocks.len() < count {
+            self.release();
+            self.blocks = vec![Block::default(); count];
+        }
+        &mut self.blocks[..count]
+    }
+
+    /// Wipes and frees the memory; the next verification allocates it again.
+    pub fn release(&mut self) {
+        self.blocks.iter_mut().for_each(Zeroize::zeroize);
+        self.blocks = Vec::new();
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.blocks.len() * Block::SIZE
+    }
+}
+
+impl Drop for WorkingMemory {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -107,6 +183,37 @@ mod tests {
         let other_keys = Keys::load_or_create(&dir.path().join("k")).unwrap();
         let other = PinHasher::new(other_keys, &cheap()).unwrap();
         assert!(!other.verify(b"1234", &hash));
+    }
+
+    /// Every PHC variant argon2's own `verify_password` accepted still verifies (otpgate now
+    /// computes the hash itself to reuse the memory), and nothing else does.
+    #[test]
+    fn verifies_every_argon2_variant_with_kept_memory() {
+        use argon2::password_hash::PasswordHasher;
+        let keys = Keys::for_tests();
+        let hasher = PinHasher::new(keys.clone(), &cheap()).unwrap();
+        let mut memory = WorkingMemory::default();
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        for (algorithm, version, memory_kib, output) in [
+            (Algorithm::Argon2id, Version::V0x13, 64, 32),
+            (Algorithm::Argon2i, Version::V0x13, 16, 16),
+            (Algorithm::Argon2d, Version::V0x10, 128, 64),
+            (Algorithm::Argon2id, Version::V0x10, 8, 32),
+        ] {
+            let params = Params::new(memory_kib, 2, 1, Some(output)).unwrap();
+            let argon2 =
+                Argon2::new_with_secret(keys.pepper(), algorithm, version, params).unwrap();
+            let phc = argon2.hash_password(b"2468", &salt).unwrap().to_string();
+            assert!(hasher.verify_in(b"2468", &phc, &mut memory), "{phc}");
+            assert!(!hasher.verify_in(b"2469", &phc, &mut memory), "{phc}");
+            assert!(hasher.verify(b"2468", &phc), "{phc}");
+        }
+        assert_eq!(memory.bytes(), 128 * 1024, "grown to the largest cost seen");
+        memory.release();
+        assert_eq!(memory.bytes(), 0);
+        let without_hash = hasher.hash("2468").unwrap();
+        let without_hash = &without_hash[..without_hash.rfind('$').unwrap()];
+        assert!(!hasher.verify_in(b"2468", without_hash, &mut memory));
     }
 
     #[test]

@@ -3,49 +3,80 @@
 //! (answers, SQLite, replies) waiting for a time slice. As idle work, Argon2 still gets
 //! every cycle nothing else wants, so throughput under load stays the same.
 //!
-//! The pool also bounds memory: at most one `[pin] memory_kib` per thread at once.
+//! The pool also bounds memory: one `[pin] memory_kib` per thread. Each thread keeps its
+//! Argon2 memory between jobs (allocating it per job costs page faults and address-space
+//! lock contention, see `PinHasher::verify_in`) and wipes and frees it after `IDLE` without
+//! work, so an idle server holds none.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use super::pin::PinHasher;
+use super::pin::{PinHasher, WorkingMemory};
 
-type Job = Box<dyn FnOnce() + Send>;
+type Job = Box<dyn FnOnce(&mut WorkingMemory) + Send>;
+
+/// How long a thread keeps its Argon2 memory with no PIN to check.
+const IDLE: Duration = Duration::from_secs(30);
 
 pub struct PinPool {
     jobs: mpsc::Sender<Job>,
+    /// Bytes of Argon2 memory the threads hold between jobs.
+    held: Arc<AtomicUsize>,
 }
 
 impl PinPool {
     pub fn new(threads: usize) -> std::io::Result<PinPool> {
+        Self::with_idle(threads, IDLE)
+    }
+
+    fn with_idle(threads: usize, idle: Duration) -> std::io::Result<PinPool> {
         let (sender, receiver) = mpsc::channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
+        let held = Arc::new(AtomicUsize::new(0));
         for index in 0..threads.max(1) {
             let receiver = receiver.clone();
+            let held = held.clone();
             std::thread::Builder::new()
                 .name(format!("otpgate-argon2-{index}"))
                 .spawn(move || {
                     lower_priority();
+                    let mut memory = WorkingMemory::default();
                     loop {
-                        // The lock is held only to take the next job, never while running it.
+                        // The lock is held only to wait for the next job, never while running
+                        // it. Threads queue for it, so each in turn waits `IDLE` and lets go
+                        // of its memory when nothing came.
                         let job = match receiver.lock() {
-                            Ok(receiver) => receiver.recv(),
-                            Err(poisoned) => poisoned.into_inner().recv(),
+                            Ok(receiver) => receiver.recv_timeout(idle),
+                            Err(poisoned) => poisoned.into_inner().recv_timeout(idle),
                         };
+                        let before = memory.bytes();
                         match job {
-                            Ok(job) => job(),
-                            Err(_) => return,
+                            Ok(job) => job(&mut memory),
+                            Err(RecvTimeoutError::Timeout) => memory.release(),
+                            Err(RecvTimeoutError::Disconnected) => return,
+                        }
+                        let after = memory.bytes();
+                        if after != before {
+                            held.fetch_add(after, Ordering::Relaxed);
+                            held.fetch_sub(before, Ordering::Relaxed);
                         }
                     }
                 })?;
         }
-        Ok(PinPool { jobs: sender })
+        Ok(PinPool { jobs: sender, held })
+    }
+
+    /// Bytes of Argon2 memory the pool's threads keep for their next PIN check.
+    pub fn held_bytes(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
     }
 
     /// Verifies `pin` against `hash` on the pool. False if the pool is gone.
     pub async fn verify(&self, pins: &PinHasher, pin: &[u8], hash: &str) -> bool {
         let (pins, pin, hash) = (pins.clone(), pin.to_vec(), hash.to_string());
-        self.run(move || pins.verify(&pin, &hash))
+        self.run(move |memory| pins.verify_in(&pin, &hash, memory))
             .await
             .unwrap_or(false)
     }
@@ -53,13 +84,18 @@ impl PinPool {
     /// Spends one verification's time on a hash that matches nothing.
     pub async fn verify_decoy(&self, pins: &PinHasher, pin: &[u8]) {
         let (pins, pin) = (pins.clone(), pin.to_vec());
-        let _ = self.run(move || pins.verify_decoy(&pin)).await;
+        let _ = self
+            .run(move |memory| pins.verify_decoy(&pin, memory))
+            .await;
     }
 
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut WorkingMemory) -> T + Send + 'static,
+    ) -> Option<T> {
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move || {
-            let _ = sender.send(work());
+        let job: Job = Box::new(move |memory| {
+            let _ = sender.send(work(memory));
         });
         self.jobs.send(job).ok()?;
         receiver.await.ok()
@@ -103,5 +139,35 @@ mod tests {
             results.push(pool.verify(&pins, pin, &hash).await);
         }
         assert_eq!(results, vec![true, false, true]);
+    }
+
+    #[tokio::test]
+    async fn threads_keep_their_memory_while_busy_and_free_it_when_idle() {
+        let pins = PinHasher::new(
+            Keys::for_tests(),
+            &PinConfig {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+            },
+        )
+        .unwrap();
+        let hash = pins.hash("1234").unwrap();
+        let pool = PinPool::with_idle(1, Duration::from_millis(200)).unwrap();
+        assert_eq!(pool.held_bytes(), 0);
+        assert!(pool.verify(&pins, b"1234", &hash).await);
+        assert_eq!(pool.held_bytes(), 64 * 1024);
+        assert!(!pool.verify(&pins, b"4321", &hash).await);
+        assert_eq!(
+            pool.held_bytes(),
+            64 * 1024,
+            "the memory is reused, not added"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while pool.held_bytes() != 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(pool.held_bytes(), 0, "idle threads give their memory back");
+        assert!(pool.verify(&pins, b"1234", &hash).await);
     }
 }

@@ -194,25 +194,15 @@ fn main() -> anyhow::Result<()> {
             )
             .map_err(|e| anyhow::anyhow!(e))?;
             let hash = pins.hash("4711").map_err(|e| anyhow::anyhow!(e))?;
-            let started = Instant::now();
-            for _ in 0..count {
-                pins.verify(b"4711", &hash);
-            }
-            let each = started.elapsed().as_secs_f64() / f64::from(count.max(1));
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            // One thread, as otpgate's PIN threads run it: memory kept between verifications.
+            let each = 1.0 / verifications_per_second(&pins, &hash, count, 1, Memory::Kept);
             // The same verifications on every core at once: what the machine really sustains
             // when memory bandwidth and caches are shared.
-            let started = Instant::now();
-            std::thread::scope(|scope| {
-                for _ in 0..cores {
-                    scope.spawn(|| {
-                        for _ in 0..count {
-                            pins.verify(b"4711", &hash);
-                        }
-                    });
-                }
-            });
-            let parallel = f64::from(count) * cores as f64 / started.elapsed().as_secs_f64();
+            let parallel = verifications_per_second(&pins, &hash, count, cores, Memory::Kept);
+            // For comparison: a fresh allocation per verification, as `argon2`'s own
+            // `verify_password` does it.
+            let fresh = verifications_per_second(&pins, &hash, count, cores, Memory::Fresh);
             println!(
                 "{}",
                 serde_json::json!({
@@ -220,6 +210,7 @@ fn main() -> anyhow::Result<()> {
                     "cores": cores,
                     "bound_per_second": cores as f64 / each,
                     "parallel_per_second": parallel,
+                    "parallel_fresh_memory_per_second": fresh,
                 })
             );
             Ok(())
@@ -233,6 +224,42 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(run(common, Some(users), Kind::Oneshot))
         }
     }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Memory {
+    Kept,
+    Fresh,
+}
+
+/// Runs `count` verifications on each of `threads` threads (after one untimed warm-up each)
+/// and returns verifications per second over all of them.
+fn verifications_per_second(
+    pins: &otpgate::auth::pin::PinHasher,
+    hash: &str,
+    count: u32,
+    threads: usize,
+    memory: Memory,
+) -> f64 {
+    let barrier = std::sync::Barrier::new(threads + 1);
+    let started = std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                let mut kept = otpgate::auth::pin::WorkingMemory::default();
+                pins.verify_in(b"4711", hash, &mut kept);
+                barrier.wait();
+                for _ in 0..count {
+                    match memory {
+                        Memory::Kept => pins.verify_in(b"4711", hash, &mut kept),
+                        Memory::Fresh => pins.verify(b"4711", hash),
+                    };
+                }
+            });
+        }
+        barrier.wait();
+        Instant::now()
+    });
+    f64::from(count) * threads as f64 / started.elapsed().as_secs_f64()
 }
 
 fn write_users(
