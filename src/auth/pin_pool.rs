@@ -51,16 +51,14 @@ impl PinPool {
                             Ok(receiver) => receiver.recv_timeout(idle),
                             Err(poisoned) => poisoned.into_inner().recv_timeout(idle),
                         };
-                        let before = memory.bytes();
                         match job {
                             Ok(job) => job(&mut memory),
-                            Err(RecvTimeoutError::Timeout) => memory.release(),
+                            Err(RecvTimeoutError::Timeout) => {
+                                let before = memory.bytes();
+                                memory.release();
+                                account(&held, before, 0);
+                            }
                             Err(RecvTimeoutError::Disconnected) => return,
-                        }
-                        let after = memory.bytes();
-                        if after != before {
-                            held.fetch_add(after, Ordering::Relaxed);
-                            held.fetch_sub(before, Ordering::Relaxed);
                         }
                     }
                 })?;
@@ -94,11 +92,22 @@ impl PinPool {
         work: impl FnOnce(&mut WorkingMemory) -> T + Send + 'static,
     ) -> Option<T> {
         let (sender, receiver) = tokio::sync::oneshot::channel();
+        let held = self.held.clone();
         let job: Job = Box::new(move |memory| {
-            let _ = sender.send(work(memory));
+            let before = memory.bytes();
+            let result = work(memory);
+            account(&held, before, memory.bytes());
+            let _ = sender.send(result);
         });
         self.jobs.send(job).ok()?;
         receiver.await.ok()
+    }
+}
+
+fn account(held: &AtomicUsize, before: usize, after: usize) {
+    if after != before {
+        held.fetch_add(after, Ordering::Relaxed);
+        held.fetch_sub(before, Ordering::Relaxed);
     }
 }
 

@@ -115,6 +115,9 @@ impl SqliteStore {
 
     fn prepare(mut connection: Connection) -> StoreResult<SqliteStore> {
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Room for every cached statement in this file (about 25), so that a burst of
+        // failures or a purge does not evict the login path's statements (rusqlite keeps 16).
+        connection.set_prepared_statement_cache_capacity(64);
         connection.pragma_update(None, "journal_mode", "WAL")?;
         // WAL with NORMAL loses at most the last transactions on power loss, never integrity.
         connection.pragma_update(None, "synchronous", "NORMAL")?;
