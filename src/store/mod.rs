@@ -4,6 +4,7 @@
 //! The trait is synchronous; the server calls it on its store thread (`thread`) so the
 //! receive loop and the async workers never wait on the database. Times are Unix milliseconds, passed in by the caller.
 
+mod checkpoint;
 pub mod sqlite;
 pub mod thread;
 

@@ -9,6 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::checkpoint::Checkpointer;
 use super::{
     AuditRow, ChallengeRow, ChallengeView, GatewayStateRow, Store, StoreError, StoreResult,
     TokenRow, UserRow,
@@ -92,6 +93,8 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 pub struct SqliteStore {
+    /// Declared first so that it stops before `connection` closes (fields drop in order).
+    checkpointer: Option<Checkpointer>,
     connection: Mutex<Connection>,
 }
 
@@ -105,7 +108,10 @@ impl SqliteStore {
         }
         let connection = Connection::open(path)
             .map_err(|e| StoreError::Database(format!("cannot open {}: {e}", path.display())))?;
-        Self::prepare(connection)
+        let mut store = Self::prepare(connection)?;
+        let checkpointer = super::checkpoint::start(path, &mut store.db())?;
+        store.checkpointer = Some(checkpointer);
+        Ok(store)
     }
 
     /// A private in-memory database, for tests.
@@ -121,6 +127,8 @@ impl SqliteStore {
         connection.pragma_update(None, "journal_mode", "WAL")?;
         // WAL with NORMAL loses at most the last transactions on power loss, never integrity.
         connection.pragma_update(None, "synchronous", "NORMAL")?;
+        // After a burst has grown the WAL file, give the space back when it restarts.
+        connection.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
         // Plans must not depend on bound values: otherwise SQLite (built with STAT4) re-parses
         // and re-plans a cached statement such as `tokens WHERE user = ?1` at every new user,
@@ -144,6 +152,7 @@ impl SqliteStore {
             tx.commit()?;
         }
         Ok(SqliteStore {
+            checkpointer: None,
             connection: Mutex::new(connection),
         })
     }
