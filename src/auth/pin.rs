@@ -10,6 +10,10 @@ use zeroize::Zeroize;
 use super::keys::{self, Keys};
 use crate::config::PinConfig;
 
+/// The most memory a PIN hash may ask for. The config refuses more, and a stored hash that
+/// asks for more is treated as damaged instead of allocated: each PIN thread would keep it.
+pub const MAX_MEMORY_KIB: u32 = 1024 * 1024;
+
 /// Hashes and verifies PINs with one cost setting and pepper.
 #[derive(Clone)]
 pub struct PinHasher {
@@ -90,15 +94,19 @@ impl PinHasher {
         let Ok(params) = Params::try_from(&parsed) else {
             return false;
         };
+        if params.m_cost() > MAX_MEMORY_KIB {
+            return false;
+        }
         let mut salt_bytes = [0u8; 64];
         let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
             return false;
         };
-        let blocks = memory.blocks(params.block_count());
+        let blocks = params.block_count();
         let Ok(argon2) = Argon2::new_with_secret(self.keys.pepper(), algorithm, version, params)
         else {
             return false;
         };
+        let blocks = memory.blocks(blocks);
         let mut computed = [0u8; 64];
         let Some(computed) = computed.get_mut(..expected.len()) else {
             return false;
@@ -211,6 +219,20 @@ mod tests {
         assert_eq!(memory.bytes(), 128 * 1024, "grown to the largest cost seen");
         memory.release();
         assert_eq!(memory.bytes(), 0);
+        let greedy = Params::new(MAX_MEMORY_KIB + 8, 1, 1, None).unwrap();
+        let greedy =
+            Argon2::new_with_secret(keys.pepper(), Algorithm::Argon2id, Version::V0x13, greedy)
+                .unwrap();
+        let phc = hasher.hash("2468").unwrap();
+        let parsed = PasswordHash::new(&phc).unwrap();
+        let mut forged = parsed.clone();
+        forged.params = argon2::password_hash::ParamsString::try_from(greedy.params()).unwrap();
+        assert!(!hasher.verify_in(b"2468", &forged.to_string(), &mut memory));
+        assert_eq!(
+            memory.bytes(),
+            0,
+            "a hash asking for too much memory allocates none"
+        );
         let without_hash = hasher.hash("2468").unwrap();
         let without_hash = &without_hash[..without_hash.rfind('$').unwrap()];
         assert!(!hasher.verify_in(b"2468", without_hash, &mut memory));

@@ -757,6 +757,13 @@ fn check_pin(pin: &PinConfig, problems: &mut Problems) {
     if let Err(e) = argon2::Params::new(pin.memory_kib, pin.iterations, pin.parallelism, None) {
         problems.add("pin", format!("Argon2 parameters are not valid: {e}"));
     }
+    let max = crate::auth::pin::MAX_MEMORY_KIB;
+    if pin.memory_kib > max {
+        problems.add(
+            "pin.memory_kib",
+            format!("at most {max} (1 GiB): each PIN thread keeps this much while busy"),
+        );
+    }
 }
 
 pub(crate) fn parse_template(
@@ -880,6 +887,17 @@ mod tests {
             joined.contains("gateway.clickatell.options: 'user' is also in parameters"),
             "{joined}"
         );
+    }
+
+    #[test]
+    fn a_pin_memory_over_one_gib_is_refused() {
+        let text = example().replace("memory_kib = 19456", "memory_kib = 2097152");
+        let err = load(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("test.toml: pin.memory_kib: at most 1048576 (1 GiB)"),
+            "{err}"
+        );
+        assert!(load(&example().replace("memory_kib = 19456", "memory_kib = 1048576")).is_ok());
     }
 
     #[test]
