@@ -129,6 +129,8 @@ impl PinHasher {
 /// more passes every block has been rewritten from the whole first pass, so testing a PIN
 /// guess against it costs a full Argon2 run; with one pass (a cheap setting for tests) the
 /// first blocks are cheap to reproduce.
+const MAPPED_BLOCKS: usize = 32 * 1024 + 1;
+
 #[derive(Default)]
 pub struct WorkingMemory {
     blocks: Vec<Block>,
@@ -139,7 +141,14 @@ impl WorkingMemory {
     fn blocks(&mut self, count: usize) -> &mut [Block] {
         if self.blocks.len() < count {
             self.release();
-            self.blocks = vec![Block::default(); count];
+            // Reserving more than glibc's largest mmap threshold (32 MiB) makes the memory a
+            // mapping of its own, which `release` hands back to the kernel. Smaller blocks can
+            // come from a malloc arena that keeps the pages after free, and an idle server
+            // would keep cores x 19 MiB resident. The reserve past `count` is never touched,
+            // so it is address space, not memory.
+            let mut blocks = Vec::with_capacity(count.max(MAPPED_BLOCKS));
+            blocks.resize(count, Block::default());
+            self.blocks = blocks;
         }
         &mut self.blocks[..count]
     }

@@ -8,9 +8,9 @@
 //! lock contention, see `PinHasher::verify_in`) and wipes and frees it after `IDLE` without
 //! work, so an idle server holds none.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::pin::{PinHasher, WorkingMemory};
@@ -21,9 +21,60 @@ type Job = Box<dyn FnOnce(&mut WorkingMemory) + Send>;
 const IDLE: Duration = Duration::from_secs(30);
 
 pub struct PinPool {
-    jobs: mpsc::Sender<Job>,
+    queue: Arc<Queue>,
     /// Bytes of Argon2 memory the threads hold between jobs.
     held: Arc<AtomicUsize>,
+}
+
+/// Jobs waiting for a thread. A condition variable rather than a channel behind a mutex:
+/// every idle thread waits on it with its own timeout, so each one notices that it has been
+/// idle (with a shared receiver only the thread holding the lock could).
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+struct QueueState {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // Jobs run outside the lock, so a poisoned lock still guards a consistent queue.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs jobs until the pool is dropped; frees `memory` after `idle` without one.
+    fn serve(&self, idle: Duration, held: &AtomicUsize) {
+        let mut memory = WorkingMemory::default();
+        let mut state = self.lock();
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                drop(state);
+                job(&mut memory);
+                state = self.lock();
+                continue;
+            }
+            if state.closed {
+                return;
+            }
+            let (next, waited) = self
+                .ready
+                .wait_timeout(state, idle)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            state = next;
+            if waited.timed_out() && state.jobs.is_empty() && memory.bytes() > 0 {
+                drop(state);
+                let before = memory.bytes();
+                memory.release();
+                account(held, before, 0);
+                state = self.lock();
+            }
+        }
+    }
 }
 
 impl PinPool {
@@ -32,38 +83,24 @@ impl PinPool {
     }
 
     fn with_idle(threads: usize, idle: Duration) -> std::io::Result<PinPool> {
-        let (sender, receiver) = mpsc::channel::<Job>();
-        let receiver = Arc::new(Mutex::new(receiver));
+        let queue = Arc::new(Queue {
+            state: Mutex::new(QueueState {
+                jobs: VecDeque::new(),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        });
         let held = Arc::new(AtomicUsize::new(0));
         for index in 0..threads.max(1) {
-            let receiver = receiver.clone();
-            let held = held.clone();
+            let (queue, held) = (queue.clone(), held.clone());
             std::thread::Builder::new()
                 .name(format!("otpgate-argon2-{index}"))
                 .spawn(move || {
                     lower_priority();
-                    let mut memory = WorkingMemory::default();
-                    loop {
-                        // The lock is held only to wait for the next job, never while running
-                        // it. Threads queue for it, so each in turn waits `IDLE` and lets go
-                        // of its memory when nothing came.
-                        let job = match receiver.lock() {
-                            Ok(receiver) => receiver.recv_timeout(idle),
-                            Err(poisoned) => poisoned.into_inner().recv_timeout(idle),
-                        };
-                        match job {
-                            Ok(job) => job(&mut memory),
-                            Err(RecvTimeoutError::Timeout) => {
-                                let before = memory.bytes();
-                                memory.release();
-                                account(&held, before, 0);
-                            }
-                            Err(RecvTimeoutError::Disconnected) => return,
-                        }
-                    }
+                    queue.serve(idle, &held);
                 })?;
         }
-        Ok(PinPool { jobs: sender, held })
+        Ok(PinPool { queue, held })
     }
 
     /// Bytes of Argon2 memory the pool's threads keep for their next PIN check.
@@ -99,8 +136,20 @@ impl PinPool {
             account(&held, before, memory.bytes());
             let _ = sender.send(result);
         });
-        self.jobs.send(job).ok()?;
+        {
+            let mut state = self.queue.lock();
+            state.jobs.push_back(job);
+        }
+        self.queue.ready.notify_one();
         receiver.await.ok()
+    }
+}
+
+impl Drop for PinPool {
+    /// The threads finish the queued jobs, then end.
+    fn drop(&mut self) {
+        self.queue.lock().closed = true;
+        self.queue.ready.notify_all();
     }
 }
 
@@ -178,5 +227,44 @@ mod tests {
         }
         assert_eq!(pool.held_bytes(), 0, "idle threads give their memory back");
         assert!(pool.verify(&pins, b"1234", &hash).await);
+    }
+
+    /// Every thread gives its memory back, not only the one that happens to wait first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn all_threads_free_their_memory_when_idle() {
+        let pins = PinHasher::new(
+            Keys::for_tests(),
+            &PinConfig {
+                memory_kib: 4096,
+                iterations: 1,
+                parallelism: 1,
+            },
+        )
+        .unwrap();
+        let hash = pins.hash("1234").unwrap();
+        let pool = std::sync::Arc::new(PinPool::with_idle(3, Duration::from_millis(200)).unwrap());
+        // Enough concurrent checks that every thread takes at least one.
+        let checks: Vec<_> = (0..12)
+            .map(|_| {
+                let (pool, pins, hash) = (pool.clone(), pins.clone(), hash.clone());
+                tokio::spawn(async move { pool.verify(&pins, b"1234", &hash).await })
+            })
+            .collect();
+        for check in checks {
+            assert!(check.await.unwrap());
+        }
+        assert!(
+            pool.held_bytes() > 4096 * 1024,
+            "more than one thread worked"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while pool.held_bytes() != 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            pool.held_bytes(),
+            0,
+            "every idle thread gives its memory back"
+        );
     }
 }
