@@ -73,9 +73,9 @@ impl PinHasher {
 
     /// Whether `pin` matches `hash`. Uses the cost stored in the hash, so changing `[pin]`
     /// affects new PINs only. A damaged hash never matches. `memory` is reused across calls:
-    /// allocating Argon2's memory per call means an mmap, thousands of page faults and an
-    /// munmap each time, and on a busy server those serialise the threads on the kernel's
-    /// address-space lock (see BENCHMARKS.md).
+    /// allocating Argon2's memory per call costs about ten times the page faults (the
+    /// allocator gives much of it back in between), and on a busy server those faults
+    /// contend on the kernel's address-space lock (see BENCHMARKS.md).
     pub fn verify_in(&self, pin: &[u8], hash: &str, memory: &mut WorkingMemory) -> bool {
         let Ok(parsed) = PasswordHash::new(hash) else {
             return false;
