@@ -4,6 +4,9 @@
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
@@ -44,15 +47,10 @@ impl PinHasher {
         Ok(hasher)
     }
 
-    fn argon2(&self, params: Params) -> Argon2<'_> {
-        // The pepper is 32 bytes, within Argon2's secret limit, so this cannot fail.
-        Argon2::new_with_secret(
-            self.keys.pepper(),
-            Algorithm::Argon2id,
-            Version::V0x13,
-            params,
-        )
-        .expect("a 32-byte secret is within Argon2's limits")
+    /// Argon2 keyed with the pepper. None only if the pepper were over Argon2's secret limit,
+    /// which a 32-byte pepper is not.
+    fn argon2(&self, algorithm: Algorithm, version: Version, params: Params) -> Option<Argon2<'_>> {
+        Argon2::new_with_secret(self.keys.pepper(), algorithm, version, params).ok()
     }
 
     /// A PHC string for `pin` with a fresh salt.
@@ -60,7 +58,8 @@ impl PinHasher {
         let mut salt = [0u8; 16];
         keys::random(&mut salt).map_err(|e| e.to_string())?;
         let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
-        self.argon2(self.params.clone())
+        self.argon2(Algorithm::Argon2id, Version::V0x13, self.params.clone())
+            .ok_or("the pepper does not fit Argon2")?
             .hash_password(pin.as_bytes(), &salt)
             .map(|h| h.to_string())
             .map_err(|e| format!("cannot hash PIN: {e}"))
@@ -102,8 +101,7 @@ impl PinHasher {
             return false;
         };
         let blocks = params.block_count();
-        let Ok(argon2) = Argon2::new_with_secret(self.keys.pepper(), algorithm, version, params)
-        else {
+        let Some(argon2) = self.argon2(algorithm, version, params) else {
             return false;
         };
         let blocks = memory.blocks(blocks);
@@ -123,20 +121,31 @@ impl PinHasher {
     }
 }
 
+/// Blocks to reserve at least; see `WorkingMemory::blocks`.
+const MAPPED_BLOCKS: usize = 32 * 1024 + 1;
+
 /// Argon2's memory, kept by a thread between verifications and wiped when given back.
 ///
 /// Between two verifications it holds the last one's final state. With the default two or
 /// more passes every block has been rewritten from the whole first pass, so testing a PIN
 /// guess against it costs a full Argon2 run; with one pass (a cheap setting for tests) the
 /// first blocks are cheap to reproduce.
-const MAPPED_BLOCKS: usize = 32 * 1024 + 1;
-
 #[derive(Default)]
 pub struct WorkingMemory {
     blocks: Vec<Block>,
+    /// Bytes held, summed over the memories that share the gauge.
+    gauge: Option<Arc<AtomicUsize>>,
 }
 
 impl WorkingMemory {
+    /// Memory that adds what it holds to `gauge`, and takes it off again when released.
+    pub fn counted(gauge: Arc<AtomicUsize>) -> WorkingMemory {
+        WorkingMemory {
+            blocks: Vec::new(),
+            gauge: Some(gauge),
+        }
+    }
+
     /// At least `count` blocks; grows, never shrinks, until released.
     fn blocks(&mut self, count: usize) -> &mut [Block] {
         if self.blocks.len() < count {
@@ -149,12 +158,18 @@ impl WorkingMemory {
             let mut blocks = Vec::with_capacity(count.max(MAPPED_BLOCKS));
             blocks.resize(count, Block::default());
             self.blocks = blocks;
+            if let Some(gauge) = &self.gauge {
+                gauge.fetch_add(self.bytes(), Ordering::Relaxed);
+            }
         }
         &mut self.blocks[..count]
     }
 
     /// Wipes and frees the memory; the next verification allocates it again.
     pub fn release(&mut self) {
+        if let Some(gauge) = &self.gauge {
+            gauge.fetch_sub(self.bytes(), Ordering::Relaxed);
+        }
         self.blocks.iter_mut().for_each(Zeroize::zeroize);
         self.blocks = Vec::new();
     }

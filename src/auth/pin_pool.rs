@@ -48,8 +48,8 @@ impl Queue {
     }
 
     /// Runs jobs until the pool is dropped; frees `memory` after `idle` without one.
-    fn serve(&self, idle: Duration, held: &AtomicUsize) {
-        let mut memory = WorkingMemory::default();
+    fn serve(&self, idle: Duration, held: Arc<AtomicUsize>) {
+        let mut memory = WorkingMemory::counted(held);
         let mut state = self.lock();
         loop {
             if let Some(job) = state.jobs.pop_front() {
@@ -68,9 +68,7 @@ impl Queue {
             state = next;
             if waited.timed_out() && state.jobs.is_empty() && memory.bytes() > 0 {
                 drop(state);
-                let before = memory.bytes();
                 memory.release();
-                account(held, before, 0);
                 state = self.lock();
             }
         }
@@ -97,7 +95,7 @@ impl PinPool {
                 .name(format!("otpgate-argon2-{index}"))
                 .spawn(move || {
                     lower_priority();
-                    queue.serve(idle, &held);
+                    queue.serve(idle, held);
                 })?;
         }
         Ok(PinPool { queue, held })
@@ -129,12 +127,8 @@ impl PinPool {
         work: impl FnOnce(&mut WorkingMemory) -> T + Send + 'static,
     ) -> Option<T> {
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let held = self.held.clone();
         let job: Job = Box::new(move |memory| {
-            let before = memory.bytes();
-            let result = work(memory);
-            account(&held, before, memory.bytes());
-            let _ = sender.send(result);
+            let _ = sender.send(work(memory));
         });
         {
             let mut state = self.queue.lock();
@@ -150,13 +144,6 @@ impl Drop for PinPool {
     fn drop(&mut self) {
         self.queue.lock().closed = true;
         self.queue.ready.notify_all();
-    }
-}
-
-fn account(held: &AtomicUsize, before: usize, after: usize) {
-    if after != before {
-        held.fetch_add(after, Ordering::Relaxed);
-        held.fetch_sub(before, Ordering::Relaxed);
     }
 }
 
@@ -179,18 +166,29 @@ mod tests {
     use crate::auth::keys::Keys;
     use crate::config::PinConfig;
 
+    /// A one-pass hasher with `memory_kib`, and its hash of PIN 1234.
+    fn hasher_and_hash(memory_kib: u32) -> (PinHasher, String) {
+        let config = PinConfig {
+            memory_kib,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let pins = PinHasher::new(Keys::for_tests(), &config).unwrap();
+        let hash = pins.hash("1234").unwrap();
+        (pins, hash)
+    }
+
+    /// Waits up to 5 s for the pool to hold no Argon2 memory.
+    async fn until_nothing_held(pool: &PinPool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while pool.held_bytes() != 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     #[tokio::test]
     async fn verifies_on_the_pool() {
-        let pins = PinHasher::new(
-            Keys::for_tests(),
-            &PinConfig {
-                memory_kib: 8,
-                iterations: 1,
-                parallelism: 1,
-            },
-        )
-        .unwrap();
-        let hash = pins.hash("1234").unwrap();
+        let (pins, hash) = hasher_and_hash(8);
         let pool = PinPool::new(2).unwrap();
         let mut results = Vec::new();
         for pin in [&b"1234"[..], b"9999", b"1234"] {
@@ -201,16 +199,7 @@ mod tests {
 
     #[tokio::test]
     async fn threads_keep_their_memory_while_busy_and_free_it_when_idle() {
-        let pins = PinHasher::new(
-            Keys::for_tests(),
-            &PinConfig {
-                memory_kib: 64,
-                iterations: 1,
-                parallelism: 1,
-            },
-        )
-        .unwrap();
-        let hash = pins.hash("1234").unwrap();
+        let (pins, hash) = hasher_and_hash(64);
         let pool = PinPool::with_idle(1, Duration::from_millis(200)).unwrap();
         assert_eq!(pool.held_bytes(), 0);
         assert!(pool.verify(&pins, b"1234", &hash).await);
@@ -221,10 +210,7 @@ mod tests {
             64 * 1024,
             "the memory is reused, not added"
         );
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while pool.held_bytes() != 0 && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        until_nothing_held(&pool).await;
         assert_eq!(pool.held_bytes(), 0, "idle threads give their memory back");
         assert!(pool.verify(&pins, b"1234", &hash).await);
     }
@@ -232,16 +218,7 @@ mod tests {
     /// Every thread gives its memory back, not only the one that happens to wait first.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn all_threads_free_their_memory_when_idle() {
-        let pins = PinHasher::new(
-            Keys::for_tests(),
-            &PinConfig {
-                memory_kib: 4096,
-                iterations: 1,
-                parallelism: 1,
-            },
-        )
-        .unwrap();
-        let hash = pins.hash("1234").unwrap();
+        let (pins, hash) = hasher_and_hash(4096);
         let pool = std::sync::Arc::new(PinPool::with_idle(3, Duration::from_millis(200)).unwrap());
         // Enough concurrent checks that every thread takes at least one.
         let checks: Vec<_> = (0..12)
@@ -257,10 +234,7 @@ mod tests {
             pool.held_bytes() > 4096 * 1024,
             "more than one thread worked"
         );
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while pool.held_bytes() != 0 && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        until_nothing_held(&pool).await;
         assert_eq!(
             pool.held_bytes(),
             0,
