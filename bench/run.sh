@@ -211,6 +211,7 @@ row "Argon2id (19456 KiB, 2 it.) one verification, ms" "$(python3 -c "print(roun
 row "Argon2-bound limit, flows/s (cores / verification)" "$(python3 -c "print(round($bound,1))")"
 row "Full flows/s, default PIN hash" "$flows" "errors $(json "$dir/flow.json" errors), timeouts $(json "$dir/flow.json" timeouts)"
 row "  ratio to the Argon2 bound (target >= 0.85)" "$(ratio "$flows" "$bound")"
+row "  server CPU per flow outside the Argon2 threads, ms" "$(json "$dir/flow.json" server_cpu_ms_per_op_outside_argon2)"
 row "Argon2 verifications/s on all cores at once (measured)" "$(python3 -c "print(round($parallel,1))")" "ratio to the bound $(ratio "$parallel" "$bound")"
 row "  flows/s over that measured parallel capacity" "$(ratio "$flows" "$parallel")"
 row "  same, memory mapped afresh for each verification" "$(python3 -c "print(round($fresh,1))")"

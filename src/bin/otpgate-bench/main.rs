@@ -20,7 +20,7 @@ use tokio::sync::Mutex;
 
 use capture::Capture;
 use client::{Client, Failure};
-use stats::Samples;
+use stats::{CpuUse, Samples};
 
 #[derive(Parser)]
 #[command(
@@ -308,7 +308,7 @@ async fn run(common: Common, users: Option<Users>, kind: Kind) -> anyhow::Result
             Err(e) => return Err(e.into()),
         }
     }
-    let cpu_before = common.pid.and_then(stats::cpu_seconds);
+    let cpu_before = common.pid.and_then(CpuUse::of);
     let started = Instant::now();
     let deadline = started + common.duration;
     // Open loop: a ticker hands out start times; workers take them in turn.
@@ -423,10 +423,9 @@ async fn run(common: Common, users: Option<Users>, kind: Kind) -> anyhow::Result
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = match (cpu_before, common.pid.and_then(stats::cpu_seconds)) {
-        (Some(before), Some(after)) => Some(after - before),
-        _ => None,
-    };
+    let cpu = cpu_before
+        .zip(common.pid.and_then(CpuUse::of))
+        .map(|(before, after)| after.since(before));
     report(&common, kind, &total, elapsed, cpu);
     Ok(())
 }
@@ -535,7 +534,7 @@ async fn one_flow(
     Ok(())
 }
 
-fn report(common: &Common, kind: Kind, total: &Tally, elapsed: f64, cpu: Option<f64>) {
+fn report(common: &Common, kind: Kind, total: &Tally, elapsed: f64, cpu: Option<CpuUse>) {
     let mode = match kind {
         Kind::Status => "status",
         Kind::Flow => "flow",
@@ -544,9 +543,10 @@ fn report(common: &Common, kind: Kind, total: &Tally, elapsed: f64, cpu: Option<
     };
     let rate = total.completed as f64 / elapsed;
     let rss = common.pid.and_then(stats::peak_rss_mib);
-    let cpu_per_op_ms = cpu
-        .filter(|_| total.completed > 0)
-        .map(|c| c * 1000.0 / total.completed as f64);
+    let per_op_ms =
+        |seconds: f64| (total.completed > 0).then(|| seconds * 1000.0 / total.completed as f64);
+    let cpu_per_op_ms = cpu.and_then(|c| per_op_ms(c.total));
+    let outside_argon2_per_op_ms = cpu.and_then(|c| c.outside_argon2).and_then(per_op_ms);
     let steps: Vec<serde_json::Value> = STEP_NAMES
         .iter()
         .zip(&total.steps)
@@ -563,8 +563,9 @@ fn report(common: &Common, kind: Kind, total: &Tally, elapsed: f64, cpu: Option<
         "timeouts": total.timeouts,
         "seconds": elapsed,
         "ops_per_second": rate,
-        "server_cpu_seconds": cpu,
+        "server_cpu_seconds": cpu.map(|c| c.total),
         "server_cpu_ms_per_op": cpu_per_op_ms,
+        "server_cpu_ms_per_op_outside_argon2": outside_argon2_per_op_ms,
         "server_peak_rss_mib": rss,
         "steps": steps,
         "first_error": total.first_error,
@@ -584,8 +585,10 @@ fn report(common: &Common, kind: Kind, total: &Tally, elapsed: f64, cpu: Option<
     }
     if let Some(cpu) = cpu {
         println!(
-            "server cpu {cpu:.2}s = {:.3} ms per operation",
-            cpu_per_op_ms.unwrap_or_default()
+            "server cpu {:.2}s = {:.3} ms per operation ({:.3} ms outside the Argon2 threads)",
+            cpu.total,
+            cpu_per_op_ms.unwrap_or_default(),
+            outside_argon2_per_op_ms.unwrap_or_default()
         );
     }
     if let Some(rss) = rss {

@@ -35,8 +35,35 @@ impl Samples {
     }
 }
 
+/// The server's CPU seconds at one moment: all of it, and the part outside Argon2.
+#[derive(Clone, Copy, Default)]
+pub struct CpuUse {
+    pub total: f64,
+    pub outside_argon2: Option<f64>,
+}
+
+impl CpuUse {
+    pub fn of(pid: u32) -> Option<CpuUse> {
+        Some(CpuUse {
+            total: cpu_seconds(pid)?,
+            outside_argon2: cpu_seconds_outside_argon2(pid),
+        })
+    }
+
+    /// What was used between `earlier` and `self`.
+    pub fn since(self, earlier: CpuUse) -> CpuUse {
+        CpuUse {
+            total: self.total - earlier.total,
+            outside_argon2: self
+                .outside_argon2
+                .zip(earlier.outside_argon2)
+                .map(|(now, then)| now - then),
+        }
+    }
+}
+
 /// CPU seconds (user + system) a process has used so far.
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
+fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces; fields after it are space-separated.
     let after = stat.rsplit_once(')')?.1;
@@ -45,6 +72,32 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
     Some((ticks(11)? + ticks(12)?) / clock_ticks())
 }
+
+/// CPU seconds the server's threads outside its Argon2 pool have used so far: the request
+/// path (receive loop, async workers, store thread), which the PIN hash would otherwise
+/// hide. Read from each thread's schedstat (nanoseconds), since USER_HZ ticks are too
+/// coarse for a fraction of a millisecond per flow. A thread that ends during the run takes
+/// its time with it; otpgate's request threads live as long as the server.
+fn cpu_seconds_outside_argon2(pid: u32) -> Option<f64> {
+    let mut nanos: u64 = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = task.ok()?.path();
+        let Ok(name) = std::fs::read_to_string(path.join("comm")) else {
+            continue; // the thread ended meanwhile
+        };
+        if name.starts_with(ARGON2_THREAD_PREFIX) {
+            continue;
+        }
+        let Ok(schedstat) = std::fs::read_to_string(path.join("schedstat")) else {
+            continue;
+        };
+        nanos += schedstat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(nanos as f64 / 1e9)
+}
+
+/// How otpgate names its Argon2 threads (`auth::pin_pool`).
+const ARGON2_THREAD_PREFIX: &str = "otpgate-argon2";
 
 /// Peak resident set size in MiB (VmHWM).
 pub fn peak_rss_mib(pid: u32) -> Option<f64> {
