@@ -271,3 +271,38 @@ fn the_audit_row_records_the_nas_and_the_calling_station() {
     assert_eq!(row["gateway"], "local");
     assert!(row["time"].as_i64().unwrap() > 1_700_000_000_000);
 }
+
+#[test]
+fn a_right_otp_does_not_pass_a_token_disabled_after_its_challenge() {
+    let (server, serial) = Server::with_alice(&Options::default());
+    let state = server.login(PIN).state();
+    let otp = otp_of(&server.wait_for_sms(1).1);
+    server.cli(&["token", "disable", &serial], None);
+    assert_eq!(server.answer(&state, &otp).code, "Access-Reject");
+    assert_eq!(audit_reasons(&server)[0], "token disabled");
+    // The refusal consumed the challenge: enabling the token again does not revive it.
+    server.cli(&["token", "enable", &serial], None);
+    assert_eq!(server.answer(&state, &otp).code, "Access-Reject");
+    assert_eq!(audit_reasons(&server)[0], "challenge already used");
+}
+
+#[test]
+fn a_right_otp_passes_once_the_lock_on_its_token_has_cleared() {
+    let options = Options {
+        max_failures: 2,
+        clear_after: "2s",
+        ..Options::default()
+    };
+    let (server, _) = Server::with_alice(&options);
+    let state = server.login(PIN).state();
+    let otp = otp_of(&server.wait_for_sms(1).1);
+    // Two wrong PINs lock the token while its challenge is open.
+    assert_eq!(server.login("0000").code, "Access-Reject");
+    assert_eq!(server.login("0001").code, "Access-Reject");
+    assert!(server.wait_for_log("token_locked", Duration::from_secs(2)));
+
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(server.answer(&state, &otp).code, "Access-Accept");
+    assert!(server.wait_for_log("token_unlocked", Duration::from_secs(2)));
+    assert_eq!(audit_reasons(&server)[0], "OTP accepted");
+}

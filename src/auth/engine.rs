@@ -62,7 +62,7 @@ pub struct Engine {
     /// The longest a chain may take, background delivery included.
     send_within: Duration,
     pins: PinHasher,
-    keys: Keys,
+    keys: Arc<Keys>,
     policy: Policy,
     /// Runs Argon2, one thread per core at a lower priority.
     pin_pool: PinPool,
@@ -110,7 +110,7 @@ impl Engine {
             notifier,
             send_within: config.sms.send_within,
             pins,
-            keys,
+            keys: Arc::new(keys),
             policy,
             pin_pool: PinPool::new(cores)
                 .map_err(|e| format!("cannot start the Argon2 threads: {e}"))?,
@@ -165,6 +165,10 @@ impl Engine {
     }
 
     /// State + OTP: the second step of the challenge flow.
+    ///
+    /// The common case, a right OTP on an open challenge, is read and applied in one store
+    /// call: the check runs on the store thread, so a login costs one trip there, not two.
+    /// Everything else takes the general path below with what that call read.
     async fn answer_with_state(
         &self,
         request: &Request,
@@ -177,13 +181,41 @@ impl Engine {
             ));
         };
         let key = tid.as_str().to_string();
-        let Some((challenge, owner)) = self.db(move |s| s.challenge_view(&key)).await? else {
+        let check = AnswerCheck {
+            user_name: request.user_name.clone(),
+            otp_given: otp_given.to_vec(),
+            now: now_ms(),
+            clear_after: self.policy.lockout.clear_after.0,
+            keys: self.keys.clone(),
+        };
+        let read = self
+            .db(move |s| {
+                let Some((challenge, owner)) = s.challenge_view(&key)? else {
+                    return Ok(None);
+                };
+                let finished = match &owner {
+                    Some((user, token)) if check.accepts(&challenge, token) => Some(
+                        s.finish_login(&challenge.transaction_id, &token.serial, &user.name)?,
+                    ),
+                    _ => None,
+                };
+                Ok(Some((challenge, owner, finished)))
+            })
+            .await?;
+        let Some((challenge, owner, finished)) = read else {
             return Ok(reject("unknown challenge"));
         };
         let with_serial = |mut v: Verdict| {
             v.serial = Some(challenge.serial.clone());
             v
         };
+        if let (Some(finished), Some((user, token))) = (finished, &owner) {
+            let Some(attributes) = finished else {
+                return Ok(with_serial(reject("challenge already used")));
+            };
+            let grants = self.after_login(request, user, token, attributes).await?;
+            return Ok(with_serial(accept("OTP accepted", grants)));
+        }
         if challenge.user != request.user_name {
             self.consume(&challenge).await?;
             return Ok(with_serial(reject("challenge belongs to another user")));
@@ -204,12 +236,7 @@ impl Engine {
             self.consume(&challenge).await?;
             return Ok(with_serial(reject(reason)));
         }
-        let seed = self
-            .keys
-            .unseal(&token.sealed_seed)
-            .map_err(|e| Failure::Other(e.to_string()))?;
-        let expected = otp::hotp(&seed, challenge.counter, token.otp_length);
-        if otp::matches(&expected, otp_given) {
+        if otp_right(&self.keys, &token, challenge.counter, otp_given)? {
             let Some(grants) = self
                 .login_succeeded(request, &user, &token, &challenge)
                 .await?
@@ -332,13 +359,10 @@ impl Engine {
         token: &TokenRow,
         now: i64,
     ) -> Step<Option<&'static str>> {
-        if token.disabled {
-            return Ok(Some("token disabled"));
-        }
-        match lock_state(token.locked_at, now, self.policy.lockout.clear_after.0) {
-            LockState::Unlocked => Ok(None),
-            LockState::Locked => Ok(Some("token locked")),
-            LockState::Expired => {
+        match usability(token, now, self.policy.lockout.clear_after.0) {
+            Usability::Usable => Ok(None),
+            Usability::Blocked(reason) => Ok(Some(reason)),
+            Usability::LockExpired => {
                 let serial = token.serial.clone();
                 self.db(move |s| s.unlock(&serial)).await?;
                 tracing::info!(serial = %token.serial, event = "token_unlocked", "lock cleared after clear_after");
@@ -547,8 +571,7 @@ impl Engine {
     }
 
     /// A login went through: consume the challenge (None if another request did first),
-    /// reset the fail counter, tell the rules that listen, and gather what the Access-Accept
-    /// grants.
+    /// reset the fail counter, and go on as `after_login`.
     async fn login_succeeded(
         &self,
         request: &Request,
@@ -567,6 +590,20 @@ impl Engine {
         else {
             return Ok(None);
         };
+        Ok(Some(
+            self.after_login(request, user, token, attributes).await?,
+        ))
+    }
+
+    /// After the challenge was consumed: tell the rules that listen, and gather what the
+    /// Access-Accept grants.
+    async fn after_login(
+        &self,
+        request: &Request,
+        user: &UserRow,
+        token: &TokenRow,
+        attributes: Vec<String>,
+    ) -> Step<Grants> {
         if self.notifier.wants(EventKind::LoginSuccess) {
             let (name, client, station) = (
                 user.name.clone(),
@@ -585,11 +622,11 @@ impl Engine {
             event.new_client = !seen;
             self.notifier.notify(event);
         }
-        Ok(Some(Grants {
+        Ok(Grants {
             group: user.group.clone(),
             attributes,
             serial: Some(token.serial.clone()),
-        }))
+        })
     }
 
     fn event(
@@ -615,6 +652,59 @@ impl Engine {
         F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     {
         self.store_thread.run(call).await
+    }
+}
+
+/// Whether a token can be used now.
+enum Usability {
+    Usable,
+    Blocked(&'static str),
+    /// Locked, and `clear_after` has passed: usable once the lock is cleared.
+    LockExpired,
+}
+
+fn usability(token: &TokenRow, now: i64, clear_after: Duration) -> Usability {
+    if token.disabled {
+        return Usability::Blocked("token disabled");
+    }
+    match lock_state(token.locked_at, now, clear_after) {
+        LockState::Unlocked => Usability::Usable,
+        LockState::Locked => Usability::Blocked("token locked"),
+        LockState::Expired => Usability::LockExpired,
+    }
+}
+
+/// Whether `given` is the token's OTP for `counter`, compared in constant time.
+fn otp_right(keys: &Keys, token: &TokenRow, counter: u64, given: &[u8]) -> Step<bool> {
+    let seed = keys
+        .unseal(&token.sealed_seed)
+        .map_err(|e| Failure::Other(e.to_string()))?;
+    Ok(otp::matches(
+        &otp::hotp(&seed, counter, token.otp_length),
+        given,
+    ))
+}
+
+/// The answer step's common case, decided on the store thread: a State + OTP answer that
+/// may consume its challenge at once. Anything it does not accept goes the general way.
+struct AnswerCheck {
+    user_name: String,
+    otp_given: Vec<u8>,
+    now: i64,
+    clear_after: Duration,
+    keys: Arc<Keys>,
+}
+
+impl AnswerCheck {
+    fn accepts(&self, challenge: &ChallengeRow, token: &TokenRow) -> bool {
+        challenge.user == self.user_name
+            && !challenge.used
+            && challenge.expires > self.now
+            && matches!(
+                usability(token, self.now, self.clear_after),
+                Usability::Usable
+            )
+            && otp_right(&self.keys, token, challenge.counter, &self.otp_given).unwrap_or(false)
     }
 }
 
@@ -669,4 +759,126 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_000_000;
+
+    fn token(keys: &Keys) -> TokenRow {
+        TokenRow {
+            serial: "S1".into(),
+            user: "alice".into(),
+            phone: None,
+            pin_hash: String::new(),
+            sealed_seed: keys.seal(b"12345678901234567890").unwrap(),
+            counter: 1,
+            otp_length: 6,
+            fail_count: 0,
+            locked_at: None,
+            disabled: false,
+            gateway: None,
+            created: 0,
+        }
+    }
+
+    fn challenge() -> ChallengeRow {
+        ChallengeRow {
+            transaction_id: "t".into(),
+            serial: "S1".into(),
+            user: "alice".into(),
+            client: "nas".into(),
+            counter: 0,
+            created: NOW - 1,
+            expires: NOW + 1,
+            attempts: 0,
+            sends: 1,
+            used: false,
+        }
+    }
+
+    fn check(otp: &str) -> AnswerCheck {
+        AnswerCheck {
+            user_name: "alice".into(),
+            otp_given: otp.as_bytes().to_vec(),
+            now: NOW,
+            clear_after: Duration::from_secs(60),
+            keys: Arc::new(Keys::for_tests()),
+        }
+    }
+
+    #[test]
+    fn the_store_thread_accepts_only_a_right_otp_on_an_open_challenge_of_a_usable_token() {
+        // RFC 4226 Appendix D: counter 0 of this seed is 755224.
+        let right = check("755224");
+        let keys = Keys::for_tests();
+        assert!(right.accepts(&challenge(), &token(&keys)));
+
+        assert!(!check("755225").accepts(&challenge(), &token(&keys)));
+        assert!(!check("75522").accepts(&challenge(), &token(&keys)));
+        let refused: [(&str, ChallengeRow, TokenRow); 6] = [
+            (
+                "other user",
+                ChallengeRow {
+                    user: "bob".into(),
+                    ..challenge()
+                },
+                token(&keys),
+            ),
+            (
+                "used",
+                ChallengeRow {
+                    used: true,
+                    ..challenge()
+                },
+                token(&keys),
+            ),
+            (
+                "expired",
+                ChallengeRow {
+                    expires: NOW,
+                    ..challenge()
+                },
+                token(&keys),
+            ),
+            (
+                "disabled",
+                challenge(),
+                TokenRow {
+                    disabled: true,
+                    ..token(&keys)
+                },
+            ),
+            (
+                "locked",
+                challenge(),
+                TokenRow {
+                    locked_at: Some(NOW - 1),
+                    ..token(&keys)
+                },
+            ),
+            (
+                // The general path clears the lock and tells the rules first.
+                "lock expired",
+                challenge(),
+                TokenRow {
+                    locked_at: Some(NOW - 60_000),
+                    ..token(&keys)
+                },
+            ),
+        ];
+        for (what, challenge, token) in refused {
+            assert!(!right.accepts(&challenge, &token), "{what}");
+        }
+        let unreadable = TokenRow {
+            sealed_seed: vec![0; 40],
+            ..token(&keys)
+        };
+        assert!(
+            !right.accepts(&challenge(), &unreadable),
+            "seed cannot be unsealed"
+        );
+    }
 }
