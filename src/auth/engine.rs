@@ -148,9 +148,10 @@ impl Engine {
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             attributes: request.attributes.clone(),
         };
-        if let Err(e) = self.db(move |s| s.append_audit(&row)).await {
-            tracing::error!(error = %e, "cannot write the audit row");
-        }
+        // The reply need not wait for the row: the store thread writes it next, and serve
+        // flushes the store before it exits.
+        self.store_thread
+            .submit("the audit row", move |s| s.append_audit(&row));
         verdict
     }
 

@@ -74,7 +74,7 @@ async fn serve(config: Config) -> Result<()> {
         shutdown.clone(),
     ));
     let recorder = tokio::spawn(record_breakers(
-        store,
+        store.clone(),
         gateways.breakers().clone(),
         shutdown.clone(),
     ));
@@ -87,6 +87,10 @@ async fn serve(config: Config) -> Result<()> {
     drain("SMS deliveries", engine.background()).await;
     drain("notifications", notifier.tasks()).await;
     let _ = recorder.await;
+    // Audit rows are queued without waiting; this waits for the last of them.
+    if let Err(e) = store.flush().await {
+        tracing::error!(error = %e, "the store stopped before every audit row was written");
+    }
     tracing::info!(stats = %server.stats.summary(), "stopped");
     Ok(())
 }

@@ -52,6 +52,30 @@ impl StoreThread {
     }
 }
 
+impl StoreThread {
+    /// Queues `call` without waiting for it, for a write whose result no reply depends on
+    /// (an audit row). It runs in order with every other call, so a later call, and
+    /// `flush`, see it done; a failure is logged with `what`.
+    pub fn submit<F>(&self, what: &'static str, call: F)
+    where
+        F: FnOnce(&dyn Store) -> StoreResult<()> + Send + 'static,
+    {
+        let job: Job = Box::new(move |store| {
+            if let Err(e) = call(store) {
+                tracing::error!(error = %e, "cannot write {what}");
+            }
+        });
+        if self.jobs.send(job).is_err() {
+            tracing::error!("cannot write {what}: the store thread has stopped");
+        }
+    }
+
+    /// Waits until every call queued before it has run.
+    pub async fn flush(&self) -> StoreResult<()> {
+        self.run(|_| Ok(())).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +103,22 @@ mod tests {
             thread.run(move |s| s.add_user(&duplicate)).await,
             Err(StoreError::Conflict(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn submitted_calls_are_done_when_flush_returns() {
+        let thread = StoreThread::start(Arc::new(SqliteStore::in_memory().unwrap())).unwrap();
+        for n in 0..100 {
+            let user = UserRow {
+                name: format!("u{n}"),
+                phone: "+491".into(),
+                created: 0,
+                group: None,
+            };
+            thread.submit("a user", move |s| s.add_user(&user));
+        }
+        thread.flush().await.unwrap();
+        let users = thread.run(|s| s.users()).await.unwrap();
+        assert_eq!(users.len(), 100);
     }
 }
