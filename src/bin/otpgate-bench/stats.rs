@@ -88,8 +88,11 @@ fn cpu_seconds_outside_argon2(pid: u32) -> Option<f64> {
         if name.starts_with(ARGON2_THREAD_PREFIX) {
             continue;
         }
-        let Ok(schedstat) = std::fs::read_to_string(path.join("schedstat")) else {
-            continue;
+        let schedstat = match std::fs::read_to_string(path.join("schedstat")) {
+            Ok(text) => text,
+            Err(_) if !path.exists() => continue,
+            // A kernel without CONFIG_SCHED_INFO has no schedstat: no figure then.
+            Err(_) => return None,
         };
         nanos += schedstat.split_whitespace().next()?.parse::<u64>().ok()?;
     }
