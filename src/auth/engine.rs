@@ -149,9 +149,10 @@ impl Engine {
             attributes: request.attributes.clone(),
         };
         // The reply need not wait for the row: the store thread writes it next, and serve
-        // flushes the store before it exits.
+        // flushes the store before it exits. (This waits only when thousands are queued.)
         self.store_thread
-            .submit("the audit row", move |s| s.append_audit(&row));
+            .submit("the audit row", move |s| s.append_audit(&row))
+            .await;
         verdict
     }
 
