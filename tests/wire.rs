@@ -302,6 +302,57 @@ fn ipv4_and_ipv6_listeners_answer_from_their_own_socket() {
 }
 
 #[test]
+fn wildcard_listeners_answer_from_the_address_the_request_went_to() {
+    let extra =
+        format!("[[client]]\nname = \"v6-nas\"\naddress = \"::1\"\nsecret = \"{SECRET}\"\n");
+    let options = Options {
+        listen: vec!["0.0.0.0:0".into(), "[::]:0".into()],
+        extra,
+        ..Options::default()
+    };
+    let (server, _) = Server::with_alice(&options);
+    assert_eq!(server.addresses.len(), 2);
+    // 127.0.0.2 is local too, but the kernel's route back to 127.0.0.1 would pick 127.0.0.1
+    // as the source; the raw client asserts the reply comes from where the request went.
+    let targets = server.addresses.iter().map(|address| {
+        let ip: std::net::IpAddr = if address.is_ipv6() {
+            "::1".parse().unwrap()
+        } else {
+            "127.0.0.2".parse().unwrap()
+        };
+        std::net::SocketAddr::new(ip, address.port())
+    });
+    for target in targets {
+        let reply = radclient::auth(target, &format!("User-Name=alice,User-Password={PIN}"));
+        assert_eq!(
+            reply.code, "Access-Challenge",
+            "via {target}: {}",
+            reply.output
+        );
+        let client = Client::new(target);
+        let authenticator = random_authenticator();
+        let reply = client
+            .exchange(&access_request(1, authenticator, "alice", PIN, true, &[]))
+            .unwrap_or_else(|| panic!("no reply via {target}"));
+        assert_eq!(
+            verified_reply(&reply, &authenticator).code,
+            code::ACCESS_CHALLENGE,
+            "via {target}"
+        );
+        // Status-Server is answered on the receive loop itself, by another path.
+        let authenticator = random_authenticator();
+        let mut builder = PacketBuilder::new(code::STATUS_SERVER, 9);
+        builder.message_authenticator();
+        let status = builder.finish_request(&authenticator, SECRET.as_bytes());
+        let reply = client.exchange(&status).expect("a Status-Server reply");
+        assert_eq!(
+            verified_reply(&reply, &authenticator).code,
+            code::ACCESS_ACCEPT
+        );
+    }
+}
+
+#[test]
 fn sigterm_stops_the_server_cleanly_and_frees_the_port() {
     let (mut server, _) = Server::with_alice(&Options::default());
     let address = server.address();

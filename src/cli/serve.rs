@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use tokio::net::UdpSocket;
+
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -17,6 +17,7 @@ use crate::auth::engine::now_ms;
 use crate::config::Config;
 use crate::events::Notifier;
 use crate::radius::listener::{self, Server};
+use crate::radius::socket::RadiusSocket;
 use crate::sms::Gateways;
 use crate::sms::breaker::Breakers;
 use crate::store::{GatewayStateRow, StoreThread};
@@ -97,7 +98,7 @@ async fn serve(config: Config) -> Result<()> {
 
 /// Binds a UDP socket; IPv6 sockets are IPv6-only so that "0.0.0.0:1812" and "[::]:1812"
 /// can both be listed.
-fn bind(address: SocketAddr) -> Result<UdpSocket> {
+fn bind(address: SocketAddr) -> Result<RadiusSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let context = || format!("cannot listen on udp {address}");
     let socket = Socket::new(
@@ -113,7 +114,7 @@ fn bind(address: SocketAddr) -> Result<UdpSocket> {
     let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
     socket.set_nonblocking(true).with_context(context)?;
     socket.bind(&address.into()).with_context(context)?;
-    UdpSocket::from_std(socket.into()).with_context(context)
+    RadiusSocket::new(socket).with_context(context)
 }
 
 async fn wait_for_signal() {

@@ -2,15 +2,15 @@
 //! duplicate cache, and hands the request to a task; it never waits on SQLite, Argon2 or a
 //! gateway. Status-Server is answered inline: it costs one HMAC.
 //!
-//! Replies leave from the socket the request came in on. Work is bounded by a semaphore
+//! Replies leave from the socket the request came in on, from the address it was sent to
+//! (`socket`). Work is bounded by a semaphore
 //! (`max_in_flight`): with no permit the datagram is dropped and counted, and the NAS
 //! retransmits. Each request runs under `request_timeout`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -21,6 +21,7 @@ use super::guard::{self, DropReason, OwnedVerifiedRequest};
 use super::packet::MAX_PACKET_LEN;
 use super::reply::{self, ReplyContext, ReplyPolicy};
 use super::request;
+use super::socket::{RadiusSocket, Received};
 use super::stats::Stats;
 use crate::auth::Engine;
 use crate::config::{ClientConfig, Config};
@@ -69,14 +70,14 @@ impl Server {
 }
 
 /// Receives on `socket` until `shutdown` is cancelled.
-pub async fn run(socket: Arc<UdpSocket>, server: Arc<Server>, shutdown: CancellationToken) {
+pub async fn run(socket: Arc<RadiusSocket>, server: Arc<Server>, shutdown: CancellationToken) {
     // One octet more than the largest packet, to tell an oversized datagram from a full one.
     let mut buffer = vec![0u8; MAX_PACKET_LEN + 1];
     loop {
-        let (len, source) = tokio::select! {
+        let received = tokio::select! {
             _ = shutdown.cancelled() => break,
-            received = socket.recv_from(&mut buffer) => match received {
-                Ok(pair) => pair,
+            received = socket.recv(&mut buffer) => match received {
+                Ok(received) => received,
                 Err(e) => {
                     // ICMP errors from earlier sends surface here on some systems; the socket
                     // itself is fine, so keep receiving.
@@ -85,21 +86,24 @@ pub async fn run(socket: Arc<UdpSocket>, server: Arc<Server>, shutdown: Cancella
                 }
             },
         };
-        let datagram = &buffer[..len];
-        if let Err(reason) = receive(&socket, &server, datagram, source).await {
+        let Some(datagram) = buffer.get(..received.len) else {
+            continue;
+        };
+        if let Err(reason) = receive(&socket, &server, datagram, received).await {
             server.stats.dropped(reason);
-            tracing::debug!(source = %source, reason = reason.label(), "dropped");
+            tracing::debug!(source = %received.source, reason = reason.label(), "dropped");
         }
     }
 }
 
 /// Handles one datagram up to the hand-off. An `Err` is a silent drop.
 async fn receive(
-    socket: &Arc<UdpSocket>,
+    socket: &Arc<RadiusSocket>,
     server: &Arc<Server>,
     datagram: &[u8],
-    source: SocketAddr,
+    received: Received,
 ) -> Result<(), DropReason> {
+    let Received { source, local, .. } = received;
     let client = server
         .clients
         .lookup(source.ip())
@@ -109,7 +113,7 @@ async fn receive(
     let packet = verified.packet();
     if verified.is_status_server() {
         let bytes = reply::status_accept(&ReplyContext::of(packet), &client);
-        send(socket, server, &bytes, source).await;
+        send(socket, server, &bytes, source, local).await;
         return Ok(());
     }
     let key = DedupKey {
@@ -122,7 +126,7 @@ async fn receive(
         Seen::InFlight => return Err(DropReason::DuplicateInFlight),
         Seen::Answered(bytes) => {
             tracing::debug!(source = %source, id = packet.identifier, "retransmission answered from cache");
-            send(socket, server, &bytes, source).await;
+            send(socket, server, &bytes, source, local).await;
             return Ok(());
         }
     }
@@ -136,7 +140,7 @@ async fn receive(
     let (socket, task_server) = (socket.clone(), server.clone());
     server.tasks.spawn(async move {
         let _permit = permit;
-        handle(socket, task_server, client, owned, key).await;
+        handle(socket, task_server, client, owned, key, local).await;
     });
     Ok(())
 }
@@ -144,11 +148,12 @@ async fn receive(
 /// Decides one request and sends the reply. Cancel-safe: if dropped, the cache entry is left
 /// in flight until it expires, and the NAS's retransmissions are dropped meanwhile.
 async fn handle(
-    socket: Arc<UdpSocket>,
+    socket: Arc<RadiusSocket>,
     server: Arc<Server>,
     client: Arc<ClientConfig>,
     owned: OwnedVerifiedRequest,
     key: DedupKey,
+    local: Option<IpAddr>,
 ) {
     let Some(verified) = owned.verified() else {
         server.dedup.abandon(key);
@@ -170,7 +175,7 @@ async fn handle(
     let bytes: Arc<[u8]> =
         reply::encode(&verdict.decision, &context, &client, &server.replies).into();
     server.dedup.answered(key, bytes.clone());
-    send(&socket, &server, &bytes, key.source).await;
+    send(&socket, &server, &bytes, key.source, local).await;
     tracing::info!(
         client = %client.name,
         user = %request.user_name,
@@ -186,8 +191,14 @@ async fn handle(
     );
 }
 
-async fn send(socket: &UdpSocket, server: &Server, bytes: &[u8], destination: SocketAddr) {
-    match socket.send_to(bytes, destination).await {
+async fn send(
+    socket: &RadiusSocket,
+    server: &Server,
+    bytes: &[u8],
+    destination: SocketAddr,
+    local: Option<IpAddr>,
+) {
+    match socket.send(bytes, destination, local).await {
         Ok(_) => server.stats.replied(),
         Err(e) => tracing::warn!(destination = %destination, error = %e, "cannot send reply"),
     }

@@ -12,6 +12,7 @@ pub mod listener;
 pub mod packet;
 pub mod reply;
 pub mod request;
+pub mod socket;
 pub mod stats;
 
 pub use guard::DropReason;
