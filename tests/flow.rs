@@ -306,3 +306,29 @@ fn a_right_otp_passes_once_the_lock_on_its_token_has_cleared() {
     assert!(server.wait_for_log("token_unlocked", Duration::from_secs(2)));
     assert_eq!(audit_reasons(&server)[0], "OTP accepted");
 }
+
+#[test]
+fn pin_plus_otp_finds_its_challenge_among_several_and_consumes_only_that_one() {
+    let (server, _) = Server::with_alice(&Options::default());
+    server.login(PIN).state();
+    server.login(PIN).state();
+    let first = otp_of(&server.wait_for_sms(1).1);
+    let second = otp_of(&server.wait_for_sms(2).1);
+    let wrong = (0..)
+        .map(|n| format!("{n:06}"))
+        .find(|c| *c != first && *c != second)
+        .unwrap();
+    assert_eq!(server.login(&format!("{PIN}{wrong}")).code, "Access-Reject");
+    assert_eq!(audit_reasons(&server)[0], "PIN right, wrong OTP");
+
+    assert_eq!(
+        server.login(&format!("{PIN}{second}")).code,
+        "Access-Accept"
+    );
+    assert_eq!(
+        server.login(&format!("{PIN}{second}")).code,
+        "Access-Reject"
+    );
+    assert_eq!(server.login(&format!("{PIN}{first}")).code, "Access-Accept");
+    assert_eq!(audit_reasons(&server)[0], "PIN and OTP accepted");
+}

@@ -484,40 +484,46 @@ impl Engine {
         otp_given: &[u8],
         now: i64,
     ) -> Step<Verdict> {
-        let serial = token.serial.clone();
-        let open = self.db(move |s| s.open_challenges(&serial, now)).await?;
         let seed = self
             .keys
             .unseal(&token.sealed_seed)
             .map_err(|e| Failure::Other(e.to_string()))?;
-        let mut matched = None;
-        // Check every open challenge so the time does not tell which one matched.
-        for challenge in &open {
-            if otp::matches(
-                &otp::hotp(&seed, challenge.counter, token.otp_length),
-                otp_given,
-            ) {
-                matched = Some(challenge);
-            }
-        }
+        // Finding the challenge and consuming it are one store call, as on the State path.
+        let (serial, name, digits) = (token.serial.clone(), user.name.clone(), token.otp_length);
+        let otp_given = otp_given.to_vec();
+        let (open, finished) = self
+            .db(move |s| {
+                let open = s.open_challenges(&serial, now)?;
+                let mut matched = None;
+                // Check every open challenge so the time does not tell which one matched.
+                for challenge in &open {
+                    if otp::matches(&otp::hotp(&seed, challenge.counter, digits), &otp_given) {
+                        matched = Some(&challenge.transaction_id);
+                    }
+                }
+                let finished = match matched {
+                    Some(tid) => Some(s.finish_login(tid, &serial, &name)?),
+                    None => None,
+                };
+                Ok((open.len(), finished))
+            })
+            .await?;
         let serial = Some(token.serial.clone());
-        match matched {
-            Some(challenge) => match self
-                .login_succeeded(request, user, &token, challenge)
-                .await?
-            {
-                Some(grants) => Ok(Verdict {
+        match finished {
+            Some(Some(attributes)) => {
+                let grants = self.after_login(request, user, &token, attributes).await?;
+                Ok(Verdict {
                     serial,
                     ..accept("PIN and OTP accepted", grants)
-                }),
-                None => Ok(Verdict {
-                    serial,
-                    ..reject("challenge already used")
-                }),
-            },
+                })
+            }
+            Some(None) => Ok(Verdict {
+                serial,
+                ..reject("challenge already used")
+            }),
             None => {
                 self.fail(request, user, &[&token]).await?;
-                let reason = if open.is_empty() {
+                let reason = if open == 0 {
                     "PIN right, no open challenge"
                 } else {
                     "PIN right, wrong OTP"
