@@ -113,56 +113,52 @@ impl RadiusSocket {
             .await
     }
 
-    /// Sends `bytes` to `destination`, from `local` when the datagram it answers named one.
+    /// Sends `bytes` to `destination`, from `local` when the datagram it answers named one
+    /// (only a wildcard socket's do).
     pub async fn send(
         &self,
         bytes: &[u8],
         destination: SocketAddr,
         local: Option<IpAddr>,
     ) -> io::Result<usize> {
-        let Some(local) = local.filter(|_| self.wildcard) else {
+        let Some(local) = local else {
             return self.socket.send_to(bytes, destination).await;
+        };
+        let (v4, v6);
+        let source = match local {
+            IpAddr::V4(address) => {
+                v4 = libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from(address).to_be(),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                ControlMessage::Ipv4PacketInfo(&v4)
+            }
+            IpAddr::V6(address) => {
+                v6 = libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: address.octets(),
+                    },
+                    ipi6_ifindex: 0,
+                };
+                ControlMessage::Ipv6PacketInfo(&v6)
+            }
         };
         let to = SockaddrStorage::from(destination);
         self.socket
             .async_io(Interest::WRITABLE, || {
                 let iov = [IoSlice::new(bytes)];
-                let sent = match local {
-                    IpAddr::V4(address) => {
-                        let info = libc::in_pktinfo {
-                            ipi_ifindex: 0,
-                            ipi_spec_dst: libc::in_addr {
-                                s_addr: u32::from(address).to_be(),
-                            },
-                            ipi_addr: libc::in_addr { s_addr: 0 },
-                        };
-                        let control = [ControlMessage::Ipv4PacketInfo(&info)];
-                        sendmsg(
-                            self.socket.as_raw_fd(),
-                            &iov,
-                            &control,
-                            MsgFlags::empty(),
-                            Some(&to),
-                        )
-                    }
-                    IpAddr::V6(address) => {
-                        let info = libc::in6_pktinfo {
-                            ipi6_addr: libc::in6_addr {
-                                s6_addr: address.octets(),
-                            },
-                            ipi6_ifindex: 0,
-                        };
-                        let control = [ControlMessage::Ipv6PacketInfo(&info)];
-                        sendmsg(
-                            self.socket.as_raw_fd(),
-                            &iov,
-                            &control,
-                            MsgFlags::empty(),
-                            Some(&to),
-                        )
-                    }
-                };
-                Ok(sent?)
+                let control = std::slice::from_ref(&source);
+                let sent = sendmsg(
+                    self.socket.as_raw_fd(),
+                    &iov,
+                    control,
+                    MsgFlags::empty(),
+                    Some(&to),
+                )?;
+                Ok(sent)
             })
             .await
     }
