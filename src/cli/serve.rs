@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 

@@ -3,9 +3,9 @@
 //! gateway. Status-Server is answered inline: it costs one HMAC.
 //!
 //! Replies leave from the socket the request came in on, from the address it was sent to
-//! (`socket`). Work is bounded by a semaphore
-//! (`max_in_flight`): with no permit the datagram is dropped and counted, and the NAS
-//! retransmits. Each request runs under `request_timeout`.
+//! (`socket`). Work is bounded by a semaphore (`max_in_flight`): with no permit the datagram
+//! is dropped and counted, and the NAS retransmits. Each request runs under
+//! `request_timeout`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -173,8 +173,6 @@ mod tests {
         assert_eq!(store.audit(None, 10).unwrap().len(), 10);
     }
 
-    /// The checkpointer's connection closes with the store: the last connection to close
-    /// checkpoints and removes the WAL.
     /// A write loop that never pauses keeps the checkpointer from catching up; the writer
     /// then checkpoints itself, every commit still succeeds, and the WAL stays bounded.
     #[test]
@@ -194,6 +192,8 @@ mod tests {
         assert_eq!(store.audit(None, 6_000).unwrap().len(), 6_000);
     }
 
+    /// The checkpointer's connection closes with the store: the last connection to close
+    /// checkpoints and removes the WAL.
     #[test]
     fn the_checkpointer_ends_with_the_store() {
         let dir = tempfile::tempdir().unwrap();

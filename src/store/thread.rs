@@ -66,9 +66,7 @@ impl StoreThread {
             .await
             .map_err(|_| StoreError::Database("the store thread dropped a call".into()))?
     }
-}
 
-impl StoreThread {
     /// Queues `call` without waiting for it to run, for a write whose result no reply
     /// depends on (an audit row). It runs in order with every other call, so a later call,
     /// and `flush`, see it done; a failure is logged with `what`. Waits only while
