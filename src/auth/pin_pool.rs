@@ -17,6 +17,10 @@ use super::pin::{PinHasher, WorkingMemory};
 
 type Job = Box<dyn FnOnce(&mut WorkingMemory) + Send>;
 
+/// What the pool's threads are named, followed by their index (`otpgate-bench` tells them
+/// apart from the request path's threads by it).
+pub const THREAD_NAME_PREFIX: &str = "otpgate-argon2-";
+
 /// How long a thread keeps its Argon2 memory with no PIN to check.
 const IDLE: Duration = Duration::from_secs(30);
 
@@ -92,7 +96,7 @@ impl PinPool {
         for index in 0..threads.max(1) {
             let (queue, held) = (queue.clone(), held.clone());
             std::thread::Builder::new()
-                .name(format!("otpgate-argon2-{index}"))
+                .name(format!("{THREAD_NAME_PREFIX}{index}"))
                 .spawn(move || {
                     lower_priority();
                     queue.serve(idle, held);

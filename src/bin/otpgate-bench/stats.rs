@@ -85,7 +85,7 @@ fn cpu_seconds_outside_argon2(pid: u32) -> Option<f64> {
         let Ok(name) = std::fs::read_to_string(path.join("comm")) else {
             continue; // the thread ended meanwhile
         };
-        if name.starts_with(ARGON2_THREAD_PREFIX) {
+        if name.starts_with(otpgate::auth::pin_pool::THREAD_NAME_PREFIX) {
             continue;
         }
         let schedstat = match std::fs::read_to_string(path.join("schedstat")) {
@@ -98,9 +98,6 @@ fn cpu_seconds_outside_argon2(pid: u32) -> Option<f64> {
     }
     Some(nanos as f64 / 1e9)
 }
-
-/// How otpgate names its Argon2 threads (`auth::pin_pool`).
-const ARGON2_THREAD_PREFIX: &str = "otpgate-argon2";
 
 /// Peak resident set size in MiB (VmHWM).
 pub fn peak_rss_mib(pid: u32) -> Option<f64> {
