@@ -273,17 +273,23 @@ fn malformed_datagrams_are_dropped_and_the_server_keeps_serving() {
     assert!(server.wait_for_log("malformed", Duration::from_secs(2)));
 }
 
-#[test]
-fn ipv4_and_ipv6_listeners_answer_from_their_own_socket() {
+/// A server listening on an IPv4 and an IPv6 address, with a NAS on each loopback.
+fn dual_stack(listen: [&str; 2]) -> Server {
     let extra =
         format!("[[client]]\nname = \"v6-nas\"\naddress = \"::1\"\nsecret = \"{SECRET}\"\n");
     let options = Options {
-        listen: vec!["127.0.0.1:0".into(), "[::1]:0".into()],
+        listen: listen.iter().map(|a| a.to_string()).collect(),
         extra,
         ..Options::default()
     };
     let (server, _) = Server::with_alice(&options);
     assert_eq!(server.addresses.len(), 2);
+    server
+}
+
+#[test]
+fn ipv4_and_ipv6_listeners_answer_from_their_own_socket() {
+    let server = dual_stack(["127.0.0.1:0", "[::1]:0"]);
     for address in &server.addresses {
         let reply = radclient::auth(*address, &format!("User-Name=alice,User-Password={PIN}"));
         assert_eq!(
@@ -303,15 +309,7 @@ fn ipv4_and_ipv6_listeners_answer_from_their_own_socket() {
 
 #[test]
 fn wildcard_listeners_answer_from_the_address_the_request_went_to() {
-    let extra =
-        format!("[[client]]\nname = \"v6-nas\"\naddress = \"::1\"\nsecret = \"{SECRET}\"\n");
-    let options = Options {
-        listen: vec!["0.0.0.0:0".into(), "[::]:0".into()],
-        extra,
-        ..Options::default()
-    };
-    let (server, _) = Server::with_alice(&options);
-    assert_eq!(server.addresses.len(), 2);
+    let server = dual_stack(["0.0.0.0:0", "[::]:0"]);
     // 127.0.0.2 is local too, but the kernel's route back to 127.0.0.1 would pick 127.0.0.1
     // as the source; the raw client asserts the reply comes from where the request went.
     let targets = server.addresses.iter().map(|address| {
