@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 mod event;
 mod gateway;
+mod limits;
 
 pub use event::{EVENT_TAGS, EventKind, EventRule, Recipient, listens};
 pub use gateway::{
@@ -24,6 +25,7 @@ pub use gateway::{
     ModemMode, SipgateGatewayConfig, SmtpGatewayConfig, SmtpServerConfig, SmtpTls,
     SpoolGatewayConfig,
 };
+pub use limits::{AuditConfig, LimitsConfig, NumberType, SendCaps};
 
 use crate::radius::dictionary::{Dictionary, WireAttribute};
 use crate::sms::template::{Escape, Tag, Template};
@@ -95,6 +97,10 @@ struct RawConfig {
     event: Vec<event::RawEvent>,
     #[serde(default)]
     group: BTreeMap<String, RawGroup>,
+    #[serde(default)]
+    limits: limits::RawLimits,
+    #[serde(default)]
+    audit: limits::RawAudit,
 }
 
 #[derive(Debug, Deserialize)]
@@ -376,6 +382,8 @@ pub struct Config {
     pub groups: BTreeMap<String, Vec<WireAttribute>>,
     /// The run-time dictionaries of `[server] dictionaries`.
     pub dictionary: Arc<Dictionary>,
+    pub limits: LimitsConfig,
+    pub audit: AuditConfig,
 }
 
 /// The vendor attribute that carries the token serial when `return_serial` is on.
@@ -578,6 +586,8 @@ fn check(raw: RawConfig, path: &Path, problems: &mut Problems) -> Config {
         })
         .collect();
     let sms = check_sms(raw.sms, &gateways, problems);
+    let limits = limits::check_limits(raw.limits, sms.default_region.as_deref(), problems);
+    let audit = limits::check_audit(raw.audit, problems);
     let events = event::check_events(
         raw.event,
         &|name| gateways.contains_key(name),
@@ -598,6 +608,8 @@ fn check(raw: RawConfig, path: &Path, problems: &mut Problems) -> Config {
         events,
         groups,
         dictionary: Arc::new(dictionary),
+        limits,
+        audit,
     }
 }
 
@@ -832,6 +844,27 @@ mod tests {
         assert_eq!(config.clients.len(), 1);
         assert_eq!(config.sms.default_chain, vec!["local".to_string()]);
         assert!(config.gateways.contains_key("clickatell"));
+        assert_eq!(config.limits.allowed_countries, vec!["DE".to_string()]);
+        assert_eq!(config.limits.sends.per_token_hour, 20);
+    }
+
+    #[test]
+    fn limits_default_to_the_design_values_and_report_bad_codes() {
+        let text = example().replace("[limits]", "[limits]\nallowed_countries = [\"Germany\"]");
+        let err = load(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("test.toml: limits.allowed_countries: 'Germany' is not an ISO 3166"),
+            "{err}"
+        );
+        let defaults = LimitsConfig::default();
+        assert_eq!(defaults.resend_interval, Duration::from_secs(30));
+        assert_eq!(
+            (defaults.sends.per_token_day, defaults.sends.per_phone_hour),
+            (50, 30)
+        );
+        assert_eq!(defaults.sends.global_day, 0, "off by default");
+        assert!(defaults.allowed_countries.is_empty(), "every country");
+        assert_eq!(defaults.pin_queue, 16);
     }
 
     #[test]
@@ -846,6 +879,8 @@ mod tests {
             "[sms]",
             "[gateway.local]",
             "[gateway.clickatell]",
+            "[limits]",
+            "[audit]",
         ] {
             let changed = text.replacen(table, &format!("{table}\nstray_key = 1"), 1);
             assert_ne!(changed, text, "{table} is in the example");
