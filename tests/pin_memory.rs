@@ -24,7 +24,7 @@ fn released_argon2_memory_leaves_the_process() {
             },
         )
         .unwrap();
-        let hash = pins.hash("2468").unwrap();
+        let hash = pins.hash_for("alice", "2468").unwrap();
         let mut memory = WorkingMemory::default();
         // Twice: the second allocation is the one a reused malloc arena would serve.
         for _ in 0..2 {

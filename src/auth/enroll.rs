@@ -54,7 +54,7 @@ pub fn new_token(
         serial: format!("SMS{}", hex::encode_upper(serial)),
         user: spec.user.to_string(),
         phone: spec.phone,
-        pin_hash: pins.hash(pin)?,
+        pin_hash: pins.hash_for(spec.user, pin)?,
         sealed_seed: keys.seal(&seed).map_err(|e| e.to_string())?,
         counter: 0,
         otp_length: spec.otp_length,

@@ -16,6 +16,10 @@ use sha2::Sha256;
 pub struct Keys {
     seal: [u8; 32],
     pepper: [u8; 32],
+    /// Keys the MAC of a challenge's code, which the store compares (`code_mac`).
+    code: [u8; 32],
+    /// Derives each user's PIN salt (`pin_salt`).
+    salt: [u8; 32],
 }
 
 impl fmt::Debug for Keys {
@@ -73,6 +77,8 @@ impl Keys {
         Keys {
             seal: derive(master, b"otpgate seed seal v1"),
             pepper: derive(master, b"otpgate pin pepper v1"),
+            code: derive(master, b"otpgate code mac v1"),
+            salt: derive(master, b"otpgate pin salt v1"),
         }
     }
 
@@ -84,6 +90,30 @@ impl Keys {
     /// The Argon2 secret input.
     pub fn pepper(&self) -> &[u8] {
         &self.pepper
+    }
+
+    /// The MAC a challenge stores in place of its code, and an answer is compared by. Keyed,
+    /// so a copy of the database does not give the codes of open challenges away (a
+    /// 6-digit code is found from an unkeyed hash at once); bound to the user, so one user's
+    /// MAC is no other's.
+    pub fn code_mac(&self, user: &str, code: &[u8]) -> Vec<u8> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.code)
+            .expect("HMAC takes keys of any length");
+        mac.update(user.as_bytes());
+        mac.update(&[0]);
+        mac.update(code);
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// The Argon2 salt of every PIN of `user`. One salt per user, not per token, so that
+    /// one Argon2 run checks a password against all of the user's tokens: what a login costs
+    /// does not tell how many tokens a user has (DESIGN section 8, equal outside view).
+    /// Derived with a key, so it is unique per deployment and user all the same.
+    pub fn pin_salt(&self, user: &str) -> [u8; 16] {
+        let full = derive(&self.salt, user.as_bytes());
+        let mut salt = [0u8; 16];
+        salt.copy_from_slice(&full[..16]);
+        salt
     }
 
     /// Encrypts a seed: 12-byte random nonce followed by ciphertext and tag.

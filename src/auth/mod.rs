@@ -1,14 +1,17 @@
 //! The authentication engine and what it works with: protocol-agnostic requests in,
 //! decisions out (DESIGN section 4). `auth` never sees a RADIUS packet.
 
+mod answer;
 pub mod challenge;
 pub mod engine;
 pub mod enroll;
 pub mod keys;
-pub mod lockout;
 pub mod otp;
 pub mod pin;
+pub mod pin_check;
 pub mod pin_pool;
+pub mod stats;
+mod trigger;
 
 use std::fmt;
 use std::time::Duration;

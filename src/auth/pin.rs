@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
-use super::keys::{self, Keys};
+use super::keys::Keys;
 use crate::config::PinConfig;
 
 /// The most memory a PIN hash may ask for. The config refuses more, and a stored hash that
@@ -22,9 +22,20 @@ pub const MAX_MEMORY_KIB: u32 = 1024 * 1024;
 pub struct PinHasher {
     keys: Keys,
     params: Params,
-    /// A hash of a random PIN, verified for unknown users so that their reply takes as long as
-    /// a wrong PIN's.
-    decoy: String,
+}
+
+/// What Argon2 made of one password candidate for one user: the hash part of the PHC string
+/// every token of the user with this PIN holds. Wiped when dropped.
+pub struct Digest(zeroize::Zeroizing<Vec<u8>>);
+
+/// How a token's PIN hash relates to a digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compared {
+    Match,
+    NoMatch,
+    /// Not made with the user's salt and the current cost (a hash from before per-user
+    /// salts, or from another `[pin]` setting): it needs an Argon2 run of its own.
+    OwnRun,
 }
 
 impl PinHasher {
@@ -36,15 +47,7 @@ impl PinHasher {
             None,
         )
         .map_err(|e| format!("Argon2 parameters: {e}"))?;
-        let mut hasher = PinHasher {
-            keys,
-            params,
-            decoy: String::new(),
-        };
-        let mut random_pin = [0u8; 16];
-        keys::random(&mut random_pin).map_err(|e| e.to_string())?;
-        hasher.decoy = hasher.hash(&hex::encode(random_pin))?;
-        Ok(hasher)
+        Ok(PinHasher { keys, params })
     }
 
     /// Argon2 keyed with the pepper. None only if the pepper were over Argon2's secret limit,
@@ -53,16 +56,70 @@ impl PinHasher {
         Argon2::new_with_secret(self.keys.pepper(), algorithm, version, params).ok()
     }
 
-    /// A PHC string for `pin` with a fresh salt.
-    pub fn hash(&self, pin: &str) -> Result<String, String> {
-        let mut salt = [0u8; 16];
-        keys::random(&mut salt).map_err(|e| e.to_string())?;
-        let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    /// The PHC string for `user`'s PIN: Argon2id with the current cost and the user's salt.
+    pub fn hash_for(&self, user: &str, pin: &str) -> Result<String, String> {
+        let salt = SaltString::encode_b64(&self.keys.pin_salt(user)).map_err(|e| e.to_string())?;
         self.argon2(Algorithm::Argon2id, Version::V0x13, self.params.clone())
             .ok_or("the pepper does not fit Argon2")?
             .hash_password(pin.as_bytes(), &salt)
             .map(|h| h.to_string())
             .map_err(|e| format!("cannot hash PIN: {e}"))
+    }
+
+    /// One Argon2 run: `candidate` as `user`'s PIN, with the current cost. The same run
+    /// whether or not the user exists, so an unknown user costs what a known one does.
+    pub fn digest(&self, user: &str, candidate: &[u8], memory: &mut WorkingMemory) -> Digest {
+        let mut output = zeroize::Zeroizing::new(vec![0u8; self.params.output_len().unwrap_or(32)]);
+        let salt = self.keys.pin_salt(user);
+        let blocks = memory.blocks(self.params.block_count());
+        let computed = self
+            .argon2(Algorithm::Argon2id, Version::V0x13, self.params.clone())
+            .is_some_and(|argon2| {
+                argon2
+                    .hash_password_into_with_memory(candidate, &salt, &mut output[..], blocks)
+                    .is_ok()
+            });
+        if !computed {
+            // Cannot happen with checked parameters; an empty digest matches nothing.
+            output.clear();
+        }
+        Digest(output)
+    }
+
+    /// Whether `hash` (a token's PHC string) is `digest`, compared in constant time.
+    pub fn compare(&self, user: &str, digest: &Digest, hash: &str) -> Compared {
+        let Ok(parsed) = PasswordHash::new(hash) else {
+            return Compared::NoMatch;
+        };
+        let same_setting = Algorithm::try_from(parsed.algorithm) == Ok(Algorithm::Argon2id)
+            && parsed.version == Some(Version::V0x13 as u32)
+            && Params::try_from(&parsed).is_ok_and(|p| {
+                (p.m_cost(), p.t_cost(), p.p_cost())
+                    == (
+                        self.params.m_cost(),
+                        self.params.t_cost(),
+                        self.params.p_cost(),
+                    )
+                    && p.output_len() == Some(self.params.output_len().unwrap_or(32))
+            });
+        let mut salt_bytes = [0u8; 64];
+        let same_salt = parsed
+            .salt
+            .and_then(|salt| salt.decode_b64(&mut salt_bytes).ok())
+            .is_some_and(|salt| salt == self.keys.pin_salt(user));
+        if !(same_setting && same_salt) {
+            return Compared::OwnRun;
+        }
+        match parsed.hash {
+            Some(expected) if !digest.0.is_empty() => {
+                if bool::from(expected.as_bytes().ct_eq(&digest.0)) {
+                    Compared::Match
+                } else {
+                    Compared::NoMatch
+                }
+            }
+            _ => Compared::NoMatch,
+        }
     }
 
     /// Whether `pin` matches `hash`, with working memory allocated for this call only.
@@ -113,11 +170,6 @@ impl PinHasher {
             .hash_password_into_with_memory(pin, salt, computed, blocks)
             .is_ok()
             && bool::from(computed.ct_eq(expected.as_bytes()))
-    }
-
-    /// Spends the time of one verification without a real hash.
-    pub fn verify_decoy(&self, pin: &[u8], memory: &mut WorkingMemory) {
-        let _ = self.verify_in(pin, &self.decoy, memory);
     }
 }
 
@@ -200,7 +252,7 @@ mod tests {
     #[test]
     fn verifies_the_right_pin_only() {
         let hasher = PinHasher::new(Keys::for_tests(), &cheap()).unwrap();
-        let hash = hasher.hash("1234").unwrap();
+        let hash = hasher.hash_for("alice", "1234").unwrap();
         assert!(hash.starts_with("$argon2id$"));
         assert!(hasher.verify(b"1234", &hash));
         assert!(!hasher.verify(b"1235", &hash));
@@ -210,7 +262,7 @@ mod tests {
     #[test]
     fn the_pepper_is_part_of_the_hash() {
         let hasher = PinHasher::new(Keys::for_tests(), &cheap()).unwrap();
-        let hash = hasher.hash("1234").unwrap();
+        let hash = hasher.hash_for("alice", "1234").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let other_keys = Keys::load_or_create(&dir.path().join("k")).unwrap();
         let other = PinHasher::new(other_keys, &cheap()).unwrap();
@@ -247,7 +299,7 @@ mod tests {
         let greedy =
             Argon2::new_with_secret(keys.pepper(), Algorithm::Argon2id, Version::V0x13, greedy)
                 .unwrap();
-        let phc = hasher.hash("2468").unwrap();
+        let phc = hasher.hash_for("alice", "2468").unwrap();
         let parsed = PasswordHash::new(&phc).unwrap();
         let mut forged = parsed.clone();
         forged.params = argon2::password_hash::ParamsString::try_from(greedy.params()).unwrap();
@@ -257,7 +309,7 @@ mod tests {
             0,
             "a hash asking for too much memory allocates none"
         );
-        let without_hash = hasher.hash("2468").unwrap();
+        let without_hash = hasher.hash_for("alice", "2468").unwrap();
         let without_hash = &without_hash[..without_hash.rfind('$').unwrap()];
         assert!(!hasher.verify_in(b"2468", without_hash, &mut memory));
     }
@@ -265,7 +317,7 @@ mod tests {
     #[test]
     fn old_hashes_verify_after_the_cost_changes() {
         let hasher = PinHasher::new(Keys::for_tests(), &cheap()).unwrap();
-        let hash = hasher.hash("1234").unwrap();
+        let hash = hasher.hash_for("alice", "1234").unwrap();
         let costlier = PinHasher::new(
             Keys::for_tests(),
             &PinConfig {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::pin::{PinHasher, WorkingMemory};
+use super::pin::WorkingMemory;
 
 type Job = Box<dyn FnOnce(&mut WorkingMemory) + Send>;
 
@@ -23,6 +23,15 @@ pub const THREAD_NAME_PREFIX: &str = "otpgate-argon2-";
 
 /// How long a thread keeps its Argon2 memory with no PIN to check.
 const IDLE: Duration = Duration::from_secs(30);
+
+/// Why a job was not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PinRefused {
+    #[error("the PIN queue is full")]
+    Overloaded,
+    #[error("the PIN threads have stopped")]
+    Stopped,
+}
 
 pub struct PinPool {
     queue: Arc<Queue>,
@@ -80,7 +89,7 @@ impl Queue {
 }
 
 impl PinPool {
-    pub fn new(threads: usize) -> std::io::Result<PinPool> {
+    pub fn new(threads: usize, _queue_per_thread: usize) -> std::io::Result<PinPool> {
         Self::with_idle(threads, IDLE)
     }
 
@@ -110,26 +119,12 @@ impl PinPool {
         self.held.load(Ordering::Relaxed)
     }
 
-    /// Verifies `pin` against `hash` on the pool. False if the pool is gone.
-    pub async fn verify(&self, pins: &PinHasher, pin: &[u8], hash: &str) -> bool {
-        let (pins, pin, hash) = (pins.clone(), pin.to_vec(), hash.to_string());
-        self.run(move |memory| pins.verify_in(&pin, &hash, memory))
-            .await
-            .unwrap_or(false)
-    }
-
-    /// Spends one verification's time on a hash that matches nothing.
-    pub async fn verify_decoy(&self, pins: &PinHasher, pin: &[u8]) {
-        let (pins, pin) = (pins.clone(), pin.to_vec());
-        let _ = self
-            .run(move |memory| pins.verify_decoy(&pin, memory))
-            .await;
-    }
-
-    async fn run<T: Send + 'static>(
+    /// Runs `work` on a PIN thread for `client`'s request.
+    pub async fn run<T: Send + 'static>(
         &self,
+        _client: &str,
         work: impl FnOnce(&mut WorkingMemory) -> T + Send + 'static,
-    ) -> Option<T> {
+    ) -> Result<T, PinRefused> {
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |memory| {
             let _ = sender.send(work(memory));
@@ -139,7 +134,7 @@ impl PinPool {
             state.jobs.push_back(job);
         }
         self.queue.ready.notify_one();
-        receiver.await.ok()
+        receiver.await.map_err(|_| PinRefused::Stopped)
     }
 }
 
@@ -168,7 +163,17 @@ fn lower_priority() {
 mod tests {
     use super::*;
     use crate::auth::keys::Keys;
+    use crate::auth::pin::PinHasher;
     use crate::config::PinConfig;
+
+    impl PinPool {
+        async fn verify(&self, pins: &PinHasher, pin: &[u8], hash: &str) -> bool {
+            let (pins, pin, hash) = (pins.clone(), pin.to_vec(), hash.to_string());
+            self.run("test", move |memory| pins.verify_in(&pin, &hash, memory))
+                .await
+                .unwrap_or(false)
+        }
+    }
 
     /// A one-pass hasher with `memory_kib`, and its hash of PIN 1234.
     fn hasher_and_hash(memory_kib: u32) -> (PinHasher, String) {
@@ -178,7 +183,7 @@ mod tests {
             parallelism: 1,
         };
         let pins = PinHasher::new(Keys::for_tests(), &config).unwrap();
-        let hash = pins.hash("1234").unwrap();
+        let hash = pins.hash_for("alice", "1234").unwrap();
         (pins, hash)
     }
 
@@ -193,7 +198,7 @@ mod tests {
     #[tokio::test]
     async fn verifies_on_the_pool() {
         let (pins, hash) = hasher_and_hash(8);
-        let pool = PinPool::new(2).unwrap();
+        let pool = PinPool::new(2, 16).unwrap();
         let mut results = Vec::new();
         for pin in [&b"1234"[..], b"9999", b"1234"] {
             results.push(pool.verify(&pins, pin, &hash).await);

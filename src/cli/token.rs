@@ -195,12 +195,14 @@ pub fn run(config_path: &Path, command: TokenCommand) -> Result<()> {
             changed(store.delete_token(&serial)?, &serial, "deleted")?
         }
         TokenCommand::SetPin { serial, pin_stdin } => {
-            if store.token(&serial)?.is_none() {
+            let Some(token) = store.token(&serial)? else {
                 bail!("no token with serial '{serial}'");
-            }
+            };
             let pin = read_pin(pin_stdin)?;
             enroll::check_pin(&pin).map_err(|e| anyhow!(e))?;
-            let hash = hasher()?.hash(&pin).map_err(|e| anyhow!(e))?;
+            let hash = hasher()?
+                .hash_for(&token.user, &pin)
+                .map_err(|e| anyhow!(e))?;
             changed(
                 store.set_pin_hash(&serial, &hash)?,
                 &serial,

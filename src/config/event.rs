@@ -26,6 +26,8 @@ pub enum EventKind {
     TokenDeleted,
     PinChanged,
     SmsFailed,
+    /// An SMS cap stopped a code (`[limits]`); notifies at most once a minute per limit.
+    SmsLimited,
     LoginSuccess,
 }
 
@@ -38,6 +40,7 @@ impl EventKind {
             EventKind::TokenDeleted => "token_deleted",
             EventKind::PinChanged => "pin_changed",
             EventKind::SmsFailed => "sms_failed",
+            EventKind::SmsLimited => "sms_limited",
             EventKind::LoginSuccess => "login_success",
         }
     }
@@ -125,6 +128,12 @@ pub(super) fn check_events(
                     }
                 }
             };
+            if event.on == EventKind::SmsLimited && to == Recipient::Owner {
+                problems.add(
+                    &key("to"),
+                    "sms_limited goes to an admin number, never to the number that was limited",
+                );
+            }
             if event.only_new_client && event.on != EventKind::LoginSuccess {
                 problems.add(&key("only_new_client"), "applies to login_success only");
             }

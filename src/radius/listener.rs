@@ -24,6 +24,7 @@ use super::request;
 use super::socket::{RadiusSocket, Received};
 use super::stats::Stats;
 use crate::auth::Engine;
+use crate::auth::engine::Overloaded;
 use crate::config::{ClientConfig, Config};
 
 /// Entries the duplicate cache keeps at most.
@@ -164,13 +165,23 @@ async fn handle(
     let request = request::extract(&verified, &client, &server.replies.dictionary);
     tracing::debug!(client = %client.name, source = %key.source, attributes = ?request.attributes, "request");
     let started = Instant::now();
-    let Ok(verdict) =
-        tokio::time::timeout(server.request_timeout, server.engine.decide(&request)).await
-    else {
-        server.dedup.abandon(key);
-        server.stats.dropped(DropReason::TimedOut);
-        tracing::warn!(client = %client.name, user = %request.user_name, "request timed out without a reply");
-        return;
+    let verdict = match tokio::time::timeout(server.request_timeout, server.engine.decide(&request))
+        .await
+    {
+        Ok(Ok(verdict)) => verdict,
+        Ok(Err(Overloaded)) => {
+            // The PIN threads' queue is full: no reply, so the NAS retransmits.
+            server.dedup.abandon(key);
+            server.stats.dropped(DropReason::Overloaded);
+            tracing::debug!(client = %client.name, reason = DropReason::Overloaded.label(), "dropped");
+            return;
+        }
+        Err(_) => {
+            server.dedup.abandon(key);
+            server.stats.dropped(DropReason::TimedOut);
+            tracing::warn!(client = %client.name, user = %request.user_name, "request timed out without a reply");
+            return;
+        }
     };
     let bytes: Arc<[u8]> =
         reply::encode(&verdict.decision, &context, &client, &server.replies).into();

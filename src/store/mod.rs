@@ -5,11 +5,16 @@
 //! receive loop and the async workers never wait on the database. Times are Unix milliseconds, passed in by the caller.
 
 mod checkpoint;
+#[cfg(test)]
+pub(crate) mod contract;
 pub mod sqlite;
+mod sqlite_bounds;
 pub mod thread;
 
 pub use sqlite::SqliteStore;
 pub use thread::StoreThread;
+
+use crate::config::SendCaps;
 
 /// A user: a name and the phone new tokens send to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,21 +50,6 @@ pub struct TokenRow {
     pub created: i64,
 }
 
-/// An open or used challenge.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChallengeRow {
-    pub transaction_id: String,
-    pub serial: String,
-    pub user: String,
-    pub client: String,
-    pub counter: u64,
-    pub created: i64,
-    pub expires: i64,
-    pub attempts: u32,
-    pub sends: u32,
-    pub used: bool,
-}
-
 /// One decision, as the audit trail keeps it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct AuditRow {
@@ -81,8 +71,246 @@ pub struct AuditRow {
     pub attributes: Vec<String>,
 }
 
-/// A challenge with its user and token; None where the user or token is gone.
-pub type ChallengeView = (ChallengeRow, Option<(UserRow, TokenRow)>);
+/// What failure claims are decided against (`[lockout]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureRules {
+    pub max_failures: u32,
+    /// A lock clears itself this long after it was set; 0 = only an admin unlocks.
+    pub clear_after_ms: i64,
+    /// Whether the check being claimed counts as a failure until refunded (a wrong PIN
+    /// counts only with `count_wrong_pin`).
+    pub count: bool,
+}
+
+/// What a failure claim found on one token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClaim {
+    /// The check may run. `locked_now`: this claim reached `max_failures` and locked the
+    /// token (lifted again if it is refunded).
+    Claimed {
+        locked_now: bool,
+        lock_cleared: bool,
+    },
+    /// Not counted (`count` false), but the token is usable.
+    Usable {
+        lock_cleared: bool,
+    },
+    Refused(Unusable),
+    /// No such token.
+    Missing,
+}
+
+impl FailureClaim {
+    /// Whether the token's PIN may be checked.
+    pub fn allows_check(&self) -> bool {
+        matches!(
+            self,
+            FailureClaim::Claimed { .. } | FailureClaim::Usable { .. }
+        )
+    }
+
+    pub fn lock_cleared(&self) -> bool {
+        matches!(
+            self,
+            FailureClaim::Claimed {
+                lock_cleared: true,
+                ..
+            } | FailureClaim::Usable { lock_cleared: true }
+        )
+    }
+}
+
+/// Why a token may not be checked now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unusable {
+    Disabled,
+    Locked,
+}
+
+impl Unusable {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Unusable::Disabled => "token disabled",
+            Unusable::Locked => "token locked",
+        }
+    }
+}
+
+/// A right PIN's request for a challenge and its SMS.
+#[derive(Debug, Clone)]
+pub struct ChallengeStart<'a> {
+    /// The transaction id a new challenge gets.
+    pub transaction_id: &'a str,
+    pub serial: &'a str,
+    pub user: &'a str,
+    pub client: &'a str,
+    /// E.164, for the per-phone cap.
+    pub phone: &'a str,
+    pub now: i64,
+    /// When a new challenge expires.
+    pub expires: i64,
+    pub resend_interval_ms: i64,
+    pub caps: SendCaps,
+}
+
+/// What `open_challenge` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    /// A new challenge; its SMS send is claimed.
+    New(OpenChallenge),
+    /// The token's challenge was already open: answer with it again.
+    Again(OpenChallenge, Resend),
+    /// No challenge was open and a cap stops the SMS: nothing stored.
+    Limited(Limit),
+}
+
+/// A challenge that is open, as a PIN-only request answers with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenChallenge {
+    pub transaction_id: String,
+    pub counter: u64,
+    pub expires: i64,
+}
+
+/// Whether an open challenge's SMS goes out again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resend {
+    /// The send is claimed: send the same code again.
+    Claimed,
+    /// Sent less than `resend_interval` ago.
+    TooSoon,
+    Limited(Limit),
+}
+
+/// The SMS cap that stopped a send (`[limits]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    PerTokenHour,
+    PerTokenDay,
+    PerPhoneHour,
+    PerClientMinute,
+    GlobalMinute,
+    GlobalDay,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 6] = [
+        Limit::PerTokenHour,
+        Limit::PerTokenDay,
+        Limit::PerPhoneHour,
+        Limit::PerClientMinute,
+        Limit::GlobalMinute,
+        Limit::GlobalDay,
+    ];
+
+    /// The `[limits]` key.
+    pub fn key(self) -> &'static str {
+        match self {
+            Limit::PerTokenHour => "per_token_hour",
+            Limit::PerTokenDay => "per_token_day",
+            Limit::PerPhoneHour => "per_phone_hour",
+            Limit::PerClientMinute => "per_client_minute",
+            Limit::GlobalMinute => "global_minute",
+            Limit::GlobalDay => "global_day",
+        }
+    }
+
+    /// The cap configured for it (0 = none) and its window in milliseconds.
+    pub fn cap(self, caps: &SendCaps) -> (u32, i64) {
+        const MINUTE: i64 = 60_000;
+        const HOUR: i64 = 60 * MINUTE;
+        const DAY: i64 = 24 * HOUR;
+        match self {
+            Limit::PerTokenHour => (caps.per_token_hour, HOUR),
+            Limit::PerTokenDay => (caps.per_token_day, DAY),
+            Limit::PerPhoneHour => (caps.per_phone_hour, HOUR),
+            Limit::PerClientMinute => (caps.per_client_minute, MINUTE),
+            Limit::GlobalMinute => (caps.global_minute, MINUTE),
+            Limit::GlobalDay => (caps.global_day, DAY),
+        }
+    }
+}
+
+/// Which challenge an answer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChallengeRef<'a> {
+    /// State + OTP: the transaction id.
+    Transaction(&'a str),
+    /// PIN + OTP: the token's one open challenge.
+    OpenOf(&'a str),
+}
+
+/// An answer to claim and check.
+#[derive(Debug, Clone)]
+pub struct AnswerClaim<'a> {
+    pub target: ChallengeRef<'a>,
+    /// User-Name of the request; a challenge of another user is refused.
+    pub user: &'a str,
+    /// `Keys::code_mac` of the code the user typed.
+    pub code_mac: &'a [u8],
+    pub now: i64,
+    pub max_attempts: u32,
+    pub failures: FailureRules,
+    /// PIN + OTP: the request's PIN check already holds a failure claim on the token, which
+    /// becomes this answer's instead of a second one.
+    pub claim_held: bool,
+}
+
+/// What `answer_challenge` decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub outcome: AnswerOutcome,
+    /// The challenge's token, if the challenge was found.
+    pub serial: Option<String>,
+    /// Its user and token as read before the answer; None if unknown or gone.
+    pub owner: Option<(UserRow, TokenRow)>,
+    /// The token's expired lock was cleared on the way.
+    pub lock_cleared: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnswerOutcome {
+    /// Right code: the challenge is consumed; the user's reply attributes.
+    Accepted { attributes: Vec<String> },
+    /// Wrong code, compared as attempt `attempts`. `ended`: no attempt is left or the token
+    /// locked, so the challenge is consumed. `locked_now`: this failure locked the token.
+    Wrong {
+        attempts: u32,
+        ended: bool,
+        locked_now: bool,
+        expires: i64,
+    },
+    /// Not compared.
+    Refused(Refusal),
+}
+
+/// Why an answer was refused without comparing its code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    UnknownChallenge,
+    NoOpenChallenge,
+    OtherUser,
+    Used,
+    Expired,
+    NoAttemptsLeft,
+    TokenGone,
+    Unusable(Unusable),
+}
+
+impl Refusal {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::UnknownChallenge => "unknown challenge",
+            Refusal::NoOpenChallenge => "PIN right, no open challenge",
+            Refusal::OtherUser => "challenge belongs to another user",
+            Refusal::Used => "challenge already used",
+            Refusal::Expired => "challenge expired",
+            Refusal::NoAttemptsLeft => "challenge has no attempts left",
+            Refusal::TokenGone => "token of the challenge was deleted",
+            Refusal::Unusable(why) => why.reason(),
+        }
+    }
+}
 
 /// A gateway's breaker as the running server last recorded it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -135,41 +363,45 @@ pub trait Store: Send + Sync {
     fn tokens(&self, user: Option<&str>) -> StoreResult<Vec<TokenRow>>;
     /// The user and their tokens in one read, for a login.
     fn login_view(&self, user: &str) -> StoreResult<Option<(UserRow, Vec<TokenRow>)>>;
+    /// Disabling a token also ends its open challenge.
     fn set_disabled(&self, serial: &str, disabled: bool) -> StoreResult<bool>;
     /// Clears the fail counter and the lock.
     fn unlock(&self, serial: &str) -> StoreResult<bool>;
     fn delete_token(&self, serial: &str) -> StoreResult<bool>;
+    /// A new PIN also ends the token's open challenge.
     fn set_pin_hash(&self, serial: &str, pin_hash: &str) -> StoreResult<bool>;
-    /// Adds one failure to each token; locks (at `now`) those reaching `max_failures` and
-    /// returns the serials locked by this call.
-    fn record_failure(
+    /// The distinct OTP lengths of all tokens, ascending: which splits of a password into
+    /// PIN + OTP a login tries, the same for every user.
+    fn otp_lengths(&self) -> StoreResult<Vec<u32>>;
+    /// Claims one failed check on each token before its PIN is checked (DESIGN section 8), in
+    /// one transaction, and returns a claim per serial, in order. A claim is refused for a
+    /// disabled or locked token and once `max_failures` claims are counted; an expired lock
+    /// is cleared on the way. With `rules.count` false nothing is counted, usability only.
+    fn claim_failures(
         &self,
         serials: &[String],
-        max_failures: u32,
         now: i64,
-    ) -> StoreResult<Vec<String>>;
-
-    /// Takes the token's counter and stores the challenge with it, in one transaction;
-    /// returns the counter (the `counter` field of `challenge` is ignored).
-    fn start_challenge(&self, challenge: &ChallengeRow) -> StoreResult<u64>;
-    /// A challenge with its user and token (None if either is gone), in one read.
-    fn challenge_view(&self, transaction_id: &str) -> StoreResult<Option<ChallengeView>>;
-    /// A login succeeded: consumes the challenge (None if it was already used), resets the
-    /// token's fail counter and returns the user's reply attributes, in one transaction.
-    fn finish_login(
+        rules: &FailureRules,
+    ) -> StoreResult<Vec<FailureClaim>>;
+    /// Gives back claims whose check succeeded; a lock their count had set is lifted.
+    fn refund_failures(&self, serials: &[String], max_failures: u32) -> StoreResult<()>;
+    /// The PIN was right: returns the token's one open challenge, or opens one (taking the
+    /// token's counter and storing `code_mac(counter)`), and claims the SMS send against the
+    /// resend interval and the caps, all in one transaction (DESIGN section 8).
+    fn open_challenge(
         &self,
-        transaction_id: &str,
-        serial: &str,
-        user: &str,
-    ) -> StoreResult<Option<Vec<String>>>;
-    /// Unused, unexpired challenges of a token.
-    fn open_challenges(&self, serial: &str, now: i64) -> StoreResult<Vec<ChallengeRow>>;
-    /// Marks a challenge used; true only for the one call that changed it.
-    fn consume_challenge(&self, transaction_id: &str) -> StoreResult<bool>;
-    /// Counts a wrong answer on an open challenge and returns the attempts so far.
-    fn add_attempt(&self, transaction_id: &str) -> StoreResult<u32>;
+        start: &ChallengeStart<'_>,
+        code_mac: &dyn Fn(u64) -> Vec<u8>,
+    ) -> StoreResult<Started>;
+    /// Answers a challenge, in one transaction: checks that it is open, unexpired, of this
+    /// user, below `max_attempts`, and its token usable; claims the attempt (and a failure,
+    /// unless the request holds one); compares the code's MAC; consumes the challenge on a
+    /// right code and resets the fail counter, or counts the failure and ends the challenge
+    /// when no attempt is left or the token locked.
+    fn answer_challenge(&self, claim: &AnswerClaim<'_>) -> StoreResult<Answer>;
     fn delete_challenge(&self, transaction_id: &str) -> StoreResult<()>;
-    /// Deletes challenges that expired before `before`; returns how many.
+    /// Deletes challenges that expired before `before`, and SMS send records older than a
+    /// day before it (no cap looks further back); returns how many challenges.
     fn purge_challenges(&self, before: i64) -> StoreResult<usize>;
 
     fn append_audit(&self, row: &AuditRow) -> StoreResult<()>;

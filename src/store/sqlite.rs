@@ -10,9 +10,10 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::checkpoint::Checkpointer;
+use super::sqlite_bounds;
 use super::{
-    AuditRow, ChallengeRow, ChallengeView, GatewayStateRow, Store, StoreError, StoreResult,
-    TokenRow, UserRow,
+    Answer, AnswerClaim, AuditRow, ChallengeStart, FailureClaim, FailureRules, GatewayStateRow,
+    Started, Store, StoreError, StoreResult, TokenRow, UserRow,
 };
 
 /// Schema steps; entry N brings `user_version` from N to N + 1. Never edit a shipped step.
@@ -90,6 +91,26 @@ const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE audit ADD COLUMN attributes TEXT;
 "#,
+    // The attack bounds (DESIGN section 8). Challenges opened before carry no code MAC and
+    // could not be answered, so they end here; that also lets the index below hold.
+    r#"
+    UPDATE challenges SET used = 1 WHERE used = 0;
+    ALTER TABLE challenges ADD COLUMN otp_mac BLOB;
+    ALTER TABLE challenges ADD COLUMN last_sent INTEGER NOT NULL DEFAULT 0;
+    CREATE UNIQUE INDEX challenges_one_open ON challenges(serial) WHERE used = 0;
+    CREATE TABLE sms_sends (
+        id      INTEGER PRIMARY KEY,
+        time    INTEGER NOT NULL,
+        serial  TEXT,
+        phone   TEXT NOT NULL,
+        client  TEXT NOT NULL
+    );
+    CREATE INDEX sms_sends_time ON sms_sends(time);
+    CREATE INDEX sms_sends_serial ON sms_sends(serial, time);
+    CREATE INDEX sms_sends_phone ON sms_sends(phone, time);
+    CREATE INDEX sms_sends_client ON sms_sends(client, time);
+    CREATE INDEX tokens_otp_length ON tokens(otp_length);
+"#,
 ];
 
 pub struct SqliteStore {
@@ -157,6 +178,19 @@ impl SqliteStore {
         })
     }
 
+    /// Runs `step` in one IMMEDIATE transaction: the write lock is taken at BEGIN, so no
+    /// other writer of the file (the CLI) can change what `step` read before it commits.
+    fn immediate<T>(
+        &self,
+        step: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let result = step(&tx)?;
+        tx.commit()?;
+        Ok(result)
+    }
+
     fn db(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (each statement is
         // atomic), so a poisoned lock is still usable.
@@ -168,9 +202,6 @@ impl SqliteStore {
 
 const TOKEN_COLUMNS: &str = "serial, user, phone, pin_hash, sealed_seed, counter, otp_length, fail_count, \
                              locked_at, disabled, gateway, created";
-const CHALLENGE_COLUMNS: &str =
-    "transaction_id, serial, user, client, counter, created, expires, attempts, sends, used";
-
 fn token_from(row: &Row<'_>) -> rusqlite::Result<TokenRow> {
     Ok(TokenRow {
         serial: row.get(0)?,
@@ -197,19 +228,23 @@ fn user_from(row: &Row<'_>) -> rusqlite::Result<UserRow> {
     })
 }
 
-fn challenge_from(row: &Row<'_>) -> rusqlite::Result<ChallengeRow> {
-    Ok(ChallengeRow {
-        transaction_id: row.get(0)?,
-        serial: row.get(1)?,
-        user: row.get(2)?,
-        client: row.get(3)?,
-        counter: row.get::<_, i64>(4)?.max(0) as u64,
-        created: row.get(5)?,
-        expires: row.get(6)?,
-        attempts: row.get(7)?,
-        sends: row.get(8)?,
-        used: row.get(9)?,
-    })
+/// A user and one of their tokens, read in the caller's transaction.
+pub(super) fn owner(
+    db: &Connection,
+    user: &str,
+    serial: &str,
+) -> rusqlite::Result<Option<(UserRow, TokenRow)>> {
+    let user = db
+        .prepare_cached("SELECT name, phone, created, user_group FROM users WHERE name = ?1")?
+        .query_row([user], user_from)
+        .optional()?;
+    let token = db
+        .prepare_cached(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE serial = ?1"
+        ))?
+        .query_row([serial], token_from)
+        .optional()?;
+    Ok(user.zip(token))
 }
 
 fn audit_from(row: &Row<'_>) -> rusqlite::Result<AuditRow> {
@@ -231,6 +266,13 @@ fn audit_from(row: &Row<'_>) -> rusqlite::Result<AuditRow> {
             .and_then(|json| serde_json::from_str(&json).ok())
             .unwrap_or_default(),
     })
+}
+
+/// Ends a token's open challenge, if it has one.
+fn end_open_challenge(tx: &rusqlite::Transaction<'_>, serial: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached("UPDATE challenges SET used = 1 WHERE serial = ?1 AND used = 0")?
+        .execute([serial])?;
+    Ok(())
 }
 
 fn conflict_or(e: rusqlite::Error, what: String) -> StoreError {
@@ -406,10 +448,16 @@ impl Store for SqliteStore {
     }
 
     fn set_disabled(&self, serial: &str, disabled: bool) -> StoreResult<bool> {
-        Ok(self.db().execute(
-            "UPDATE tokens SET disabled = ?2 WHERE serial = ?1",
-            params![serial, disabled],
-        )? > 0)
+        self.immediate(|tx| {
+            let changed = tx.execute(
+                "UPDATE tokens SET disabled = ?2 WHERE serial = ?1",
+                params![serial, disabled],
+            )?;
+            if disabled {
+                end_open_challenge(tx, serial)?;
+            }
+            Ok(changed > 0)
+        })
     }
 
     fn unlock(&self, serial: &str) -> StoreResult<bool> {
@@ -427,142 +475,65 @@ impl Store for SqliteStore {
     }
 
     fn set_pin_hash(&self, serial: &str, pin_hash: &str) -> StoreResult<bool> {
-        Ok(self.db().execute(
-            "UPDATE tokens SET pin_hash = ?2 WHERE serial = ?1",
-            [serial, pin_hash],
-        )? > 0)
-    }
-
-    fn record_failure(
-        &self,
-        serials: &[String],
-        max_failures: u32,
-        now: i64,
-    ) -> StoreResult<Vec<String>> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        let mut locked = Vec::new();
-        {
-            let mut statement = tx.prepare_cached(
-                "UPDATE tokens SET fail_count = fail_count + 1,
-                    locked_at = CASE WHEN locked_at IS NULL AND fail_count + 1 >= ?2 THEN ?3 ELSE locked_at END
-                 WHERE serial = ?1 RETURNING locked_at IS ?3",
+        self.immediate(|tx| {
+            let changed = tx.execute(
+                "UPDATE tokens SET pin_hash = ?2 WHERE serial = ?1",
+                [serial, pin_hash],
             )?;
-            for serial in serials {
-                let newly: Option<bool> = statement
-                    .query_row(params![serial, max_failures, now], |r| r.get(0))
-                    .optional()?;
-                if newly == Some(true) {
-                    locked.push(serial.clone());
-                }
-            }
-        }
-        tx.commit()?;
-        Ok(locked)
+            end_open_challenge(tx, serial)?;
+            Ok(changed > 0)
+        })
     }
 
-    fn start_challenge(&self, c: &ChallengeRow) -> StoreResult<u64> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        let counter: Option<i64> = tx
-            .prepare_cached(
-                "UPDATE tokens SET counter = counter + 1 WHERE serial = ?1 RETURNING counter - 1",
-            )?
-            .query_row([&c.serial], |r| r.get(0))
-            .optional()?;
-        let counter =
-            counter.ok_or_else(|| StoreError::NotFound(format!("token '{}'", c.serial)))?;
-        tx.prepare_cached(&format!(
-            "INSERT INTO challenges ({CHALLENGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-        ))?
-        .execute(params![c.transaction_id, c.serial, c.user, c.client, counter, c.created, c.expires, c.attempts, c.sends, c.used])
-        .map_err(|e| conflict_or(e, format!("challenge '{}'", c.transaction_id)))?;
-        tx.commit()?;
-        Ok(counter.max(0) as u64)
-    }
-
-    fn challenge_view(&self, transaction_id: &str) -> StoreResult<Option<ChallengeView>> {
+    fn otp_lengths(&self) -> StoreResult<Vec<u32>> {
+        // A skip scan over the index: one seek per distinct length, not a read of every token.
         let db = self.db();
-        let challenge = db
-            .prepare_cached(&format!(
-                "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE transaction_id = ?1"
-            ))?
-            .query_row([transaction_id], challenge_from)
-            .optional()?;
-        let Some(challenge) = challenge else {
-            return Ok(None);
-        };
-        let user = db
-            .prepare_cached("SELECT name, phone, created, user_group FROM users WHERE name = ?1")?
-            .query_row([&challenge.user], user_from)
-            .optional()?;
-        let token = db
-            .prepare_cached(&format!(
-                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE serial = ?1"
-            ))?
-            .query_row([&challenge.serial], token_from)
-            .optional()?;
-        Ok(Some((challenge, user.zip(token))))
-    }
-
-    fn finish_login(
-        &self,
-        transaction_id: &str,
-        serial: &str,
-        user: &str,
-    ) -> StoreResult<Option<Vec<String>>> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        let consumed = tx
-            .prepare_cached(
-                "UPDATE challenges SET used = 1 WHERE transaction_id = ?1 AND used = 0",
-            )?
-            .execute([transaction_id])?;
-        if consumed == 0 {
-            return Ok(None);
-        }
-        tx.prepare_cached(
-            "UPDATE tokens SET fail_count = 0 WHERE serial = ?1 AND fail_count <> 0",
-        )?
-        .execute([serial])?;
-        let attributes = tx
-            .prepare_cached(
-                "SELECT attribute FROM user_attributes WHERE user = ?1 ORDER BY position",
-            )?
-            .query_map([user], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        tx.commit()?;
-        Ok(Some(attributes))
-    }
-
-    fn open_challenges(&self, serial: &str, now: i64) -> StoreResult<Vec<ChallengeRow>> {
-        let db = self.db();
-        let mut statement = db.prepare_cached(&format!(
-            "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE serial = ?1 AND used = 0 AND expires > ?2 ORDER BY created"
-        ))?;
+        let mut statement = db.prepare_cached(
+            "WITH RECURSIVE lengths(n) AS (
+                 SELECT MIN(otp_length) FROM tokens
+                 UNION ALL
+                 SELECT (SELECT MIN(otp_length) FROM tokens WHERE otp_length > n) FROM lengths
+                 WHERE n IS NOT NULL
+             )
+             SELECT n FROM lengths WHERE n IS NOT NULL",
+        )?;
         let rows = statement
-            .query_map(params![serial, now], challenge_from)?
+            .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         Ok(rows)
     }
 
-    fn consume_challenge(&self, transaction_id: &str) -> StoreResult<bool> {
-        let db = self.db();
-        let mut statement = db.prepare_cached(
-            "UPDATE challenges SET used = 1 WHERE transaction_id = ?1 AND used = 0",
-        )?;
-        Ok(statement.execute([transaction_id])? > 0)
+    fn claim_failures(
+        &self,
+        serials: &[String],
+        now: i64,
+        rules: &FailureRules,
+    ) -> StoreResult<Vec<FailureClaim>> {
+        self.immediate(|tx| {
+            serials
+                .iter()
+                .map(|serial| Ok(sqlite_bounds::claim_failure(tx, serial, now, rules)?))
+                .collect()
+        })
     }
 
-    fn add_attempt(&self, transaction_id: &str) -> StoreResult<u32> {
-        let db = self.db();
-        let mut statement = db.prepare_cached(
-            "UPDATE challenges SET attempts = attempts + 1 WHERE transaction_id = ?1 RETURNING attempts",
-        )?;
-        let attempts: Option<u32> = statement
-            .query_row([transaction_id], |r| r.get(0))
-            .optional()?;
-        attempts.ok_or_else(|| StoreError::NotFound(format!("challenge '{transaction_id}'")))
+    fn refund_failures(&self, serials: &[String], max_failures: u32) -> StoreResult<()> {
+        if serials.is_empty() {
+            return Ok(());
+        }
+        self.immediate(|tx| Ok(sqlite_bounds::refund_failures(tx, serials, max_failures)?))
+    }
+
+    fn open_challenge(
+        &self,
+        start: &ChallengeStart<'_>,
+        code_mac: &dyn Fn(u64) -> Vec<u8>,
+    ) -> StoreResult<Started> {
+        self.immediate(|tx| sqlite_bounds::open_challenge(tx, start, code_mac))
+    }
+
+    fn answer_challenge(&self, claim: &AnswerClaim<'_>) -> StoreResult<Answer> {
+        self.immediate(|tx| sqlite_bounds::answer_challenge(tx, claim))
     }
 
     fn delete_challenge(&self, transaction_id: &str) -> StoreResult<()> {
@@ -574,9 +545,13 @@ impl Store for SqliteStore {
     }
 
     fn purge_challenges(&self, before: i64) -> StoreResult<usize> {
-        Ok(self
-            .db()
-            .execute("DELETE FROM challenges WHERE expires < ?1", [before])?)
+        const DAY_MS: i64 = 24 * 3600 * 1000;
+        let db = self.db();
+        db.execute(
+            "DELETE FROM sms_sends WHERE time < ?1",
+            [before.saturating_sub(DAY_MS)],
+        )?;
+        Ok(db.execute("DELETE FROM challenges WHERE expires < ?1", [before])?)
     }
 
     fn append_audit(&self, a: &AuditRow) -> StoreResult<()> {
@@ -682,160 +657,52 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
-    fn store_with_token() -> SqliteStore {
-        let store = SqliteStore::in_memory().unwrap();
-        store
-            .add_user(&UserRow {
-                name: "alice".into(),
-                phone: "+4917012345".into(),
-                created: 1,
-                group: None,
-            })
+    #[test]
+    fn keeps_the_store_contract() {
+        super::super::contract::run_all(&|| Box::new(SqliteStore::in_memory().unwrap()));
+    }
+
+    /// Several connections to one file, as the server and the CLI are: IMMEDIATE
+    /// transactions make each claim one step for all of them.
+    #[test]
+    fn attempts_hold_across_connections_under_a_burst() {
+        use super::super::contract::{answer, enroll, mac, start};
+        use super::super::{AnswerOutcome, ChallengeRef};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("otpgate.db");
+        let first = SqliteStore::open(&path).unwrap();
+        enroll(&first, "alice", "S1", "+491701234567");
+        first
+            .open_challenge(&start("t1", "S1", "alice", 1_000), &mac)
             .unwrap();
-        store
-            .add_token(&TokenRow {
-                serial: "SMS0001".into(),
-                user: "alice".into(),
-                phone: None,
-                pin_hash: "h".into(),
-                sealed_seed: vec![1, 2, 3],
-                counter: 0,
-                otp_length: 6,
-                fail_count: 0,
-                locked_at: None,
-                disabled: false,
-                gateway: None,
-                created: 1,
-            })
-            .unwrap();
-        store
-    }
-
-    fn challenge(tid: &str, expires: i64) -> ChallengeRow {
-        ChallengeRow {
-            transaction_id: tid.into(),
-            serial: "SMS0001".into(),
-            user: "alice".into(),
-            client: "vpn".into(),
-            counter: 0,
-            created: 0,
-            expires,
-            attempts: 0,
-            sends: 1,
-            used: false,
-        }
-    }
-
-    #[test]
-    fn a_challenge_takes_the_counter_and_a_login_consumes_it_once() {
-        let store = store_with_token();
-        store
-            .set_user_attributes("alice", &["Filter-Id=x".to_string()])
-            .unwrap();
-        store
-            .record_failure(&["SMS0001".to_string()], 10, 1)
-            .unwrap();
-        assert_eq!(store.start_challenge(&challenge("t1", 100)).unwrap(), 0);
-        assert_eq!(store.start_challenge(&challenge("t2", 100)).unwrap(), 1);
-        let (row, owner) = store.challenge_view("t2").unwrap().unwrap();
-        assert_eq!(row.counter, 1);
-        let (user, token) = owner.unwrap();
+        let compared = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    let store = SqliteStore::open(&path).unwrap();
+                    for _ in 0..50 {
+                        let wrong = b"wrong".to_vec();
+                        let claim = answer(ChallengeRef::Transaction("t1"), "alice", &wrong, 2_000);
+                        if let AnswerOutcome::Wrong { .. } =
+                            store.answer_challenge(&claim).unwrap().outcome
+                        {
+                            compared.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
         assert_eq!(
-            (user.name.as_str(), token.serial.as_str(), token.fail_count),
-            ("alice", "SMS0001", 1)
+            compared.into_inner(),
+            3,
+            "max_attempts comparisons, of 400 tries"
         );
-        assert_eq!(
-            store.finish_login("t2", "SMS0001", "alice").unwrap(),
-            Some(vec!["Filter-Id=x".to_string()])
-        );
-        assert_eq!(
-            store.finish_login("t2", "SMS0001", "alice").unwrap(),
-            None,
-            "once"
-        );
-        assert_eq!(store.token("SMS0001").unwrap().unwrap().fail_count, 0);
-        assert!(store.challenge_view("nope").unwrap().is_none());
-    }
-
-    #[test]
-    fn counters_advance_once_per_challenge() {
-        let store = store_with_token();
-        assert_eq!(store.start_challenge(&challenge("t1", 100)).unwrap(), 0);
-        assert_eq!(store.start_challenge(&challenge("t2", 100)).unwrap(), 1);
-        assert_eq!(store.token("SMS0001").unwrap().unwrap().counter, 2);
-        let mut orphan = challenge("t3", 100);
-        orphan.serial = "nope".into();
-        assert!(matches!(
-            store.start_challenge(&orphan),
-            Err(StoreError::NotFound(_))
-        ));
-        assert!(
-            store.challenge_view("t3").unwrap().is_none(),
-            "nothing stored for a missing token"
-        );
-    }
-
-    #[test]
-    fn a_challenge_is_consumed_once() {
-        let store = store_with_token();
-        store.start_challenge(&challenge("t1", 100)).unwrap();
-        assert_eq!(store.open_challenges("SMS0001", 50).unwrap().len(), 1);
-        assert_eq!(
-            store.open_challenges("SMS0001", 100).unwrap().len(),
-            0,
-            "expired"
-        );
-        assert!(store.consume_challenge("t1").unwrap());
-        assert!(!store.consume_challenge("t1").unwrap());
-        assert_eq!(store.open_challenges("SMS0001", 50).unwrap().len(), 0);
-        assert_eq!(store.purge_challenges(101).unwrap(), 1);
-    }
-
-    #[test]
-    fn failures_lock_exactly_once_and_unlock_clears() {
-        let store = store_with_token();
-        let serials = vec!["SMS0001".to_string()];
-        assert!(store.record_failure(&serials, 2, 10).unwrap().is_empty());
-        assert_eq!(store.record_failure(&serials, 2, 11).unwrap(), serials);
-        assert!(
-            store.record_failure(&serials, 2, 12).unwrap().is_empty(),
-            "already locked"
-        );
-        let token = store.token("SMS0001").unwrap().unwrap();
-        assert_eq!((token.fail_count, token.locked_at), (3, Some(11)));
-        assert!(store.unlock("SMS0001").unwrap());
-        let token = store.token("SMS0001").unwrap().unwrap();
-        assert_eq!((token.fail_count, token.locked_at), (0, None));
-    }
-
-    #[test]
-    fn deleting_a_user_removes_tokens_and_challenges() {
-        let store = store_with_token();
-        store.start_challenge(&challenge("t1", 100)).unwrap();
-        assert!(store.delete_user("alice").unwrap());
-        assert!(store.token("SMS0001").unwrap().is_none());
-        assert!(store.challenge_view("t1").unwrap().is_none());
-        assert!(matches!(
-            store
-                .add_user(&UserRow {
-                    name: "bob".into(),
-                    phone: "+1".into(),
-                    created: 0,
-                    group: None,
-                })
-                .and_then(|_| store.add_user(&UserRow {
-                    name: "bob".into(),
-                    phone: "+1".into(),
-                    created: 0,
-                    group: None,
-                })),
-            Err(StoreError::Conflict(_))
-        ));
     }
 
     #[test]
     fn user_attributes_are_replaced_in_order_and_go_with_the_user() {
-        let store = store_with_token();
+        let store = SqliteStore::in_memory().unwrap();
+        super::super::contract::enroll(&store, "alice", "S1", "+491701234567");
         let lines = vec!["Filter-Id=a".to_string(), "Class=0x01".to_string()];
         assert!(store.set_user_attributes("alice", &lines).unwrap());
         assert_eq!(store.user_attributes("alice").unwrap(), lines);

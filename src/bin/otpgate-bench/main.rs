@@ -193,7 +193,9 @@ fn main() -> anyhow::Result<()> {
                 },
             )
             .map_err(|e| anyhow::anyhow!(e))?;
-            let hash = pins.hash("4711").map_err(|e| anyhow::anyhow!(e))?;
+            let hash = pins
+                .hash_for("bench", "4711")
+                .map_err(|e| anyhow::anyhow!(e))?;
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             // One thread, as otpgate's PIN threads run it: memory kept between verifications.
             let each = 1.0 / verifications_per_second(&pins, &hash, count, 1, Memory::Kept);

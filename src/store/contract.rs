@@ -1,0 +1,579 @@
+//! The `Store` contract, written once over `&dyn Store` so that every backend runs the same
+//! checks of the attack bounds (DESIGN section 8): one open challenge per token, the resend
+//! interval and the caps, attempts and failures claimed before a comparison, locks that
+//! re-arm. Each check takes a fresh, empty store.
+
+use super::{
+    AnswerClaim, AnswerOutcome, ChallengeRef, ChallengeStart, FailureClaim, FailureRules, Limit,
+    Refusal, Resend, Started, Store, TokenRow, Unusable, UserRow,
+};
+use crate::config::SendCaps;
+
+pub const MINUTE: i64 = 60_000;
+const RULES: FailureRules = FailureRules {
+    max_failures: 3,
+    clear_after_ms: 10 * MINUTE,
+    count: true,
+};
+
+/// Adds user `name` with token `serial` (6-digit codes) sending to `phone`.
+pub fn enroll(store: &dyn Store, name: &str, serial: &str, phone: &str) {
+    if store.user(name).unwrap().is_none() {
+        store
+            .add_user(&UserRow {
+                name: name.into(),
+                phone: phone.into(),
+                created: 1,
+                group: None,
+            })
+            .unwrap();
+    }
+    store
+        .add_token(&TokenRow {
+            serial: serial.into(),
+            user: name.into(),
+            phone: Some(phone.into()),
+            pin_hash: "h".into(),
+            sealed_seed: vec![1, 2, 3],
+            counter: 0,
+            otp_length: 6,
+            fail_count: 0,
+            locked_at: None,
+            disabled: false,
+            gateway: None,
+            created: 1,
+        })
+        .unwrap();
+}
+
+/// A PIN-only request of `serial` at `now`, with a new transaction id `tid`.
+pub fn start<'a>(tid: &'a str, serial: &'a str, user: &'a str, now: i64) -> ChallengeStart<'a> {
+    ChallengeStart {
+        transaction_id: tid,
+        serial,
+        user,
+        client: "vpn",
+        phone: "+491701234567",
+        now,
+        expires: now + 5 * MINUTE,
+        resend_interval_ms: 30_000,
+        caps: SendCaps::default(),
+    }
+}
+
+/// The MAC a challenge at `counter` stores: the code is the counter, for the tests.
+pub fn mac(counter: u64) -> Vec<u8> {
+    format!("code-{counter}").into_bytes()
+}
+
+pub fn answer<'a>(
+    target: ChallengeRef<'a>,
+    user: &'a str,
+    code: &'a [u8],
+    now: i64,
+) -> AnswerClaim<'a> {
+    AnswerClaim {
+        target,
+        user,
+        code_mac: code,
+        now,
+        max_attempts: 3,
+        failures: RULES,
+        claim_held: false,
+    }
+}
+
+fn opened(started: Started) -> (String, u64) {
+    match started {
+        Started::New(open) => (open.transaction_id, open.counter),
+        other => panic!("expected a new challenge, got {other:?}"),
+    }
+}
+
+pub fn a_token_has_one_open_challenge_and_resends_wait(store: &dyn Store) {
+    enroll(store, "alice", "S1", "+491701234567");
+    let now = 1_000_000;
+    let (tid, counter) = opened(
+        store
+            .open_challenge(&start("t1", "S1", "alice", now), &mac)
+            .unwrap(),
+    );
+    assert_eq!((tid.as_str(), counter), ("t1", 0));
+    match store
+        .open_challenge(&start("t2", "S1", "alice", now + 1_000), &mac)
+        .unwrap()
+    {
+        Started::Again(open, Resend::TooSoon) => {
+            assert_eq!((open.transaction_id.as_str(), open.counter), ("t1", 0))
+        }
+        other => panic!("{other:?}"),
+    }
+    match store
+        .open_challenge(&start("t3", "S1", "alice", now + 31_000), &mac)
+        .unwrap()
+    {
+        Started::Again(open, Resend::Claimed) => assert_eq!(open.transaction_id, "t1"),
+        other => panic!("{other:?}"),
+    }
+    // Expired: the next PIN opens a new challenge with the next counter.
+    let later = now + 6 * MINUTE;
+    let (tid, counter) = opened(
+        store
+            .open_challenge(&start("t4", "S1", "alice", later), &mac)
+            .unwrap(),
+    );
+    assert_eq!((tid.as_str(), counter), ("t4", 1));
+    assert_eq!(store.token("S1").unwrap().unwrap().counter, 2);
+}
+
+pub fn sending_caps_stop_sms_per_token_phone_client_and_globally(store: &dyn Store) {
+    enroll(store, "alice", "S1", "+491701234567");
+    enroll(store, "bob", "S2", "+491701234567");
+    enroll(store, "carol", "S3", "+491709999999");
+    let cases = [
+        (
+            SendCaps {
+                per_token_hour: 2,
+                ..SendCaps::default()
+            },
+            Limit::PerTokenHour,
+        ),
+        (
+            SendCaps {
+                per_token_day: 2,
+                ..SendCaps::default()
+            },
+            Limit::PerTokenDay,
+        ),
+        (
+            SendCaps {
+                per_phone_hour: 2,
+                ..SendCaps::default()
+            },
+            Limit::PerPhoneHour,
+        ),
+        (
+            SendCaps {
+                per_client_minute: 2,
+                ..SendCaps::default()
+            },
+            Limit::PerClientMinute,
+        ),
+        (
+            SendCaps {
+                global_minute: 2,
+                ..SendCaps::default()
+            },
+            Limit::GlobalMinute,
+        ),
+        (
+            SendCaps {
+                global_day: 2,
+                ..SendCaps::default()
+            },
+            Limit::GlobalDay,
+        ),
+    ];
+    for (round, (caps, limit)) in cases.into_iter().enumerate() {
+        // Each round far from the last, so earlier sends are outside every window.
+        let now = 10_000_000_000 + round as i64 * 10 * 24 * 60 * MINUTE;
+        let tids: Vec<String> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|t| format!("{t}{round}"))
+            .collect();
+        // Sends 2 s apart, all inside the shortest window.
+        let at = |i: usize, serial, user, phone, t| ChallengeStart {
+            phone,
+            caps,
+            resend_interval_ms: 1_000,
+            ..start(&tids[i], serial, user, t)
+        };
+        let first = store
+            .open_challenge(&at(0, "S1", "alice", "+491701234567", now), &mac)
+            .unwrap();
+        assert!(matches!(first, Started::New(_)), "{limit:?}: {first:?}");
+        let again = store
+            .open_challenge(&at(1, "S1", "alice", "+491701234567", now + 2_000), &mac)
+            .unwrap();
+        assert!(
+            matches!(again, Started::Again(_, Resend::Claimed)),
+            "{limit:?}: {again:?}"
+        );
+        let third = store
+            .open_challenge(&at(2, "S1", "alice", "+491701234567", now + 4_000), &mac)
+            .unwrap();
+        // Whatever the cap counts, alice's own third send is over it.
+        let expected_third = Started::Again(
+            super::OpenChallenge {
+                transaction_id: tids[0].clone(),
+                counter: round as u64,
+                expires: now + 5 * MINUTE,
+            },
+            Resend::Limited(limit),
+        );
+        assert_eq!(third, expected_third, "{limit:?}");
+        // bob shares alice's phone; carol shares nothing but the client and the deployment.
+        let bob = store
+            .open_challenge(&at(3, "S2", "bob", "+491701234567", now + 5_000), &mac)
+            .unwrap();
+        let carol = store
+            .open_challenge(&at(4, "S3", "carol", "+491709999999", now + 6_000), &mac)
+            .unwrap();
+        let stopped = |s: &Started| matches!(s, Started::Limited(l) if *l == limit);
+        match limit {
+            Limit::PerTokenHour | Limit::PerTokenDay => {
+                assert!(matches!(bob, Started::New(_)), "{limit:?}: {bob:?}");
+                assert!(matches!(carol, Started::New(_)), "{limit:?}: {carol:?}");
+            }
+            Limit::PerPhoneHour => {
+                assert!(stopped(&bob), "{limit:?}: {bob:?}");
+                assert!(matches!(carol, Started::New(_)), "{limit:?}: {carol:?}");
+            }
+            _ => {
+                assert!(stopped(&bob), "{limit:?}: {bob:?}");
+                assert!(stopped(&carol), "{limit:?}: {carol:?}");
+            }
+        }
+        // End every open challenge for the next round.
+        for serial in ["S1", "S2", "S3"] {
+            store.set_disabled(serial, true).unwrap();
+            store.set_disabled(serial, false).unwrap();
+        }
+    }
+}
+
+pub fn an_answer_is_compared_at_most_max_attempts_times_and_accepted_once(store: &dyn Store) {
+    enroll(store, "alice", "S1", "+491701234567");
+    enroll(store, "alice", "S2", "+491701234567");
+    let now = 1_000_000;
+    opened(
+        store
+            .open_challenge(&start("t1", "S1", "alice", now), &mac)
+            .unwrap(),
+    );
+    let right = mac(0);
+    let accepted = store
+        .answer_challenge(&answer(
+            ChallengeRef::Transaction("t1"),
+            "alice",
+            &right,
+            now + 1,
+        ))
+        .unwrap();
+    assert!(
+        matches!(accepted.outcome, AnswerOutcome::Accepted { .. }),
+        "{accepted:?}"
+    );
+    let again = store
+        .answer_challenge(&answer(
+            ChallengeRef::Transaction("t1"),
+            "alice",
+            &right,
+            now + 2,
+        ))
+        .unwrap();
+    assert_eq!(again.outcome, AnswerOutcome::Refused(Refusal::Used), "once");
+
+    opened(
+        store
+            .open_challenge(&start("t2", "S2", "alice", now), &mac)
+            .unwrap(),
+    );
+    let wrong = b"nope".to_vec();
+    let outcomes: Vec<AnswerOutcome> = (0..5)
+        .map(|i| {
+            store
+                .answer_challenge(&answer(
+                    ChallengeRef::Transaction("t2"),
+                    "alice",
+                    &wrong,
+                    now + i,
+                ))
+                .unwrap()
+                .outcome
+        })
+        .collect();
+    assert!(
+        matches!(
+            outcomes[0],
+            AnswerOutcome::Wrong {
+                attempts: 1,
+                ended: false,
+                ..
+            }
+        ),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(
+            outcomes[1],
+            AnswerOutcome::Wrong {
+                attempts: 2,
+                ended: false,
+                ..
+            }
+        ),
+        "{outcomes:?}"
+    );
+    // The third failure also reaches max_failures (3) and locks S2.
+    assert!(
+        matches!(
+            outcomes[2],
+            AnswerOutcome::Wrong {
+                attempts: 3,
+                ended: true,
+                locked_now: true,
+                ..
+            }
+        ),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[3], AnswerOutcome::Refused(Refusal::Used));
+    // The right code after the attempts ran out is refused too, without comparison.
+    let late = store
+        .answer_challenge(&answer(
+            ChallengeRef::Transaction("t2"),
+            "alice",
+            &mac(0),
+            now + 9,
+        ))
+        .unwrap();
+    assert_eq!(late.outcome, AnswerOutcome::Refused(Refusal::Used));
+    assert_eq!(store.token("S2").unwrap().unwrap().fail_count, 3);
+}
+
+pub fn answers_are_refused_for_other_users_expired_unknown_and_locked(store: &dyn Store) {
+    enroll(store, "alice", "S1", "+491701234567");
+    let now = 1_000_000;
+    let code = mac(0);
+    let refused = |store: &dyn Store, tid, user, at| {
+        store
+            .answer_challenge(&answer(ChallengeRef::Transaction(tid), user, &code, at))
+            .unwrap()
+            .outcome
+    };
+    assert_eq!(
+        refused(store, "nope", "alice", now),
+        AnswerOutcome::Refused(Refusal::UnknownChallenge)
+    );
+    opened(
+        store
+            .open_challenge(&start("t1", "S1", "alice", now), &mac)
+            .unwrap(),
+    );
+    assert_eq!(
+        refused(store, "t1", "bob", now),
+        AnswerOutcome::Refused(Refusal::OtherUser)
+    );
+    assert_eq!(
+        refused(store, "t1", "alice", now),
+        AnswerOutcome::Refused(Refusal::Used),
+        "another user's try ends it"
+    );
+    opened(
+        store
+            .open_challenge(&start("t2", "S1", "alice", now), &mac)
+            .unwrap(),
+    );
+    assert_eq!(
+        refused(store, "t2", "alice", now + 5 * MINUTE),
+        AnswerOutcome::Refused(Refusal::Expired)
+    );
+    // A locked token: its right code is not even compared.
+    opened(
+        store
+            .open_challenge(&start("t3", "S1", "alice", now + 6 * MINUTE), &mac)
+            .unwrap(),
+    );
+    let serials = vec!["S1".to_string()];
+    for _ in 0..3 {
+        store.claim_failures(&serials, now, &RULES).unwrap();
+    }
+    let code = mac(1);
+    let locked = store
+        .answer_challenge(&answer(
+            ChallengeRef::Transaction("t3"),
+            "alice",
+            &code,
+            now + 6 * MINUTE + 1,
+        ))
+        .unwrap();
+    assert_eq!(
+        locked.outcome,
+        AnswerOutcome::Refused(Refusal::Unusable(Unusable::Locked))
+    );
+    // PIN + OTP with no open challenge.
+    let none = store
+        .answer_challenge(&answer(ChallengeRef::OpenOf("S1"), "alice", &code, now))
+        .unwrap();
+    assert_eq!(
+        none.outcome,
+        AnswerOutcome::Refused(Refusal::NoOpenChallenge)
+    );
+}
+
+pub fn failure_claims_lock_at_max_and_the_lock_re_arms(store: &dyn Store) {
+    enroll(store, "alice", "S1", "+491701234567");
+    let serials = vec!["S1".to_string()];
+    let now = 1_000_000;
+    for period in 0..3 {
+        let t = now + period * 11 * MINUTE;
+        let claims: Vec<FailureClaim> = (0..4)
+            .map(|i| store.claim_failures(&serials, t + i, &RULES).unwrap()[0])
+            .collect();
+        assert_eq!(
+            claims,
+            vec![
+                FailureClaim::Claimed {
+                    locked_now: false,
+                    lock_cleared: period > 0
+                },
+                FailureClaim::Claimed {
+                    locked_now: false,
+                    lock_cleared: false
+                },
+                FailureClaim::Claimed {
+                    locked_now: true,
+                    lock_cleared: false
+                },
+                FailureClaim::Refused(Unusable::Locked),
+            ],
+            "lock period {period}"
+        );
+    }
+    // A refund gives a claim back and lifts the lock it had set.
+    store.unlock("S1").unwrap();
+    for _ in 0..3 {
+        store.claim_failures(&serials, now, &RULES).unwrap();
+    }
+    store.refund_failures(&serials, RULES.max_failures).unwrap();
+    let token = store.token("S1").unwrap().unwrap();
+    assert_eq!((token.fail_count, token.locked_at), (2, None));
+    // Not counting: usable, nothing added.
+    let look = FailureRules {
+        count: false,
+        ..RULES
+    };
+    assert_eq!(
+        store.claim_failures(&serials, now, &look).unwrap()[0],
+        FailureClaim::Usable {
+            lock_cleared: false
+        }
+    );
+    assert_eq!(store.token("S1").unwrap().unwrap().fail_count, 2);
+    store.set_disabled("S1", true).unwrap();
+    assert_eq!(
+        store.claim_failures(&serials, now, &RULES).unwrap()[0],
+        FailureClaim::Refused(Unusable::Disabled)
+    );
+    assert_eq!(
+        store
+            .claim_failures(&["nope".to_string()], now, &RULES)
+            .unwrap()[0],
+        FailureClaim::Missing
+    );
+}
+
+pub fn a_held_claim_is_not_counted_twice(store: &dyn Store) {
+    enroll(store, "alice", "S1", "+491701234567");
+    let serials = vec!["S1".to_string()];
+    let now = 1_000_000;
+    opened(
+        store
+            .open_challenge(&start("t1", "S1", "alice", now), &mac)
+            .unwrap(),
+    );
+    store.claim_failures(&serials, now, &RULES).unwrap();
+    let wrong = b"nope".to_vec();
+    let held = AnswerClaim {
+        claim_held: true,
+        ..answer(ChallengeRef::OpenOf("S1"), "alice", &wrong, now)
+    };
+    let outcome = store.answer_challenge(&held).unwrap().outcome;
+    assert!(
+        matches!(outcome, AnswerOutcome::Wrong { attempts: 1, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        store.token("S1").unwrap().unwrap().fail_count,
+        1,
+        "one failure, not two"
+    );
+}
+
+pub fn pin_changes_disabling_and_deleting_end_the_open_challenge(store: &dyn Store) {
+    enroll(store, "alice", "S1", "+491701234567");
+    let now = 1_000_000;
+    let code = mac(0);
+    let check = |store: &dyn Store, tid| {
+        store
+            .answer_challenge(&answer(
+                ChallengeRef::Transaction(tid),
+                "alice",
+                &code,
+                now + 1,
+            ))
+            .unwrap()
+            .outcome
+    };
+    opened(
+        store
+            .open_challenge(&start("t1", "S1", "alice", now), &mac)
+            .unwrap(),
+    );
+    store.set_pin_hash("S1", "new").unwrap();
+    assert_eq!(check(store, "t1"), AnswerOutcome::Refused(Refusal::Used));
+    opened(
+        store
+            .open_challenge(&start("t2", "S1", "alice", now), &mac)
+            .unwrap(),
+    );
+    store.set_disabled("S1", true).unwrap();
+    assert_eq!(check(store, "t2"), AnswerOutcome::Refused(Refusal::Used));
+    store.set_disabled("S1", false).unwrap();
+    opened(
+        store
+            .open_challenge(&start("t3", "S1", "alice", now), &mac)
+            .unwrap(),
+    );
+    store.delete_token("S1").unwrap();
+    assert_eq!(
+        check(store, "t3"),
+        AnswerOutcome::Refused(Refusal::UnknownChallenge)
+    );
+    enroll(store, "alice", "S2", "+491701234567");
+    opened(
+        store
+            .open_challenge(&start("t4", "S2", "alice", now), &mac)
+            .unwrap(),
+    );
+    store.delete_user("alice").unwrap();
+    assert_eq!(
+        check(store, "t4"),
+        AnswerOutcome::Refused(Refusal::UnknownChallenge)
+    );
+}
+
+pub fn otp_lengths_are_the_distinct_lengths_of_all_tokens(store: &dyn Store) {
+    assert!(store.otp_lengths().unwrap().is_empty());
+    for (serial, length) in [("A", 8), ("B", 6), ("C", 8), ("D", 10)] {
+        enroll(store, "alice", serial, "+491701234567");
+        let mut token = store.token(serial).unwrap().unwrap();
+        store.delete_token(serial).unwrap();
+        token.otp_length = length;
+        store.add_token(&token).unwrap();
+    }
+    assert_eq!(store.otp_lengths().unwrap(), vec![6, 8, 10]);
+}
+
+/// Every check, each on a fresh store from `fresh`.
+pub fn run_all(fresh: &dyn Fn() -> Box<dyn Store>) {
+    a_token_has_one_open_challenge_and_resends_wait(fresh().as_ref());
+    sending_caps_stop_sms_per_token_phone_client_and_globally(fresh().as_ref());
+    an_answer_is_compared_at_most_max_attempts_times_and_accepted_once(fresh().as_ref());
+    answers_are_refused_for_other_users_expired_unknown_and_locked(fresh().as_ref());
+    failure_claims_lock_at_max_and_the_lock_re_arms(fresh().as_ref());
+    a_held_claim_is_not_counted_twice(fresh().as_ref());
+    pin_changes_disabling_and_deleting_end_the_open_challenge(fresh().as_ref());
+    otp_lengths_are_the_distinct_lengths_of_all_tokens(fresh().as_ref());
+}
