@@ -112,7 +112,7 @@ impl Engine {
             pins,
             keys: Arc::new(keys),
             policy,
-            pin_pool: PinPool::new(cores)
+            pin_pool: PinPool::new(cores, config.limits.pin_queue)
                 .map_err(|e| format!("cannot start the Argon2 threads: {e}"))?,
             background: TaskTracker::new(),
         })
@@ -346,12 +346,15 @@ impl Engine {
     /// Spends the time of `runs` Argon2 verifications.
     async fn spend_decoy_time(&self, password: &[u8], runs: usize) {
         for _ in 0..runs {
-            self.pin_pool.verify_decoy(&self.pins, password).await;
+            let _ = self.pin_pool.verify_decoy(&self.pins, password).await;
         }
     }
 
     async fn verify_pin(&self, pin: &[u8], hash: &str) -> bool {
-        self.pin_pool.verify(&self.pins, pin, hash).await
+        self.pin_pool
+            .verify(&self.pins, pin, hash)
+            .await
+            .unwrap_or(false)
     }
 
     /// Why a token cannot be used now, clearing an expired lock on the way.

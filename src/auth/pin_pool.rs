@@ -3,6 +3,14 @@
 //! (answers, SQLite, replies) waiting for a time slice. As idle work, Argon2 still gets
 //! every cycle nothing else wants, so throughput under load stays the same.
 //!
+//! The queue in front of the threads is bounded: `queue_per_thread` jobs per thread, and a
+//! job that finds no room is refused at once (`PinRefused::Overloaded`) so that the RADIUS
+//! layer drops the request and the NAS retransmits it. Every request without State costs
+//! Argon2 time, unknown users included (decoy runs hide which users exist), so a flood
+//! queues work faster than the threads do it. Unbounded, the queue only grew: two bursts
+//! of 300 unknown-user requests left the server answering no PIN request for ~9 s after
+//! the flood had stopped. Bounded, a job waits at most the queue's length in Argon2 runs.
+//!
 //! The pool also bounds memory: one `[pin] memory_kib` per thread. Each thread keeps its
 //! Argon2 memory between jobs (allocating it per job costs page faults and address-space
 //! lock contention, see `PinHasher::verify_in`) and wipes and frees it after `IDLE` without
@@ -24,6 +32,17 @@ pub const THREAD_NAME_PREFIX: &str = "otpgate-argon2-";
 /// How long a thread keeps its Argon2 memory with no PIN to check.
 const IDLE: Duration = Duration::from_secs(30);
 
+/// Why the pool did not run a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PinRefused {
+    /// No room in the queue: drop the request, the NAS sends it again.
+    #[error("the PIN queue is full")]
+    Overloaded,
+    /// The thread that took the job ended without finishing it.
+    #[error("the PIN threads have stopped")]
+    Stopped,
+}
+
 pub struct PinPool {
     queue: Arc<Queue>,
     /// Bytes of Argon2 memory the threads hold between jobs.
@@ -40,6 +59,8 @@ struct Queue {
 
 struct QueueState {
     jobs: VecDeque<Job>,
+    /// The most jobs that may wait; running ones do not count.
+    capacity: usize,
     closed: bool,
 }
 
@@ -80,20 +101,28 @@ impl Queue {
 }
 
 impl PinPool {
-    pub fn new(threads: usize) -> std::io::Result<PinPool> {
-        Self::with_idle(threads, IDLE)
+    /// `threads` Argon2 threads with room for `queue_per_thread` waiting jobs each.
+    pub fn new(threads: usize, queue_per_thread: usize) -> std::io::Result<PinPool> {
+        Self::with_idle(threads, queue_per_thread, IDLE)
     }
 
-    fn with_idle(threads: usize, idle: Duration) -> std::io::Result<PinPool> {
+    fn with_idle(
+        threads: usize,
+        queue_per_thread: usize,
+        idle: Duration,
+    ) -> std::io::Result<PinPool> {
+        let threads = threads.max(1);
+        let capacity = threads.saturating_mul(queue_per_thread);
         let queue = Arc::new(Queue {
             state: Mutex::new(QueueState {
                 jobs: VecDeque::new(),
+                capacity,
                 closed: false,
             }),
             ready: Condvar::new(),
         });
         let held = Arc::new(AtomicUsize::new(0));
-        for index in 0..threads.max(1) {
+        for index in 0..threads {
             let (queue, held) = (queue.clone(), held.clone());
             std::thread::Builder::new()
                 .name(format!("{THREAD_NAME_PREFIX}{index}"))
@@ -110,36 +139,51 @@ impl PinPool {
         self.held.load(Ordering::Relaxed)
     }
 
-    /// Verifies `pin` against `hash` on the pool. False if the pool is gone.
-    pub async fn verify(&self, pins: &PinHasher, pin: &[u8], hash: &str) -> bool {
+    /// Jobs waiting for a thread.
+    pub fn queued(&self) -> usize {
+        self.queue.lock().jobs.len()
+    }
+
+    /// Verifies `pin` against `hash` on the pool.
+    pub async fn verify(
+        &self,
+        pins: &PinHasher,
+        pin: &[u8],
+        hash: &str,
+    ) -> Result<bool, PinRefused> {
         let (pins, pin, hash) = (pins.clone(), pin.to_vec(), hash.to_string());
         self.run(move |memory| pins.verify_in(&pin, &hash, memory))
             .await
-            .unwrap_or(false)
     }
 
     /// Spends one verification's time on a hash that matches nothing.
-    pub async fn verify_decoy(&self, pins: &PinHasher, pin: &[u8]) {
+    pub async fn verify_decoy(&self, pins: &PinHasher, pin: &[u8]) -> Result<(), PinRefused> {
         let (pins, pin) = (pins.clone(), pin.to_vec());
-        let _ = self
-            .run(move |memory| pins.verify_decoy(&pin, memory))
-            .await;
+        self.run(move |memory| pins.verify_decoy(&pin, memory))
+            .await
     }
 
-    async fn run<T: Send + 'static>(
+    /// Runs `work` on one of the pool's threads with that thread's Argon2 memory.
+    pub async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut WorkingMemory) -> T + Send + 'static,
-    ) -> Option<T> {
+    ) -> Result<T, PinRefused> {
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |memory| {
             let _ = sender.send(work(memory));
         });
         {
             let mut state = self.queue.lock();
+            // Refused rather than left to wait for room: a request that waits longer than
+            // the NAS does is answered to nobody, and its retransmission would queue again.
+            if state.jobs.len() >= state.capacity {
+                return Err(PinRefused::Overloaded);
+            }
             state.jobs.push_back(job);
         }
         self.queue.ready.notify_one();
-        receiver.await.ok()
+        // The sender is dropped unsent only if the work panicked, which ends its thread.
+        receiver.await.map_err(|_| PinRefused::Stopped)
     }
 }
 
@@ -169,6 +213,9 @@ mod tests {
     use super::*;
     use crate::auth::keys::Keys;
     use crate::config::PinConfig;
+    use std::pin::Pin;
+    use std::sync::mpsc;
+    use std::task::{Context, Poll, Waker};
 
     /// A one-pass hasher with `memory_kib`, and its hash of PIN 1234.
     fn hasher_and_hash(memory_kib: u32) -> (PinHasher, String) {
@@ -190,13 +237,88 @@ mod tests {
         }
     }
 
+    /// Waits up to 5 s for `done`.
+    async fn eventually(done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !done() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(done(), "still not done after 5 s");
+    }
+
+    /// Polls `job` once, which queues it unless the pool refuses it at once.
+    fn poll_once<F: Future + Unpin>(job: &mut F) -> Poll<F::Output> {
+        Pin::new(job).poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    type Waiting<'a, T> = Pin<Box<dyn Future<Output = Result<T, PinRefused>> + 'a>>;
+
+    /// Every thread of a pool busy with a job that waits until the gate opens, so that what
+    /// the test queues next stays queued.
+    struct Gate<'a> {
+        release: Vec<mpsc::Sender<()>>,
+        jobs: Vec<Waiting<'a, ()>>,
+    }
+
+    impl Gate<'_> {
+        async fn close(pool: &PinPool, threads: usize) -> Gate<'_> {
+            let mut gate = Gate {
+                release: Vec::new(),
+                jobs: Vec::new(),
+            };
+            for _ in 0..threads {
+                let (release, wait) = mpsc::channel::<()>();
+                let mut job = Box::pin(pool.run(move |_| {
+                    let _ = wait.recv();
+                }));
+                assert!(poll_once(&mut job).is_pending());
+                gate.release.push(release);
+                gate.jobs.push(job);
+            }
+            // A thread blocked in one gate job cannot take another, so once none is queued
+            // each thread holds one.
+            eventually(|| pool.queued() == 0).await;
+            gate
+        }
+
+        async fn open(self) {
+            drop(self.release);
+            for job in self.jobs {
+                job.await.unwrap();
+            }
+        }
+    }
+
+    /// With every thread busy, exactly `threads * queue_per_thread` jobs wait, and the next
+    /// one is refused without waiting.
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once() {
+        let pool = PinPool::new(2, 3).unwrap();
+        let gate = Gate::close(&pool, 2).await;
+        let mut waiting: Vec<_> = (0..6).map(|i| Box::pin(pool.run(move |_| i))).collect();
+        for job in &mut waiting {
+            assert!(poll_once(job).is_pending());
+        }
+        assert_eq!(pool.queued(), 6);
+        let mut refused = Box::pin(pool.run(|_| 6));
+        assert_eq!(
+            poll_once(&mut refused),
+            Poll::Ready(Err(PinRefused::Overloaded))
+        );
+        assert_eq!(pool.queued(), 6);
+        gate.open().await;
+        for (i, job) in waiting.into_iter().enumerate() {
+            assert_eq!(job.await, Ok(i));
+        }
+    }
+
     #[tokio::test]
     async fn verifies_on_the_pool() {
         let (pins, hash) = hasher_and_hash(8);
-        let pool = PinPool::new(2).unwrap();
+        let pool = PinPool::new(2, 16).unwrap();
         let mut results = Vec::new();
         for pin in [&b"1234"[..], b"9999", b"1234"] {
-            results.push(pool.verify(&pins, pin, &hash).await);
+            results.push(pool.verify(&pins, pin, &hash).await.unwrap());
         }
         assert_eq!(results, vec![true, false, true]);
     }
@@ -204,11 +326,11 @@ mod tests {
     #[tokio::test]
     async fn threads_keep_their_memory_while_busy_and_free_it_when_idle() {
         let (pins, hash) = hasher_and_hash(64);
-        let pool = PinPool::with_idle(1, Duration::from_millis(200)).unwrap();
+        let pool = PinPool::with_idle(1, 16, Duration::from_millis(200)).unwrap();
         assert_eq!(pool.held_bytes(), 0);
-        assert!(pool.verify(&pins, b"1234", &hash).await);
+        assert!(pool.verify(&pins, b"1234", &hash).await.unwrap());
         assert_eq!(pool.held_bytes(), 64 * 1024);
-        assert!(!pool.verify(&pins, b"4321", &hash).await);
+        assert!(!pool.verify(&pins, b"4321", &hash).await.unwrap());
         assert_eq!(
             pool.held_bytes(),
             64 * 1024,
@@ -216,14 +338,15 @@ mod tests {
         );
         until_nothing_held(&pool).await;
         assert_eq!(pool.held_bytes(), 0, "idle threads give their memory back");
-        assert!(pool.verify(&pins, b"1234", &hash).await);
+        assert!(pool.verify(&pins, b"1234", &hash).await.unwrap());
     }
 
     /// Every thread gives its memory back, not only the one that happens to wait first.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn all_threads_free_their_memory_when_idle() {
         let (pins, hash) = hasher_and_hash(4096);
-        let pool = std::sync::Arc::new(PinPool::with_idle(3, Duration::from_millis(200)).unwrap());
+        let pool =
+            std::sync::Arc::new(PinPool::with_idle(3, 16, Duration::from_millis(200)).unwrap());
         // Enough concurrent checks that every thread takes at least one.
         let checks: Vec<_> = (0..12)
             .map(|_| {
@@ -232,7 +355,7 @@ mod tests {
             })
             .collect();
         for check in checks {
-            assert!(check.await.unwrap());
+            assert!(check.await.unwrap().unwrap());
         }
         assert!(
             pool.held_bytes() > 4096 * 1024,
