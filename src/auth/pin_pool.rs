@@ -9,7 +9,10 @@
 //! Argon2 time, unknown users included (decoy runs hide which users exist), so a flood
 //! queues work faster than the threads do it. Unbounded, the queue only grew: two bursts
 //! of 300 unknown-user requests left the server answering no PIN request for ~9 s after
-//! the flood had stopped. Bounded, a job waits at most the queue's length in Argon2 runs.
+//! the flood had stopped. Bounded, a job waits behind at most `queue_per_thread` others
+//! per thread. And a job whose caller stopped waiting (the request timed out or was
+//! cancelled) is dropped by the thread that takes it instead of being computed: nobody
+//! would get its answer, and a flood leaves many such jobs behind.
 //!
 //! Room in the queue and turns on the threads are shared between RADIUS clients, so one
 //! client's flood cannot starve the others: each client with queued jobs has a queue of
@@ -52,6 +55,8 @@ pub enum PinRefused {
 
 /// A queued job with its result type erased.
 trait Job: Send {
+    /// Whether the caller stopped waiting for the result.
+    fn abandoned(&self) -> bool;
     fn run(self: Box<Self>, memory: &mut WorkingMemory);
     fn refuse(self: Box<Self>, why: PinRefused);
 }
@@ -66,6 +71,10 @@ where
     W: FnOnce(&mut WorkingMemory) -> T + Send,
     T: Send,
 {
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+
     fn run(self: Box<Self>, memory: &mut WorkingMemory) {
         let Task { work, reply } = *self;
         let _ = reply.send(Ok(work(memory)));
@@ -181,7 +190,9 @@ impl Queue {
         loop {
             if let Some(job) = state.next_job() {
                 drop(state);
-                job.run(&mut memory);
+                if !job.abandoned() {
+                    job.run(&mut memory);
+                }
                 state = self.lock();
                 continue;
             }
@@ -301,7 +312,7 @@ impl PinPool {
 }
 
 impl Drop for PinPool {
-    /// The threads finish the queued jobs, then end.
+    /// The threads finish the queued jobs someone still waits for, then end.
     fn drop(&mut self) {
         self.queue.lock().closed = true;
         self.queue.ready.notify_all();
@@ -494,6 +505,28 @@ mod tests {
         for (job, expected) in b.drain(..2).zip([10, 11]) {
             assert_eq!(job.await, Ok(expected));
         }
+    }
+
+    /// Jobs whose futures were dropped while they waited are never run.
+    #[tokio::test]
+    async fn abandoned_jobs_are_skipped() {
+        let pool = PinPool::new(1, 16).unwrap();
+        let gate = Gate::close(&pool, 1).await;
+        let ran = Arc::new(AtomicUsize::new(0));
+        for _ in 0..5 {
+            let ran = ran.clone();
+            let mut job = Box::pin(pool.run("a", move |_| ran.fetch_add(1, Ordering::Relaxed)));
+            assert!(poll_once(&mut job).is_pending());
+        }
+        assert_eq!(pool.queued(), 5);
+        gate.open().await;
+        // Queued behind the abandoned jobs, so they have been dealt with once it is done.
+        let last = ran.clone();
+        pool.run("a", move |_| last.fetch_add(1, Ordering::Relaxed))
+            .await
+            .unwrap();
+        assert_eq!(ran.load(Ordering::Relaxed), 1, "only the last job ran");
+        assert_eq!(pool.queued(), 0);
     }
 
     #[tokio::test]
