@@ -57,6 +57,8 @@ fn each_kind_of_refusal_fails_over_and_opens_the_breaker() {
             extra: first,
             chain: vec!["first".into(), "local".into()],
             reply_within: "3s",
+            // Every PIN request sends: the test counts what each send tried.
+            resend_interval: "0s",
             ..Options::default()
         };
         let (server, _) = Server::with_alice(&options);
@@ -121,6 +123,7 @@ fn the_breaker_probes_again_after_its_backoff() {
     };
     let options = Options {
         sms_extra: "breaker_backoff = \"1s\"".into(),
+        resend_interval: "0s",
         ..options
     };
     let (server, _) = Server::with_alice(&options);

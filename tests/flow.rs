@@ -44,7 +44,7 @@ fn pin_gets_a_challenge_and_state_with_otp_is_accepted_once() {
     );
     assert_eq!(server.spooled(), 1);
     let reasons = audit_reasons(&server);
-    assert_eq!(reasons[0], "challenge already used");
+    assert_eq!(reasons[0], "challenge used or ended");
     assert_eq!(reasons[1], "OTP accepted");
 }
 
@@ -121,17 +121,19 @@ fn an_expired_challenge_is_refused_on_both_answer_paths() {
     let first = server.login(PIN);
     assert_eq!(first.get("Session-Timeout"), Some("1"));
     let otp1 = otp_of(&server.wait_for_sms(1).1);
-    // A second challenge for the PIN + OTP path.
-    let second = server.login(PIN);
-    assert_eq!(second.code, "Access-Challenge");
-    let otp2 = otp_of(&server.wait_for_sms(2).1);
     std::thread::sleep(Duration::from_millis(1300));
     assert_eq!(server.answer(&first.state(), &otp1).code, "Access-Reject");
+    // The expired challenge is no longer the open one: the next PIN opens a new one.
+    let second = server.login(PIN);
+    assert_eq!(second.code, "Access-Challenge");
+    assert_ne!(second.state(), first.state());
+    let otp2 = otp_of(&server.wait_for_sms(2).1);
+    std::thread::sleep(Duration::from_millis(1300));
     assert_eq!(server.login(&format!("{PIN}{otp2}")).code, "Access-Reject");
     let reasons = audit_reasons(&server);
     assert_eq!(
-        &reasons[..2],
-        ["PIN right, no open challenge", "challenge expired"]
+        [reasons[0].as_str(), reasons[2].as_str()],
+        ["challenge expired", "challenge expired"]
     );
 }
 
@@ -235,17 +237,21 @@ fn two_pass_mode_rejects_with_the_prompt_then_accepts_pin_plus_otp() {
 }
 
 #[test]
-fn every_challenge_gets_a_fresh_otp_and_transaction_id() {
+fn a_pin_request_while_a_challenge_is_open_returns_it_and_the_next_one_is_fresh() {
     let (server, _) = Server::with_alice(&Options::default());
     let a = server.login(PIN).state();
+    let again = server.login(PIN).state();
+    assert_eq!(a, again, "the open challenge, not a second one");
+    let otp_a = otp_of(&server.wait_for_sms(1).1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.spooled(), 1, "no second SMS within resend_interval");
+    assert_eq!(server.answer(&a, &otp_a).code, "Access-Accept");
     let b = server.login(PIN).state();
     assert_ne!(a, b);
-    let otp_a = otp_of(&server.wait_for_sms(1).1);
     let otp_b = otp_of(&server.wait_for_sms(2).1);
-    assert_ne!(otp_a, otp_b);
-    // Each OTP answers only its own challenge.
+    assert_ne!(otp_a, otp_b, "a new challenge takes the next counter");
     assert_eq!(server.answer(&b, &otp_a).code, "Access-Challenge");
-    assert_eq!(server.answer(&a, &otp_a).code, "Access-Accept");
+    assert_eq!(server.answer(&b, &otp_b).code, "Access-Accept");
 }
 
 #[test]
@@ -279,11 +285,11 @@ fn a_right_otp_does_not_pass_a_token_disabled_after_its_challenge() {
     let otp = otp_of(&server.wait_for_sms(1).1);
     server.cli(&["token", "disable", &serial], None);
     assert_eq!(server.answer(&state, &otp).code, "Access-Reject");
-    assert_eq!(audit_reasons(&server)[0], "token disabled");
-    // The refusal consumed the challenge: enabling the token again does not revive it.
+    // Disabling ended the challenge: enabling the token again does not revive it.
+    assert_eq!(audit_reasons(&server)[0], "challenge used or ended");
     server.cli(&["token", "enable", &serial], None);
     assert_eq!(server.answer(&state, &otp).code, "Access-Reject");
-    assert_eq!(audit_reasons(&server)[0], "challenge already used");
+    assert_eq!(audit_reasons(&server)[0], "challenge used or ended");
 }
 
 #[test]
@@ -308,27 +314,18 @@ fn a_right_otp_passes_once_the_lock_on_its_token_has_cleared() {
 }
 
 #[test]
-fn pin_plus_otp_finds_its_challenge_among_several_and_consumes_only_that_one() {
+fn pin_plus_otp_is_compared_with_the_one_open_challenge_and_accepted_once() {
     let (server, _) = Server::with_alice(&Options::default());
     server.login(PIN).state();
-    server.login(PIN).state();
-    let first = otp_of(&server.wait_for_sms(1).1);
-    let second = otp_of(&server.wait_for_sms(2).1);
+    let code = otp_of(&server.wait_for_sms(1).1);
     let wrong = (0..)
         .map(|n| format!("{n:06}"))
-        .find(|c| *c != first && *c != second)
+        .find(|c| *c != code)
         .unwrap();
     assert_eq!(server.login(&format!("{PIN}{wrong}")).code, "Access-Reject");
-    assert_eq!(audit_reasons(&server)[0], "PIN right, wrong OTP");
-
-    assert_eq!(
-        server.login(&format!("{PIN}{second}")).code,
-        "Access-Accept"
-    );
-    assert_eq!(
-        server.login(&format!("{PIN}{second}")).code,
-        "Access-Reject"
-    );
-    assert_eq!(server.login(&format!("{PIN}{first}")).code, "Access-Accept");
+    assert_eq!(audit_reasons(&server)[0], "PIN right, wrong OTP, attempt 1");
+    assert_eq!(server.login(&format!("{PIN}{code}")).code, "Access-Accept");
     assert_eq!(audit_reasons(&server)[0], "PIN and OTP accepted");
+    assert_eq!(server.login(&format!("{PIN}{code}")).code, "Access-Reject");
+    assert_eq!(audit_reasons(&server)[0], "PIN right, no open challenge");
 }

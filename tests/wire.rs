@@ -64,7 +64,12 @@ fn a_retransmitted_pin_request_gets_identical_replies_and_sends_one_sms() {
 
 #[test]
 fn the_same_id_with_a_new_authenticator_is_a_new_request() {
-    let (server, _) = Server::with_alice(&Options::default());
+    // No resend interval, so that the second request's SMS shows it was handled anew.
+    let options = Options {
+        resend_interval: "0s",
+        ..Options::default()
+    };
+    let (server, _) = Server::with_alice(&options);
     let client = Client::new(server.address());
     let a = client
         .exchange(&access_request(

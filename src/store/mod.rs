@@ -303,7 +303,7 @@ impl Refusal {
             Refusal::UnknownChallenge => "unknown challenge",
             Refusal::NoOpenChallenge => "PIN right, no open challenge",
             Refusal::OtherUser => "challenge belongs to another user",
-            Refusal::Used => "challenge already used",
+            Refusal::Used => "challenge used or ended",
             Refusal::Expired => "challenge expired",
             Refusal::NoAttemptsLeft => "challenge has no attempts left",
             Refusal::TokenGone => "token of the challenge was deleted",

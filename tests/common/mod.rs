@@ -50,6 +50,10 @@ pub struct Options {
     /// The test client's `accept_attributes`.
     pub client_attributes: Vec<String>,
     pub return_serial: bool,
+    /// `[limits] resend_interval`; "0s" lets every PIN request send its SMS again.
+    pub resend_interval: &'static str,
+    /// More `[limits]` keys, one per line.
+    pub limits_extra: String,
 }
 
 impl Default for Options {
@@ -75,6 +79,8 @@ impl Default for Options {
             client_attributes: Vec::new(),
             sms_extra: String::new(),
             return_serial: false,
+            resend_interval: "30s",
+            limits_extra: String::new(),
         }
     }
 }
@@ -384,12 +390,18 @@ reply_within = "{reply_within}"
 {sms_extra}
 default_region = "DE"
 
+[limits]
+resend_interval = "{resend_interval}"
+{limits_extra}
+
 [gateway.local]
 type = "spool"
 directory = "{dir}/spool"
 
 {extra}
 "#,
+        resend_interval = o.resend_interval,
+        limits_extra = o.limits_extra,
         dir = dir.display(),
         client_address = o.client_address,
         require = o.require_message_authenticator,
