@@ -856,6 +856,13 @@ mod tests {
             err.contains("test.toml: limits.allowed_countries: 'Germany' is not an ISO 3166"),
             "{err}"
         );
+        let text = example().replace("[limits]", "[limits]\nallowed_countries = [\"de\", \"UK\"]");
+        let err = load(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("limits.allowed_countries: 'UK' is not a region libphonenumber knows"),
+            "{err}"
+        );
+        assert!(!err.contains("'de'"), "{err}");
         let defaults = LimitsConfig::default();
         assert_eq!(defaults.resend_interval, Duration::from_secs(30));
         assert_eq!(
