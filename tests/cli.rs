@@ -407,3 +407,33 @@ fn the_configs_limits_decide_which_numbers_are_enrolled() {
         "{err}"
     );
 }
+
+#[test]
+fn check_config_reports_the_effective_limits() {
+    let (_dir, config) = Server::prepare(&Options::default());
+    let out = cli_ok(&config, &["check-config"], None);
+    assert!(
+        out.contains(
+            "limits: resend_interval 30s; per token 20/hour 50/day; per phone 30/hour; \
+             per client off/minute; global off/minute off/day; countries DE; \
+             blocked premium_rate, shared_cost, toll_free; pin_queue 16 per core"
+        ),
+        "{out}"
+    );
+    let (_dir, config) = Server::prepare(&Options {
+        extra: "[limits]\nresend_interval = \"1m 30s\"\nper_token_day = 0\n\
+                per_client_minute = 60\nglobal_minute = 300\nglobal_day = 20000\n\
+                allowed_countries = []\nblocked_number_types = []\npin_queue = 4\n"
+            .into(),
+        ..Options::default()
+    });
+    let out = cli_ok(&config, &["check-config"], None);
+    assert!(
+        out.contains(
+            "limits: resend_interval 1m 30s; per token 20/hour off/day; per phone 30/hour; \
+             per client 60/minute; global 300/minute 20000/day; countries all; \
+             blocked none; pin_queue 4 per core"
+        ),
+        "{out}"
+    );
+}
