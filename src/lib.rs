@@ -6,6 +6,7 @@
 //! - `auth`: the decision (`Engine::decide`), HOTP, PIN hashing, keys, lockout.
 //! - `store`: users, tokens, challenges, audit (SQLite by default).
 //! - `sms`: gateways, chains, breakers, message templates and SMS encodings.
+//! - `limits`: number checks: which countries and number types SMS may go to.
 //! - `events`: `[[event]]` rules that turn what happened into notifications.
 //! - `cli`: the `otpgate` commands; `main.rs` only dispatches to it.
 //! - `logging`: the tracing subscriber.
@@ -14,6 +15,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod events;
+pub mod limits;
 pub mod logging;
 pub mod radius;
 pub mod sms;

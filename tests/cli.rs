@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Options, PIN, Server, cli, cli_ok, radclient};
+use common::{Options, PHONE, PIN, Server, cli, cli_ok, radclient};
 
 #[test]
 fn a_stray_key_stops_start_up_naming_file_and_key() {
@@ -274,5 +274,166 @@ fn users_and_tokens_import_from_csv_in_one_transaction() {
         count.as_array().unwrap().len(),
         3,
         "nothing of a failed import is kept"
+    );
+}
+
+#[test]
+fn user_add_refuses_premium_rate_and_foreign_numbers_naming_the_rule() {
+    // The test config has [sms] default_region = "DE" and no [limits]: countries DE, and
+    // premium_rate, shared_cost and toll_free blocked.
+    let (_dir, config) = Server::prepare(&Options::default());
+    let (ok, _, err) = cli(
+        &config,
+        &["user", "add", "alice", "--phone", "+49 900 1234567"],
+        None,
+    );
+    assert!(!ok);
+    assert!(
+        err.contains(
+            "+49********67 is a premium_rate number, and [limits] blocked_number_types refuses those"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("9001234567"), "the number is masked: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    let (ok, _, err) = cli(
+        &config,
+        &["user", "add", "pierre", "--phone", "+33 6 12 34 56 78"],
+        None,
+    );
+    assert!(!ok);
+    assert!(
+        err.contains(
+            "+33*******78 is a number in FR, and [limits] allowed_countries does not list FR"
+        ),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    cli_ok(
+        &config,
+        &["user", "add", "alice", "--phone", "0170 1234567"],
+        None,
+    );
+    let users: serde_json::Value =
+        serde_json::from_str(&cli_ok(&config, &["user", "list", "--json"], None)).unwrap();
+    assert_eq!(users.as_array().unwrap().len(), 1, "{users}");
+    assert_eq!(users[0]["phone"], "+491701234567");
+}
+
+#[test]
+fn token_add_and_the_imports_refuse_numbers_the_limits_refuse() {
+    let (_dir, config) = Server::prepare(&Options::default());
+    cli_ok(&config, &["user", "add", "alice", "--phone", PHONE], None);
+    let (ok, _, err) = cli(
+        &config,
+        &[
+            "token",
+            "add",
+            "alice",
+            "--phone",
+            "0800 1234567",
+            "--pin-stdin",
+        ],
+        Some(PIN),
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("is a toll_free number, and [limits] blocked_number_types refuses those"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.csv");
+    std::fs::write(
+        &users,
+        "name,phone\nbob,+491701111111\ncarol,01805 123456\n",
+    )
+    .unwrap();
+    let (ok, _, err) = cli(&config, &["user", "import", users.to_str().unwrap()], None);
+    assert!(!ok);
+    assert!(
+        err.contains(
+            "users.csv:3: +49********56 is a shared_cost number, and [limits] blocked_number_types"
+        ),
+        "{err}"
+    );
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "user,pin,phone\nalice,2468,+33612345678\n").unwrap();
+    let (ok, _, err) = cli(
+        &config,
+        &["token", "import", tokens.to_str().unwrap()],
+        None,
+    );
+    assert!(!ok);
+    assert!(
+        err.contains(
+            "tokens.csv:2: +33*******78 is a number in FR, and [limits] allowed_countries"
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        cli_ok(&config, &["token", "list", "--json"], None).trim(),
+        "[]",
+        "no token was added"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&cli_ok(&config, &["user", "list", "--json"], None)).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "bob was not imported");
+}
+
+#[test]
+fn the_configs_limits_decide_which_numbers_are_enrolled() {
+    let (_dir, config) = Server::prepare(&Options {
+        extra: "[limits]\nallowed_countries = [\"DE\", \"fr\"]\nblocked_number_types = []\n".into(),
+        ..Options::default()
+    });
+    cli_ok(
+        &config,
+        &["user", "add", "pierre", "--phone", "+33 6 12 34 56 78"],
+        None,
+    );
+    cli_ok(
+        &config,
+        &["user", "add", "hotline", "--phone", "+49 900 1234567"],
+        None,
+    );
+    let (ok, _, err) = cli(
+        &config,
+        &["user", "add", "ann", "--phone", "+43 664 1234567"],
+        None,
+    );
+    assert!(
+        !ok && err.contains("allowed_countries does not list AT"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_reports_the_effective_limits() {
+    let (_dir, config) = Server::prepare(&Options::default());
+    let out = cli_ok(&config, &["check-config"], None);
+    assert!(
+        out.contains(
+            "limits: resend_interval 30s; per token 20/hour 50/day; per phone 30/hour; \
+             per client off/minute; global off/minute off/day; countries DE; \
+             blocked premium_rate, shared_cost, toll_free; pin_queue 16 per core"
+        ),
+        "{out}"
+    );
+    let (_dir, config) = Server::prepare(&Options {
+        extra: "[limits]\nresend_interval = \"1m 30s\"\nper_token_day = 0\n\
+                per_client_minute = 60\nglobal_minute = 300\nglobal_day = 20000\n\
+                allowed_countries = []\nblocked_number_types = []\npin_queue = 4\n"
+            .into(),
+        ..Options::default()
+    });
+    let out = cli_ok(&config, &["check-config"], None);
+    assert!(
+        out.contains(
+            "limits: resend_interval 1m 30s; per token 20/hour off/day; per phone 30/hour; \
+             per client 60/minute; global 300/minute 20000/day; countries all; \
+             blocked none; pin_queue 4 per core"
+        ),
+        "{out}"
     );
 }

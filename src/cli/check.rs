@@ -1,9 +1,11 @@
-//! `otpgate check-config`: loads and checks the config, builds every gateway, and exits.
+//! `otpgate check-config`: loads and checks the config, builds every gateway, prints the
+//! effective `[limits]` (defaults filled in, so an admin sees what applies), and exits.
 
 use std::path::Path;
 
 use anyhow::{Result, anyhow};
 
+use crate::config::LimitsConfig;
 use crate::sms::Gateways;
 
 pub fn run(config_path: &Path) -> Result<()> {
@@ -25,5 +27,39 @@ pub fn run(config_path: &Path) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    println!("{}", limits_line(&config.limits));
     Ok(())
+}
+
+/// `limits: resend_interval 30s; per token 20/hour 50/day; ...`, 0 caps as "off".
+fn limits_line(limits: &LimitsConfig) -> String {
+    let cap = |n: u32, per: &str| match n {
+        0 => format!("off/{per}"),
+        n => format!("{n}/{per}"),
+    };
+    let sends = &limits.sends;
+    let countries = match limits.allowed_countries.as_slice() {
+        [] => "all".to_string(),
+        list => list.join(", "),
+    };
+    let blocked = match limits.blocked_number_types.as_slice() {
+        [] => "none".to_string(),
+        list => list
+            .iter()
+            .map(|kind| kind.label())
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    format!(
+        "limits: resend_interval {}; per token {} {}; per phone {}; per client {}; global {} {}; \
+         countries {countries}; blocked {blocked}; pin_queue {} per core",
+        humantime::format_duration(limits.resend_interval),
+        cap(sends.per_token_hour, "hour"),
+        cap(sends.per_token_day, "day"),
+        cap(sends.per_phone_hour, "hour"),
+        cap(sends.per_client_minute, "minute"),
+        cap(sends.global_minute, "minute"),
+        cap(sends.global_day, "day"),
+        limits.pin_queue,
+    )
 }

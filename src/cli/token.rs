@@ -11,6 +11,7 @@ use super::output;
 use crate::auth::enroll::{self, NewToken};
 use crate::auth::pin::PinHasher;
 use crate::config::EventKind;
+use crate::limits::NumberPolicy;
 use crate::sms::Phone;
 use crate::store::TokenRow;
 
@@ -81,12 +82,12 @@ pub fn run(config_path: &Path, command: TokenCommand) -> Result<()> {
                 bail!("no user named '{user}' (add it with: otpgate user add {user} --phone +...)");
             }
             let phone = phone
-                .map(|p| {
-                    Phone::parse(&p, config.sms.default_region.as_deref())
-                        .map(|p| p.e164().to_string())
-                })
+                .map(|p| Phone::parse(&p, config.sms.default_region.as_deref()))
                 .transpose()
                 .map_err(|e| anyhow!(e))?;
+            if let Some(phone) = &phone {
+                NumberPolicy::new(&config.limits).check(phone)?;
+            }
             if let Some(gateway) = &gateway
                 && !config.gateways.contains_key(gateway)
             {
@@ -95,7 +96,7 @@ pub fn run(config_path: &Path, command: TokenCommand) -> Result<()> {
             let pin = read_pin(pin_stdin)?;
             let spec = NewToken {
                 user: &user,
-                phone,
+                phone: phone.map(|p| p.e164().to_string()),
                 gateway,
                 otp_length: otp_length.unwrap_or(config.challenge.otp_length),
                 created: super::now_ms(),
@@ -109,11 +110,16 @@ pub fn run(config_path: &Path, command: TokenCommand) -> Result<()> {
             let records = super::read_csv(&file, &["user", "pin"])?;
             let pins = hasher()?;
             let region = config.sms.default_region.clone();
+            let numbers = NumberPolicy::new(&config.limits);
             let build = |(line, record): (usize, &std::collections::HashMap<String, String>)| -> Result<TokenRow> {
                 let at = || format!("{}:{}", file.display(), line + 2);
                 let field = |name: &str| record.get(name).filter(|v| !v.is_empty()).cloned();
                 let phone = field("phone")
-                    .map(|p| Phone::parse(&p, region.as_deref()).map(|p| p.e164().to_string()))
+                    .map(|p| {
+                        let phone = Phone::parse(&p, region.as_deref())?;
+                        numbers.check(&phone).map_err(|e| e.to_string())?;
+                        Ok::<_, String>(phone.e164().to_string())
+                    })
                     .transpose()
                     .map_err(|e| anyhow!("{}: {e}", at()))?;
                 let gateway = field("gateway");

@@ -6,6 +6,7 @@ use anyhow::{Result, anyhow, bail};
 use clap::Subcommand;
 
 use super::output;
+use crate::limits::NumberPolicy;
 use crate::sms::Phone;
 use crate::store::UserRow;
 
@@ -54,6 +55,7 @@ pub fn run(config_path: &Path, command: UserCommand) -> Result<()> {
             check_name(&name)?;
             let phone = Phone::parse(&phone, config.sms.default_region.as_deref())
                 .map_err(|e| anyhow!(e))?;
+            NumberPolicy::new(&config.limits).check(&phone)?;
             if let Some(group) = &group
                 && !config.groups.contains_key(group)
             {
@@ -146,6 +148,7 @@ pub fn run(config_path: &Path, command: UserCommand) -> Result<()> {
         }
         UserCommand::Import { file } => {
             let created = super::now_ms();
+            let numbers = NumberPolicy::new(&config.limits);
             let mut users = Vec::new();
             for (line, record) in super::read_csv(&file, &["name", "phone"])?
                 .into_iter()
@@ -159,6 +162,9 @@ pub fn run(config_path: &Path, command: UserCommand) -> Result<()> {
                     config.sms.default_region.as_deref(),
                 )
                 .map_err(|e| anyhow!("{}: {e}", at()))?;
+                numbers
+                    .check(&phone)
+                    .map_err(|e| anyhow!("{}: {e}", at()))?;
                 let group = record.get("group").filter(|g| !g.is_empty()).cloned();
                 if let Some(group) = &group
                     && !config.groups.contains_key(group)

@@ -165,14 +165,22 @@ pub(super) fn check_limits(
             .iter()
             .filter_map(|code| {
                 let upper = code.to_ascii_uppercase();
-                if upper.len() == 2 && upper.bytes().all(|b| b.is_ascii_uppercase()) {
-                    Some(upper)
-                } else {
+                if upper.len() != 2 || !upper.bytes().all(|b| b.is_ascii_uppercase()) {
                     problems.add(
                         "limits.allowed_countries",
                         format!("'{code}' is not an ISO 3166 alpha-2 country code, e.g. \"DE\""),
                     );
                     None
+                } else if crate::sms::region_id(&upper).is_none() {
+                    // A code no number is ever in ("UK" for GB) would refuse that country
+                    // silently.
+                    problems.add(
+                        "limits.allowed_countries",
+                        format!("'{code}' is not a region libphonenumber knows"),
+                    );
+                    None
+                } else {
+                    Some(upper)
                 }
             })
             .collect(),

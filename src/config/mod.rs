@@ -804,11 +804,11 @@ fn check_sms(
         }
     }
     if let Some(region) = &raw.default_region
-        && crate::sms::country_code(region).is_none()
+        && crate::sms::region_id(region).is_none()
     {
         problems.add(
             "sms.default_region",
-            format!("'{region}' is not a region otpgate knows (ISO 3166 code, e.g. \"DE\")"),
+            format!("'{region}' is not a region libphonenumber knows (ISO 3166 code, e.g. \"DE\")"),
         );
     }
     if raw.reply_within.0.is_zero() {
@@ -856,6 +856,13 @@ mod tests {
             err.contains("test.toml: limits.allowed_countries: 'Germany' is not an ISO 3166"),
             "{err}"
         );
+        let text = example().replace("[limits]", "[limits]\nallowed_countries = [\"de\", \"UK\"]");
+        let err = load(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("limits.allowed_countries: 'UK' is not a region libphonenumber knows"),
+            "{err}"
+        );
+        assert!(!err.contains("'de'"), "{err}");
         let defaults = LimitsConfig::default();
         assert_eq!(defaults.resend_interval, Duration::from_secs(30));
         assert_eq!(
@@ -865,6 +872,20 @@ mod tests {
         assert_eq!(defaults.sends.global_day, 0, "off by default");
         assert!(defaults.allowed_countries.is_empty(), "every country");
         assert_eq!(defaults.pin_queue, 16);
+    }
+
+    #[test]
+    fn the_default_region_is_any_that_libphonenumber_knows() {
+        // The hand-written table knew 36 regions: the Philippines were refused.
+        let philippines = example().replace("default_region = \"DE\"", "default_region = \"ph\"");
+        assert_ne!(philippines, example());
+        assert!(load(&philippines).is_ok());
+        let uk = example().replace("default_region = \"DE\"", "default_region = \"UK\"");
+        let err = load(&uk).unwrap_err().to_string();
+        assert!(
+            err.contains("sms.default_region: 'UK' is not a region libphonenumber knows"),
+            "{err}"
+        );
     }
 
     #[test]
