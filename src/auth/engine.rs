@@ -97,6 +97,9 @@ pub struct Engine {
     pub stats: EngineStats,
     /// When each SMS limit last notified `sms_limited`.
     pub(super) limit_notices: super::trigger::LimitNotices,
+    /// `[limits]` countries and number types, checked again at every send: a number
+    /// enrolled before the limits changed must not slip through.
+    pub(super) numbers: crate::limits::NumberPolicy,
 }
 
 /// An internal failure: store or key trouble. Becomes a Reject, logged with the cause.
@@ -139,6 +142,7 @@ impl Engine {
             background: TaskTracker::new(),
             stats: EngineStats::default(),
             limit_notices: Default::default(),
+            numbers: crate::limits::NumberPolicy::new(&config.limits),
         })
     }
 

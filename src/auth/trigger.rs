@@ -65,6 +65,18 @@ impl Engine {
     ) -> Step<Verdict> {
         let phone = owner_phone(user, &token).map_err(Failure::Other)?;
         let phone_masked = phone.masked();
+        if let Err(refused) = self.numbers.check(&phone) {
+            self.refund(refund).await?;
+            return Ok(Verdict {
+                decision: Decision::Reject {
+                    message: Some(SMS_NOT_SENT.to_string()),
+                },
+                reason: format!("PIN right, no SMS: {refused}"),
+                serial: Some(token.serial.clone()),
+                phone_masked: Some(phone_masked),
+                gateway: None,
+            });
+        }
         let chain = self.chain_for(&token)?;
         let seed = self
             .keys
@@ -184,6 +196,12 @@ impl Engine {
             gateway,
             ..base
         })
+    }
+
+    /// Gives back the PIN check's failure claims when no store call follows to do it.
+    async fn refund(&self, serials: Vec<String>) -> Step<()> {
+        let max = self.policy.lockout.max_failures;
+        Ok(self.db(move |s| s.refund_failures(&serials, max)).await?)
     }
 
     /// Hands the code to the chain and waits at most `reply_within` for it.
