@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::engine::now_ms;
 use crate::config::{Config, EventKind, EventRule, Recipient};
+use crate::logging::printable;
 use crate::sms::template::{Escape, Tag};
 use crate::sms::{Gateways, Message, Phone};
 use crate::store::{AuditRow, StoreThread};
@@ -104,7 +105,7 @@ impl Notifier {
             (Recipient::Fixed(phone), _) => phone.clone(),
             (Recipient::Owner, Some(phone)) => phone.clone(),
             (Recipient::Owner, None) => {
-                tracing::warn!(event = kind, user = %event.user, "notification for the owner, but the owner has no phone");
+                tracing::warn!(event = kind, user = %printable(&event.user), "notification for the owner, but the owner has no phone");
                 return;
             }
         };
@@ -126,9 +127,9 @@ impl Notifier {
         };
         let reason = format!("{kind} notification {}", delivery.summary());
         if delivery.delivered() {
-            tracing::info!(event = kind, user = %event.user, to = %to.masked(), "{reason}");
+            tracing::info!(event = kind, user = %printable(&event.user), to = %to.masked(), "{reason}");
         } else {
-            tracing::warn!(event = kind, user = %event.user, to = %to.masked(), "{reason}");
+            tracing::warn!(event = kind, user = %printable(&event.user), to = %to.masked(), "{reason}");
         }
         let row = AuditRow {
             time: now_ms(),

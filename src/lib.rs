@@ -8,7 +8,7 @@
 //! - `sms`: gateways, chains, breakers, message templates and SMS encodings.
 //! - `events`: `[[event]]` rules that turn what happened into notifications.
 //! - `cli`: the `otpgate` commands; `main.rs` only dispatches to it.
-//! - `logging`: the tracing subscriber.
+//! - `logging`: the tracing subscriber, and `printable` for request values in logs and tables.
 
 pub mod auth;
 pub mod cli;
