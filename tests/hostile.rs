@@ -507,3 +507,46 @@ fn control_characters_in_request_values_are_escaped_in_the_text_log_and_audit() 
 fn control_characters_in_request_values_are_escaped_in_the_json_log_and_audit() {
     control_characters_reach_no_log_line_or_table_row("json");
 }
+
+#[test]
+fn a_message_authenticator_of_the_wrong_length_is_dropped_for_a_client_that_need_not_send_one() {
+    let (server, _) = Server::with_alice(&Options {
+        require_message_authenticator: false,
+        ..Options::default()
+    });
+    let client = Client::new(server.address());
+    // Attribute lengths 2, 10, 17 and 19: everything but 18 is to be discarded.
+    for (identifier, value_length) in [(1u8, 0usize), (2, 8), (3, 15), (4, 17)] {
+        let authenticator = random_authenticator();
+        let mut builder = PacketBuilder::new(code::ACCESS_REQUEST, identifier);
+        builder
+            .push(attr::MESSAGE_AUTHENTICATOR, &vec![0u8; value_length])
+            .push(attr::USER_NAME, b"alice")
+            .push(
+                attr::USER_PASSWORD,
+                &hide_password(b"0000", SECRET.as_bytes(), &authenticator),
+            );
+        client.send(&builder.finish_request(&authenticator, SECRET.as_bytes()));
+    }
+    let authenticator = random_authenticator();
+    client.send(&access_request(
+        9,
+        authenticator,
+        "alice",
+        "0000",
+        false,
+        &[],
+    ));
+    let mut replies = Vec::new();
+    while let Some(reply) = client.receive() {
+        replies.push(reply);
+    }
+    assert_eq!(
+        replies.len(),
+        1,
+        "only the request without a Message-Authenticator is answered"
+    );
+    let reply = verified_reply(&replies[0], &authenticator);
+    assert_eq!((reply.identifier, reply.code), (9, code::ACCESS_REJECT));
+    assert!(server.wait_for_log("message_authenticator_wrong_length", Duration::from_secs(2)));
+}
