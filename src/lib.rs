@@ -8,12 +8,14 @@
 //! - `sms`: gateways, chains, breakers, message templates and SMS encodings.
 //! - `events`: `[[event]]` rules that turn what happened into notifications.
 //! - `cli`: the `otpgate` commands; `main.rs` only dispatches to it.
+//! - `files`: the modes of the database and key file (owner only).
 //! - `logging`: the tracing subscriber, and `printable` for request values in logs and tables.
 
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod events;
+pub mod files;
 pub mod logging;
 pub mod radius;
 pub mod sms;

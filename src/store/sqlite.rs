@@ -99,13 +99,16 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database and brings its schema up to date.
+    /// Opens (creating if needed) the database and brings its schema up to date. The database
+    /// and its -wal and -shm files are kept 0600 (`files::private_database`).
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
                 StoreError::Database(format!("cannot create {}: {e}", parent.display()))
             })?;
         }
+        crate::files::private_database(path)
+            .map_err(|e| StoreError::Database(format!("cannot create {}: {e}", path.display())))?;
         let connection = Connection::open(path)
             .map_err(|e| StoreError::Database(format!("cannot open {}: {e}", path.display())))?;
         let mut store = Self::prepare(connection)?;
