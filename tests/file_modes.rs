@@ -55,3 +55,49 @@ fn a_database_open_to_others_is_tightened_at_start_up_and_logged() {
         Duration::from_secs(2)
     ));
 }
+
+/// Starts a server whose spool gateway has `file_mode` (none: the default) and returns the
+/// mode of the OTP message a login spools.
+fn spooled_message_mode(file_mode: Option<&str>) -> u32 {
+    let (dir, config) = Server::prepare(&Options::default());
+    if let Some(file_mode) = file_mode {
+        let text = std::fs::read_to_string(&config).unwrap().replace(
+            "type = \"spool\"\n",
+            &format!("type = \"spool\"\nfile_mode = \"{file_mode}\"\n"),
+        );
+        std::fs::write(&config, text).unwrap();
+    }
+    enroll_alice(&config);
+    let server = Server::start(dir, config);
+    assert_eq!(server.login(PIN).code, "Access-Challenge");
+    server.wait_for_sms(1);
+    let message = std::fs::read_dir(server.spool())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| !path.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .expect("a message file");
+    mode(&message)
+}
+
+#[test]
+fn spooled_messages_are_0600_unless_file_mode_says_otherwise() {
+    assert_eq!(spooled_message_mode(None), 0o600);
+    assert_eq!(spooled_message_mode(Some("0640")), 0o640);
+}
+
+#[test]
+fn a_file_mode_that_is_not_octal_stops_start_up_naming_the_key() {
+    let (_dir, config) = Server::prepare(&Options::default());
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "type = \"spool\"\n",
+        "type = \"spool\"\nfile_mode = \"0999\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let (ok, _, err) = common::cli(&config, &["serve"], None);
+    assert!(!ok);
+    let expected = format!(
+        "{}: gateway.local.file_mode: '0999' is not an octal file mode",
+        config.display()
+    );
+    assert!(err.contains(&expected), "{err}");
+}

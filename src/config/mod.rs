@@ -890,6 +890,31 @@ mod tests {
     }
 
     #[test]
+    fn a_spool_file_mode_is_octal_and_defaults_to_0600() {
+        let spool_mode = |config: &Config| match &config.gateways["local"].kind {
+            GatewayKind::Spool(spool) => spool.file_mode,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(spool_mode(&load(&example()).unwrap()), 0o600);
+        let with = |mode: &str| {
+            example().replace(
+                "directory = \"var/sms-outgoing\"",
+                &format!("directory = \"var/sms-outgoing\"\nfile_mode = \"{mode}\""),
+            )
+        };
+        assert_eq!(spool_mode(&load(&with("0640")).unwrap()), 0o640);
+        for bad in ["0999", "rw-r-----", "", "+640", "4755", "0x1a4"] {
+            let err = load(&with(bad)).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!(
+                    "test.toml: gateway.local.file_mode: '{bad}' is not an octal file mode"
+                )),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn a_short_secret_is_refused_with_file_and_key() {
         let text = example().replace("change-me-to-a-long-random-secret", "short");
         let err = load(&text).unwrap_err().to_string();
