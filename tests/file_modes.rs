@@ -6,7 +6,8 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{Options, PIN, Server, enroll_alice};
 
@@ -100,4 +101,63 @@ fn a_file_mode_that_is_not_octal_stops_start_up_naming_the_key() {
         config.display()
     );
     assert!(err.contains(&expected), "{err}");
+}
+
+/// Runs `otpgate ARGS --config CONFIG`; (success, stderr). A command still running after a
+/// few seconds (a `serve` that started) is killed and counts as a failure to stop.
+fn run_briefly(config: &Path, args: &[&str]) -> (bool, String) {
+    use std::io::Read;
+    let mut child = Command::new(common::binary())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("otpgate {args:?} kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.success(), err)
+}
+
+#[test]
+fn a_key_file_readable_by_others_stops_serve_and_the_cli_with_the_fix() {
+    let (dir, config) = Server::prepare(&Options::default());
+    common::cli_ok(&config, &["init"], None);
+    let key = dir.path().join("otpgate.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let fix = format!("run `chmod 600 {}`", key.display());
+    for command in [&["serve"][..], &["user", "list"], &["audit"]] {
+        let (ok, err) = run_briefly(&config, command);
+        assert!(!ok, "{command:?} went on with a 0644 key file");
+        assert!(
+            err.contains(&format!(
+                "{}: open to group or others (mode 0644)",
+                key.display()
+            )),
+            "{command:?}: {err}"
+        );
+        assert!(err.contains(&fix), "{command:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    common::cli_ok(&config, &["user", "list"], None);
 }
