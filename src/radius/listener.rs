@@ -27,7 +27,7 @@ use crate::auth::Engine;
 use crate::config::{ClientConfig, Config};
 use crate::logging::{printable, printable_list};
 
-/// Entries the duplicate cache keeps at most.
+/// Entries the duplicate cache keeps at most; `[server] dedup_max_bytes` bounds its bytes.
 const DEDUP_CAPACITY: usize = 262_144;
 
 /// Everything the receive loops share.
@@ -55,7 +55,11 @@ impl Server {
         Server {
             clients: ClientTable::new(&config.clients),
             engine,
-            dedup: DedupCache::new(config.server.dedup_window, DEDUP_CAPACITY),
+            dedup: DedupCache::new(
+                config.server.dedup_window,
+                DEDUP_CAPACITY,
+                config.server.dedup_max_bytes,
+            ),
             permits: Arc::new(Semaphore::new(config.server.max_in_flight)),
             request_timeout: config.server.request_timeout,
             replies: ReplyPolicy::from_config(config),
