@@ -276,3 +276,47 @@ fn users_and_tokens_import_from_csv_in_one_transaction() {
         "nothing of a failed import is kept"
     );
 }
+
+#[test]
+fn serve_purges_audit_rows_older_than_audit_keep() {
+    use otpgate::store::{AuditRow, SqliteStore, Store};
+    let (dir, config) = Server::prepare(&Options::default());
+    common::enroll_alice(&config);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let day = 24 * 3600 * 1000;
+    {
+        // The default keep is 90 days: one row on each side of it.
+        let store = SqliteStore::open(&dir.path().join("otpgate.db")).unwrap();
+        for (user, age) in [("expired", 91 * day), ("kept", 89 * day)] {
+            store
+                .append_audit(&AuditRow {
+                    time: now - age,
+                    client: "test-nas".into(),
+                    user: user.into(),
+                    outcome: "reject".into(),
+                    reason: "wrong PIN".into(),
+                    ..AuditRow::default()
+                })
+                .unwrap();
+        }
+    }
+    let server = Server::start(dir, config);
+    assert!(server.wait_for_log(
+        "audit rows older than [audit] keep deleted",
+        std::time::Duration::from_secs(5)
+    ));
+    let line = server
+        .log()
+        .lines()
+        .find(|l| l.contains("audit rows older than"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.contains("purged=1"), "{line}");
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&server.cli(&["audit", "--json"], None)).unwrap();
+    let users: Vec<&str> = rows.iter().filter_map(|r| r["user"].as_str()).collect();
+    assert_eq!(users, ["kept"]);
+}
