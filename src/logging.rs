@@ -61,7 +61,8 @@ pub fn printable_list(values: &[String]) -> String {
     format!("[{}]", items.join(", "))
 }
 
-fn needs_escape(c: char) -> bool {
+/// Whether `printable` escapes `c`: a control, or a character that breaks or reorders lines.
+pub fn needs_escape(c: char) -> bool {
     // `is_control` is exactly C0, DEL and C1.
     c.is_control()
         || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
