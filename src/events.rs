@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::engine::now_ms;
 use crate::config::{Config, EventKind, EventRule, Recipient};
+use crate::logging::printable;
 use crate::sms::template::{Escape, Tag};
 use crate::sms::{Gateways, Message, Phone};
 use crate::store::{AuditRow, StoreThread};
@@ -104,7 +105,7 @@ impl Notifier {
             (Recipient::Fixed(phone), _) => phone.clone(),
             (Recipient::Owner, Some(phone)) => phone.clone(),
             (Recipient::Owner, None) => {
-                tracing::warn!(event = kind, user = %event.user, "notification for the owner, but the owner has no phone");
+                tracing::warn!(event = kind, user = %printable(&event.user), "notification for the owner, but the owner has no phone");
                 return;
             }
         };
@@ -126,9 +127,9 @@ impl Notifier {
         };
         let reason = format!("{kind} notification {}", delivery.summary());
         if delivery.delivered() {
-            tracing::info!(event = kind, user = %event.user, to = %to.masked(), "{reason}");
+            tracing::info!(event = kind, user = %printable(&event.user), to = %to.masked(), "{reason}");
         } else {
-            tracing::warn!(event = kind, user = %event.user, to = %to.masked(), "{reason}");
+            tracing::warn!(event = kind, user = %printable(&event.user), to = %to.masked(), "{reason}");
         }
         let row = AuditRow {
             time: now_ms(),
@@ -147,10 +148,13 @@ impl Notifier {
     }
 }
 
+/// The most characters a tag's text value puts into a notification.
+const TAG_VALUE_MAX_CHARS: usize = 64;
+
 fn tag_value(tag: Tag, event: &Event) -> String {
-    let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let or_dash = |v: &Option<String>| v.as_deref().map_or_else(|| "-".into(), plain);
     match tag {
-        Tag::User => event.user.clone(),
+        Tag::User => plain(&event.user),
         Tag::Serial => or_dash(&event.serial),
         Tag::Client => or_dash(&event.client),
         Tag::Time => humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
@@ -160,5 +164,30 @@ fn tag_value(tag: Tag, event: &Event) -> String {
             .as_ref()
             .map_or_else(|| "-".into(), Phone::masked),
         Tag::Phone | Tag::Otp | Tag::Message => String::new(),
+    }
+}
+
+/// A text value as it may go into an SMS. `{client}` is the Calling-Station-Id, which whoever
+/// sends the request chooses (and `{user}` may be too): without this a login could put line
+/// breaks, terminal escapes or a whole paragraph of its own text into the owner's phone.
+/// Keeps printable characters only and at most `TAG_VALUE_MAX_CHARS` of them.
+fn plain(value: &str) -> String {
+    value
+        .chars()
+        .filter(|c| !crate::logging::needs_escape(*c))
+        .take(TAG_VALUE_MAX_CHARS)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_values_lose_controls_and_are_capped_on_a_character_boundary() {
+        assert_eq!(plain("ab\n\r\tc\u{1b}[2Kd\u{9b}\u{202e}e"), "abc[2Kde");
+        let long = "ü".repeat(100);
+        assert_eq!(plain(&long), "ü".repeat(64));
+        assert_eq!(plain("198.51.100.1"), "198.51.100.1");
     }
 }

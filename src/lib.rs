@@ -9,12 +9,14 @@
 //! - `limits`: number checks: which countries and number types SMS may go to.
 //! - `events`: `[[event]]` rules that turn what happened into notifications.
 //! - `cli`: the `otpgate` commands; `main.rs` only dispatches to it.
-//! - `logging`: the tracing subscriber.
+//! - `files`: the modes of the database and key file (owner only).
+//! - `logging`: the tracing subscriber, and `printable` for request values in logs and tables.
 
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod events;
+pub mod files;
 pub mod limits;
 pub mod logging;
 pub mod radius;

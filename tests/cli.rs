@@ -279,7 +279,7 @@ fn users_and_tokens_import_from_csv_in_one_transaction() {
 
 #[test]
 fn user_add_refuses_premium_rate_and_foreign_numbers_naming_the_rule() {
-    // The test config has [sms] default_region = "DE" and no [limits]: countries DE, and
+    // The test config has [sms] default_region = "DE" and no countries in [limits]: DE, and
     // premium_rate, shared_cost and toll_free blocked.
     let (_dir, config) = Server::prepare(&Options::default());
     let (ok, _, err) = cli(
@@ -384,7 +384,7 @@ fn token_add_and_the_imports_refuse_numbers_the_limits_refuse() {
 #[test]
 fn the_configs_limits_decide_which_numbers_are_enrolled() {
     let (_dir, config) = Server::prepare(&Options {
-        extra: "[limits]\nallowed_countries = [\"DE\", \"fr\"]\nblocked_number_types = []\n".into(),
+        limits_extra: "allowed_countries = [\"DE\", \"fr\"]\nblocked_number_types = []\n".into(),
         ..Options::default()
     });
     cli_ok(
@@ -421,7 +421,8 @@ fn check_config_reports_the_effective_limits() {
         "{out}"
     );
     let (_dir, config) = Server::prepare(&Options {
-        extra: "[limits]\nresend_interval = \"1m 30s\"\nper_token_day = 0\n\
+        resend_interval: "1m 30s",
+        limits_extra: "per_token_day = 0\n\
                 per_client_minute = 60\nglobal_minute = 300\nglobal_day = 20000\n\
                 allowed_countries = []\nblocked_number_types = []\npin_queue = 4\n"
             .into(),
@@ -436,4 +437,48 @@ fn check_config_reports_the_effective_limits() {
         ),
         "{out}"
     );
+}
+
+#[test]
+fn serve_purges_audit_rows_older_than_audit_keep() {
+    use otpgate::store::{AuditRow, SqliteStore, Store};
+    let (dir, config) = Server::prepare(&Options::default());
+    common::enroll_alice(&config);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let day = 24 * 3600 * 1000;
+    {
+        // The default keep is 90 days: one row on each side of it.
+        let store = SqliteStore::open(&dir.path().join("otpgate.db")).unwrap();
+        for (user, age) in [("expired", 91 * day), ("kept", 89 * day)] {
+            store
+                .append_audit(&AuditRow {
+                    time: now - age,
+                    client: "test-nas".into(),
+                    user: user.into(),
+                    outcome: "reject".into(),
+                    reason: "wrong PIN".into(),
+                    ..AuditRow::default()
+                })
+                .unwrap();
+        }
+    }
+    let server = Server::start(dir, config);
+    assert!(server.wait_for_log(
+        "audit rows older than [audit] keep deleted",
+        std::time::Duration::from_secs(5)
+    ));
+    let line = server
+        .log()
+        .lines()
+        .find(|l| l.contains("audit rows older than"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.contains("purged=1"), "{line}");
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&server.cli(&["audit", "--json"], None)).unwrap();
+    let users: Vec<&str> = rows.iter().filter_map(|r| r["user"].as_str()).collect();
+    assert_eq!(users, ["kept"]);
 }

@@ -264,3 +264,71 @@ fn unlocking_notifies_whether_an_admin_or_clear_after_does_it() {
         format!("{serial} deleted")
     );
 }
+
+#[test]
+fn a_calling_station_id_of_control_characters_reaches_a_notification_filtered_and_capped() {
+    use common::raw::{Client, access_request, random_authenticator, verified_reply};
+    use otpgate::radius::packet::{attr, code};
+    let peer = HttpPeer::start(Answer::default());
+    let events = r#"[[event]]
+on = "login_success"
+gateway = "notify"
+to = "+491609999999"
+text = "{user} logged in from {client}."
+"#;
+    let (server, _) = Server::with_alice(&with_events(&peer, events));
+    // The longest a Calling-Station-Id can be (253 octets), mostly terminal escapes and line
+    // breaks, with a forged message in between.
+    let station: String = "\u{1b}[2J\r\n\u{7}\u{9b}Your bank: call +49 555 0100!\t"
+        .chars()
+        .cycle()
+        .take(230)
+        .collect();
+    assert!(station.len() <= 253, "{}", station.len());
+    let client = Client::new(server.address());
+    let authenticator = random_authenticator();
+    let request = access_request(
+        1,
+        authenticator,
+        "alice",
+        PIN,
+        true,
+        &[(attr::CALLING_STATION_ID, station.as_bytes())],
+    );
+    let reply = client.exchange(&request).expect("a challenge");
+    let challenge = verified_reply(&reply, &authenticator);
+    assert_eq!(challenge.code, code::ACCESS_CHALLENGE);
+    let state = challenge.first(attr::STATE).expect("State").to_vec();
+    let otp = common::otp_of(&server.wait_for_sms(1).1);
+    let authenticator = random_authenticator();
+    let request = access_request(
+        2,
+        authenticator,
+        "alice",
+        &otp,
+        true,
+        &[
+            (attr::STATE, &state),
+            (attr::CALLING_STATION_ID, station.as_bytes()),
+        ],
+    );
+    let reply = client.exchange(&request).expect("an accept");
+    assert_eq!(
+        verified_reply(&reply, &authenticator).code,
+        code::ACCESS_ACCEPT
+    );
+
+    let sent = text(&peer.wait_for(1, Duration::from_secs(5)));
+    let client_part = sent
+        .strip_prefix("alice logged in from ")
+        .and_then(|rest| rest.strip_suffix('.'))
+        .unwrap_or_else(|| panic!("{sent:?}"));
+    assert!(!sent.contains(char::is_control), "{sent:?}");
+    assert_eq!(client_part.chars().count(), 64, "{client_part:?}");
+    let expected: String = station
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
+    assert_eq!(client_part, expected);
+}

@@ -382,3 +382,171 @@ fn sigterm_under_load_never_corrupts_the_database() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "ok");
 }
+
+/// A log line as otpgate's text format writes it, to be smuggled in after a line break.
+const FORGED: &str = "1999-12-31T23:59:59.000000Z  INFO otpgate::radius::listener: decision client=test-nas user=alice outcome=accept";
+
+/// Sends a request whose User-Name, NAS-Identifier and Calling-Station-Id carry line breaks
+/// and terminal escapes, and checks that neither the log nor `otpgate audit` lets them
+/// through, while `audit --json` still holds the raw values.
+fn control_characters_reach_no_log_line_or_table_row(log_format: &'static str) {
+    let (server, _) = Server::with_alice(&Options {
+        log_format,
+        ..Options::default()
+    });
+    let user = format!("mallory\n{FORGED}\u{1b}[2K\r");
+    let nas = "nas\r\n\u{1b}[1A\u{1b}[2Kforged-nas";
+    let station = format!("\u{1b}]0;title\u{7}\n{FORGED}\u{9b}2K");
+    let authenticator = random_authenticator();
+    let request = access_request(
+        7,
+        authenticator,
+        &user,
+        "0000",
+        true,
+        &[
+            (attr::NAS_IDENTIFIER, nas.as_bytes()),
+            (attr::CALLING_STATION_ID, station.as_bytes()),
+        ],
+    );
+    let reply = Client::new(server.address())
+        .exchange(&request)
+        .expect("answered");
+    assert_eq!(
+        verified_reply(&reply, &authenticator).code,
+        code::ACCESS_REJECT
+    );
+    let decided = match log_format {
+        "json" => "\"outcome\":\"reject\"",
+        _ => "outcome=\"reject\"",
+    };
+    assert!(server.wait_for_log(decided, Duration::from_secs(5)));
+
+    let log = server.log();
+    let forged_lines: Vec<&str> = log.lines().filter(|l| l.starts_with("1999-")).collect();
+    assert!(
+        forged_lines.is_empty(),
+        "forged log lines: {forged_lines:?}"
+    );
+    assert!(!log.contains('\u{1b}') && !log.contains('\r') && !log.contains('\u{9b}'));
+    if log_format == "json" {
+        let decision = log
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("one object per line"))
+            .find(|entry| entry["message"] == "decision")
+            .expect("a decision line");
+        let field = |name: &str| decision[name].as_str().unwrap_or_default().to_string();
+        for name in ["user", "nas_identifier", "calling_station_id"] {
+            assert!(
+                !field(name).contains(char::is_control),
+                "{name}: {}",
+                field(name)
+            );
+        }
+        assert!(
+            field("user").starts_with("mallory\\n1999-"),
+            "{}",
+            field("user")
+        );
+        assert!(field("calling_station_id").starts_with("\\x1b]0;title\\x07\\n"));
+    } else {
+        assert!(log.contains("user=mallory\\n1999-"), "{log}");
+        assert!(log.contains("nas_identifier=nas\\r\\n\\x1b[1A"), "{log}");
+        assert!(
+            log.contains("calling_station_id=\\x1b]0;title\\x07\\n1999-"),
+            "{log}"
+        );
+    }
+
+    // The audit row is written just after the reply; wait for it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let rows = loop {
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_str(&server.cli(&["audit", "--json"], None)).expect("valid JSON");
+        if !rows.is_empty() || Instant::now() > deadline {
+            break rows;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0]["user"],
+        user.as_str(),
+        "the database keeps the raw value"
+    );
+    assert_eq!(rows[0]["nas_identifier"], nas);
+    assert_eq!(rows[0]["calling_station_id"], station.as_str());
+
+    let table = server.cli(&["audit"], None);
+    assert_eq!(table.lines().count(), 2, "a header and one row:\n{table}");
+    assert!(!table.contains(['\u{1b}', '\r', '\u{9b}']), "{table:?}");
+    let row = table.lines().nth(1).unwrap_or_default();
+    assert!(row.contains("mallory\\n1999-"), "{row}");
+    assert!(row.contains("nas\\r\\n\\x1b[1A"), "{row}");
+    assert!(
+        row.contains("reject"),
+        "the real outcome is in the row: {row}"
+    );
+    let listed = server.cli(&["audit", "--attributes"], None);
+    assert!(!listed.contains(['\u{1b}', '\r', '\u{9b}']), "{listed:?}");
+    assert!(
+        listed
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .contains("mallory\\n1999-")
+    );
+}
+
+#[test]
+fn control_characters_in_request_values_are_escaped_in_the_text_log_and_audit() {
+    control_characters_reach_no_log_line_or_table_row("text");
+}
+
+#[test]
+fn control_characters_in_request_values_are_escaped_in_the_json_log_and_audit() {
+    control_characters_reach_no_log_line_or_table_row("json");
+}
+
+#[test]
+fn a_message_authenticator_of_the_wrong_length_is_dropped_for_a_client_that_need_not_send_one() {
+    let (server, _) = Server::with_alice(&Options {
+        require_message_authenticator: false,
+        ..Options::default()
+    });
+    let client = Client::new(server.address());
+    // Attribute lengths 2, 10, 17 and 19: everything but 18 is to be discarded.
+    for (identifier, value_length) in [(1u8, 0usize), (2, 8), (3, 15), (4, 17)] {
+        let authenticator = random_authenticator();
+        let mut builder = PacketBuilder::new(code::ACCESS_REQUEST, identifier);
+        builder
+            .push(attr::MESSAGE_AUTHENTICATOR, &vec![0u8; value_length])
+            .push(attr::USER_NAME, b"alice")
+            .push(
+                attr::USER_PASSWORD,
+                &hide_password(b"0000", SECRET.as_bytes(), &authenticator),
+            );
+        client.send(&builder.finish_request(&authenticator, SECRET.as_bytes()));
+    }
+    let authenticator = random_authenticator();
+    client.send(&access_request(
+        9,
+        authenticator,
+        "alice",
+        "0000",
+        false,
+        &[],
+    ));
+    let mut replies = Vec::new();
+    while let Some(reply) = client.receive() {
+        replies.push(reply);
+    }
+    assert_eq!(
+        replies.len(),
+        1,
+        "only the request without a Message-Authenticator is answered"
+    );
+    let reply = verified_reply(&replies[0], &authenticator);
+    assert_eq!((reply.identifier, reply.code), (9, code::ACCESS_REJECT));
+    assert!(server.wait_for_log("message_authenticator_wrong_length", Duration::from_secs(2)));
+}

@@ -162,7 +162,7 @@ impl Engine {
                 return Err(overloaded);
             }
             Err(failure) => {
-                tracing::error!(user = %request.user_name, error = %failure, "request failed on an internal error");
+                tracing::error!(user = %crate::logging::printable(&request.user_name), error = %failure, "request failed on an internal error");
                 reject(format!("internal error: {failure}"))
             }
         };
@@ -334,7 +334,7 @@ impl Engine {
     /// A failure locked a token: log it and tell the rules that listen.
     pub(super) fn locked(&self, request: &Request, user: &UserRow, token: &TokenRow) {
         let max = self.policy.lockout.max_failures;
-        tracing::warn!(user = %user.name, serial = %token.serial, event = "token_locked", "token locked after {max} failures");
+        tracing::warn!(user = %crate::logging::printable(&user.name), serial = %token.serial, event = "token_locked", "token locked after {max} failures");
         let mut event = self.event(
             EventKind::TokenLocked,
             user,

@@ -41,13 +41,20 @@ pub enum KeyError {
 
 impl Keys {
     /// Reads the key file, creating it (mode 0600, 32 random bytes as hex) if it is missing.
+    /// A key file that group or others may read or write is refused: whoever reads it can
+    /// unseal every seed from a copy of the database.
     pub fn load_or_create(path: &Path) -> Result<Keys, KeyError> {
         let problem = |problem: String| KeyError::File {
             path: path.display().to_string(),
             problem,
         };
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
+        match read_private(path) {
+            Ok(Err(mode)) => Err(problem(format!(
+                "open to group or others (mode {mode:04o}), but it unseals every seed; \
+                 run `chmod 600 {}`",
+                path.display()
+            ))),
+            Ok(Ok(text)) => {
                 let master = hex::decode(text.trim()).map_err(|_| problem("not hex".into()))?;
                 if master.len() != 32 {
                     return Err(problem(format!(
@@ -145,6 +152,21 @@ fn derive(master: &[u8], label: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// The key file's text, or its mode if group or others have access to it. The mode is read
+/// from the open file, so it is the mode of the file that would have been read.
+fn read_private(path: &Path) -> std::io::Result<Result<String, u32>> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let mut file = std::fs::File::open(path)?;
+    let mode = file.metadata()?.permissions().mode() & 0o7777;
+    if crate::files::is_open_to_others(mode) {
+        return Ok(Err(mode));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    Ok(Ok(text))
+}
+
 /// Fills `buf` from the OS CSPRNG.
 pub fn random(buf: &mut [u8]) -> Result<(), KeyError> {
     getrandom::fill(buf).map_err(|e| KeyError::Random(e.to_string()))
@@ -201,10 +223,33 @@ mod tests {
     }
 
     #[test]
+    fn a_key_file_open_to_group_or_others_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        Keys::load_or_create(&path).unwrap();
+        for loose in [0o640, 0o604, 0o620] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(loose)).unwrap();
+            let err = Keys::load_or_create(&path).unwrap_err().to_string();
+            let fix = format!("run `chmod 600 {}`", path.display());
+            assert!(
+                err.starts_with(&path.display().to_string()) && err.contains(&fix),
+                "{err}"
+            );
+            assert!(err.contains(&format!("mode {loose:04o}")), "{err}");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(
+            Keys::load_or_create(&path).is_ok(),
+            "read-only for the owner is fine"
+        );
+    }
+
+    #[test]
     fn a_broken_key_file_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k");
-        std::fs::write(&path, "zz").unwrap();
+        write_private(&path, b"zz").unwrap();
         let err = Keys::load_or_create(&path).unwrap_err().to_string();
         assert!(
             err.contains("not hex") && err.contains(&path.display().to_string()),

@@ -267,7 +267,7 @@ impl Engine {
         let to = owner_phone(user, token)
             .map(|p| p.masked())
             .unwrap_or_default();
-        tracing::warn!(user = %user.name, serial = %token.serial, to = %to, event = "sms_failed", "{summary}");
+        tracing::warn!(user = %crate::logging::printable(&user.name), serial = %token.serial, to = %to, event = "sms_failed", "{summary}");
         let client = Some(client_of(request));
         self.notifier
             .notify(self.event(EventKind::SmsFailed, user, Some(token), client));
@@ -283,7 +283,7 @@ impl Engine {
         now: i64,
     ) {
         self.stats.limited(limit);
-        tracing::warn!(user = %user.name, serial = %token.serial, client = %request.client, limit = limit.key(), event = "sms_limited", "SMS limit reached");
+        tracing::warn!(user = %crate::logging::printable(&user.name), serial = %token.serial, client = %request.client, limit = limit.key(), event = "sms_limited", "SMS limit reached");
         if self.limit_notices.due(limit, now) {
             let event = self.event(
                 EventKind::SmsLimited,

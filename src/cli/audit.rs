@@ -1,4 +1,5 @@
-//! `otpgate audit`: the newest decisions, as a table or JSON.
+//! `otpgate audit`: the newest decisions, as a table or JSON. The database keeps what the
+//! request carried; only what is printed is escaped (`logging::printable`).
 
 use std::path::Path;
 
@@ -6,6 +7,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::output;
+use crate::logging::printable;
 
 #[derive(Debug, Args)]
 pub struct AuditArgs {
@@ -29,13 +31,13 @@ pub fn run(config_path: &Path, args: AuditArgs) -> Result<()> {
             println!(
                 "{} {} {} {} ({})",
                 output::time(row.time),
-                row.client,
-                row.user,
-                row.outcome,
-                row.reason
+                printable(&row.client),
+                printable(&row.user),
+                printable(&row.outcome),
+                printable(&row.reason)
             );
             for attribute in &row.attributes {
-                println!("    {attribute}");
+                println!("    {}", printable(attribute));
             }
         }
         return Ok(());

@@ -1,7 +1,13 @@
 //! Printing lists as aligned text columns or as JSON (`--json`).
+//!
+//! Table cells can hold values a RADIUS request chose (user names, NAS-Identifier), so each
+//! is printed through `logging::printable`: a line break or terminal escape in one cannot
+//! add a row or erase another. JSON needs nothing more: serde escapes control characters.
 
 use anyhow::Result;
 use serde::Serialize;
+
+use crate::logging::printable;
 
 /// Prints rows as JSON (an array) or as a table with a header.
 pub fn print_rows<T: Serialize>(
@@ -15,7 +21,12 @@ pub fn print_rows<T: Serialize>(
         return Ok(());
     }
     let table: Vec<Vec<String>> = std::iter::once(header.iter().map(|h| h.to_string()).collect())
-        .chain(rows.iter().map(&cells))
+        .chain(rows.iter().map(|row| {
+            cells(row)
+                .into_iter()
+                .map(|cell| printable(&cell).into_owned())
+                .collect()
+        }))
         .collect();
     let widths: Vec<usize> = (0..header.len())
         .map(|i| {

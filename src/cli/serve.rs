@@ -19,12 +19,15 @@ use crate::radius::listener::{self, Server};
 use crate::radius::socket::RadiusSocket;
 use crate::sms::Gateways;
 use crate::sms::breaker::Breakers;
-use crate::store::{GatewayStateRow, StoreThread};
+use crate::store::{GatewayStateRow, PURGE_AUDIT_BATCH, StoreThread};
 
 /// How long shutdown waits for requests in flight, and then for SMS deliveries.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 /// How often expired challenges are deleted and counters are logged.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
+/// How often audit rows older than `[audit] keep` are deleted (the first time at start-up):
+/// the last batch of a purge reads the whole table, so not every minute.
+const AUDIT_PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// Socket receive buffer: room for a login storm while the loop catches up.
 const RECEIVE_BUFFER: usize = 4 * 1024 * 1024;
 
@@ -71,6 +74,7 @@ async fn serve(config: Config) -> Result<()> {
         store.clone(),
         server.clone(),
         config.challenge.validity.0,
+        config.audit.keep,
         shutdown.clone(),
     ));
     let recorder = tokio::spawn(record_breakers(
@@ -189,19 +193,26 @@ async fn record_breakers(
     }
 }
 
-/// Deletes challenges once they are past any use, and logs the counters when they change.
+/// Deletes challenges once they are past any use and audit rows older than `keep`, and logs
+/// the counters when they change.
 async fn housekeeping(
     store: Arc<StoreThread>,
     server: Arc<Server>,
     validity: Duration,
+    keep: Duration,
     shutdown: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(HOUSEKEEPING_EVERY);
     let mut last_summary = String::new();
+    let mut audit_purged: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
+        }
+        if audit_purged.is_none_or(|at| at.elapsed() >= AUDIT_PURGE_EVERY) {
+            audit_purged = Some(tokio::time::Instant::now());
+            purge_audit(&store, keep, &shutdown).await;
         }
         // Expired challenges stay one more validity period so the audit can tell
         // "expired" from "unknown".
@@ -217,5 +228,31 @@ async fn housekeeping(
             tracing::info!(stats = %summary, "counters");
             last_summary = summary;
         }
+    }
+}
+
+/// Deletes audit rows older than `keep`, one batch per store call so that requests' calls
+/// run in between, and logs how many.
+async fn purge_audit(store: &StoreThread, keep: Duration, shutdown: &CancellationToken) {
+    let cutoff = now_ms().saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+    let mut purged = 0;
+    while !shutdown.is_cancelled() {
+        match store.run(move |s| s.purge_audit(cutoff)).await {
+            Ok(n) => {
+                purged += n;
+                if n < PURGE_AUDIT_BATCH {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot purge old audit rows");
+                break;
+            }
+        }
+    }
+    if purged > 0 {
+        let before = std::time::UNIX_EPOCH
+            + Duration::from_millis(u64::try_from(cutoff).unwrap_or_default());
+        tracing::info!(purged, before = %humantime::format_rfc3339_seconds(before), "audit rows older than [audit] keep deleted");
     }
 }

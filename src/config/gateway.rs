@@ -56,6 +56,9 @@ pub(super) struct RawHttpGateway {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSpoolGateway {
     directory: PathBuf,
+    /// Octal mode of the message files, e.g. "0640" for an smsd of the same group.
+    #[serde(default = "default_spool_file_mode")]
+    file_mode: String,
     phone_regexp: Option<String>,
     /// smstools3 wants international digits without '+'.
     #[serde(default = "digits")]
@@ -234,6 +237,24 @@ pub struct HttpGatewayConfig {
 #[derive(Debug, Clone)]
 pub struct SpoolGatewayConfig {
     pub directory: PathBuf,
+    /// Permission bits of each message file (the umask does not apply).
+    pub file_mode: u32,
+}
+
+fn default_spool_file_mode() -> String {
+    "0600".into()
+}
+
+/// Parses an octal file mode such as "0640"; only permission bits (no setuid, setgid or
+/// sticky bit: a message file has no use for them).
+fn parse_file_mode(text: &str) -> Result<u32, String> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o777 && !digits.starts_with('+') => Ok(mode),
+        _ => Err(format!(
+            "'{text}' is not an octal file mode of permission bits such as \"0600\" or \"0640\""
+        )),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -348,8 +369,13 @@ pub(super) fn check_gateway(
             )
         }
         RawGateway::Spool(spool) => {
+            let file_mode = parse_file_mode(&spool.file_mode).unwrap_or_else(|e| {
+                problems.add(&key("file_mode"), e);
+                crate::files::PRIVATE
+            });
             let kind = GatewayKind::Spool(SpoolGatewayConfig {
                 directory: spool.directory,
+                file_mode,
             });
             (spool.phone_regexp, spool.phone_format, kind)
         }

@@ -118,6 +118,9 @@ struct RawServer {
     /// How long an answered request's reply is kept for retransmissions.
     #[serde(default = "default_dedup_window")]
     dedup_window: Span,
+    /// The most bytes the duplicate cache holds (replies and a fixed cost per entry).
+    #[serde(default = "default_dedup_max_bytes")]
+    dedup_max_bytes: usize,
     /// Default log level when RUST_LOG is not set.
     #[serde(default = "default_log_level")]
     log_level: String,
@@ -141,6 +144,11 @@ fn default_dictionaries() -> PathBuf {
 fn default_dedup_window() -> Span {
     Span(Duration::from_secs(30))
 }
+fn default_dedup_max_bytes() -> usize {
+    64 * 1024 * 1024
+}
+/// Below this the duplicate cache would forget replies within a burst of normal traffic.
+const MIN_DEDUP_MAX_BYTES: usize = 1024 * 1024;
 fn default_log_level() -> String {
     "info".into()
 }
@@ -396,6 +404,7 @@ pub struct ServerConfig {
     pub key_file: PathBuf,
     pub dictionaries: PathBuf,
     pub dedup_window: Duration,
+    pub dedup_max_bytes: usize,
     pub log_level: String,
     pub log_format: LogFormat,
     pub max_in_flight: usize,
@@ -626,6 +635,12 @@ fn check_server(raw: RawServer, problems: &mut Problems) -> ServerConfig {
     if raw.request_timeout.0.is_zero() {
         problems.add("server.request_timeout", "must be longer than 0s");
     }
+    if raw.dedup_max_bytes < MIN_DEDUP_MAX_BYTES {
+        problems.add(
+            "server.dedup_max_bytes",
+            format!("must be at least {MIN_DEDUP_MAX_BYTES} (1 MiB)"),
+        );
+    }
     if let Err(e) = raw
         .log_level
         .parse::<tracing_subscriber::filter::EnvFilter>()
@@ -641,6 +656,7 @@ fn check_server(raw: RawServer, problems: &mut Problems) -> ServerConfig {
         key_file: raw.key_file,
         dictionaries: raw.dictionaries,
         dedup_window: raw.dedup_window.0,
+        dedup_max_bytes: raw.dedup_max_bytes,
         log_level: raw.log_level,
         log_format: raw.log_format,
         max_in_flight: raw.max_in_flight,
@@ -908,6 +924,51 @@ mod tests {
             let err = load(&changed).expect_err(table).to_string();
             assert!(err.contains("stray_key"), "{table}: {err}");
         }
+    }
+
+    #[test]
+    fn a_spool_file_mode_is_octal_and_defaults_to_0600() {
+        let spool_mode = |config: &Config| match &config.gateways["local"].kind {
+            GatewayKind::Spool(spool) => spool.file_mode,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(spool_mode(&load(&example()).unwrap()), 0o600);
+        let with = |mode: &str| {
+            example().replace(
+                "directory = \"var/sms-outgoing\"",
+                &format!("directory = \"var/sms-outgoing\"\nfile_mode = \"{mode}\""),
+            )
+        };
+        assert_eq!(spool_mode(&load(&with("0640")).unwrap()), 0o640);
+        for bad in ["0999", "rw-r-----", "", "+640", "4755", "0x1a4"] {
+            let err = load(&with(bad)).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!(
+                    "test.toml: gateway.local.file_mode: '{bad}' is not an octal file mode"
+                )),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_duplicate_cache_bound_defaults_to_64_mib_and_has_a_floor() {
+        assert_eq!(load(&example()).unwrap().server.dedup_max_bytes, 64 << 20);
+        let with = |value: &str| {
+            example().replace(
+                "dedup_window = \"30s\"",
+                &format!("dedup_window = \"30s\"\ndedup_max_bytes = {value}"),
+            )
+        };
+        assert_eq!(
+            load(&with("16_777_216")).unwrap().server.dedup_max_bytes,
+            16 << 20
+        );
+        let err = load(&with("4096")).unwrap_err().to_string();
+        assert!(
+            err.starts_with("test.toml: server.dedup_max_bytes: must be at least 1048576"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -36,7 +36,7 @@ fn client(require_message_authenticator: bool) -> ClientConfig {
 /// a client that requires Message-Authenticator and one that does not.
 pub fn receive(datagram: &[u8]) {
     let source: SocketAddr = "127.0.0.1:1812".parse().expect("a literal address");
-    let dedup = DedupCache::new(std::time::Duration::from_secs(30), 16);
+    let dedup = DedupCache::new(std::time::Duration::from_secs(30), 16, 1 << 20);
     for client in [client(true), client(false)] {
         let Ok(verified) = guard::check(&client, datagram) else {
             continue;

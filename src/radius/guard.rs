@@ -14,6 +14,8 @@ pub enum DropReason {
     UnsupportedCode,
     MissingMessageAuthenticator,
     BadMessageAuthenticator,
+    /// A Message-Authenticator whose length is not 18 (RFC 3579 section 3.2: discard).
+    MessageAuthenticatorWrongLength,
     ProxyStateWithoutMessageAuthenticator,
     DuplicateInFlight,
     Overloaded,
@@ -21,12 +23,13 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::UnknownClient,
         DropReason::Malformed,
         DropReason::UnsupportedCode,
         DropReason::MissingMessageAuthenticator,
         DropReason::BadMessageAuthenticator,
+        DropReason::MessageAuthenticatorWrongLength,
         DropReason::ProxyStateWithoutMessageAuthenticator,
         DropReason::DuplicateInFlight,
         DropReason::Overloaded,
@@ -41,6 +44,7 @@ impl DropReason {
             DropReason::UnsupportedCode => "unsupported_code",
             DropReason::MissingMessageAuthenticator => "missing_message_authenticator",
             DropReason::BadMessageAuthenticator => "bad_message_authenticator",
+            DropReason::MessageAuthenticatorWrongLength => "message_authenticator_wrong_length",
             DropReason::ProxyStateWithoutMessageAuthenticator => {
                 "proxy_state_without_message_authenticator"
             }
@@ -106,6 +110,9 @@ const SINGLE: &[u8] = &[
     attr::MESSAGE_AUTHENTICATOR,
 ];
 
+/// The value of a Message-Authenticator: an HMAC-MD5 (the attribute's length is 18).
+const MESSAGE_AUTHENTICATOR_LEN: usize = 16;
+
 /// Checks a datagram from a known client.
 pub fn check<'a>(
     client: &ClientConfig,
@@ -129,6 +136,14 @@ pub fn check<'a>(
         .is_some_and(|name| std::str::from_utf8(name).is_err())
     {
         return Err(DropReason::Malformed);
+    }
+    // RFC 3579 section 3.2: a Message-Authenticator of the wrong length means discard, whether
+    // or not this client must send one. Checked here so that it is never taken for absent.
+    if packet
+        .all(attr::MESSAGE_AUTHENTICATOR)
+        .any(|value| value.len() != MESSAGE_AUTHENTICATOR_LEN)
+    {
+        return Err(DropReason::MessageAuthenticatorWrongLength);
     }
     match packet.verify_message_authenticator(client.secret.expose().as_bytes()) {
         Some(true) => {}
@@ -199,6 +214,29 @@ mod tests {
             check(&client(false, false), &forged).unwrap_err(),
             DropReason::BadMessageAuthenticator
         );
+    }
+
+    #[test]
+    fn a_message_authenticator_of_the_wrong_length_is_dropped_even_when_not_required() {
+        let auth = [5u8; 16];
+        for length in [0usize, 1, 15, 17, 32] {
+            let mut b = PacketBuilder::new(code::ACCESS_REQUEST, 1);
+            b.push(attr::MESSAGE_AUTHENTICATOR, &vec![0u8; length])
+                .push(attr::USER_NAME, b"alice")
+                .push(
+                    attr::USER_PASSWORD,
+                    &hide_password(b"1234", SECRET.as_bytes(), &auth),
+                );
+            let packet = b.finish_request(&auth, SECRET.as_bytes());
+            for client in [client(false, false), client(true, true)] {
+                assert_eq!(
+                    check(&client, &packet).unwrap_err(),
+                    DropReason::MessageAuthenticatorWrongLength,
+                    "length {length}"
+                );
+            }
+        }
+        assert!(check(&client(false, false), &request(false, &[])).is_ok());
     }
 
     #[test]

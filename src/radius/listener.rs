@@ -26,8 +26,9 @@ use super::stats::Stats;
 use crate::auth::Engine;
 use crate::auth::engine::Overloaded;
 use crate::config::{ClientConfig, Config};
+use crate::logging::{printable, printable_list};
 
-/// Entries the duplicate cache keeps at most.
+/// Entries the duplicate cache keeps at most; `[server] dedup_max_bytes` bounds its bytes.
 const DEDUP_CAPACITY: usize = 262_144;
 
 /// Everything the receive loops share.
@@ -55,7 +56,11 @@ impl Server {
         Server {
             clients: ClientTable::new(&config.clients),
             engine,
-            dedup: DedupCache::new(config.server.dedup_window, DEDUP_CAPACITY),
+            dedup: DedupCache::new(
+                config.server.dedup_window,
+                DEDUP_CAPACITY,
+                config.server.dedup_max_bytes,
+            ),
             permits: Arc::new(Semaphore::new(config.server.max_in_flight)),
             request_timeout: config.server.request_timeout,
             replies: ReplyPolicy::from_config(config),
@@ -163,7 +168,7 @@ async fn handle(
     };
     let context = ReplyContext::of(verified.packet());
     let request = request::extract(&verified, &client, &server.replies.dictionary);
-    tracing::debug!(client = %client.name, source = %key.source, attributes = ?request.attributes, "request");
+    tracing::debug!(client = %client.name, source = %key.source, attributes = %printable_list(&request.attributes), "request");
     let started = Instant::now();
     let verdict = match tokio::time::timeout(server.request_timeout, server.engine.decide(&request))
         .await
@@ -179,7 +184,7 @@ async fn handle(
         Err(_) => {
             server.dedup.abandon(key);
             server.stats.dropped(DropReason::TimedOut);
-            tracing::warn!(client = %client.name, user = %request.user_name, "request timed out without a reply");
+            tracing::warn!(client = %client.name, user = %printable(&request.user_name), "request timed out without a reply");
             return;
         }
     };
@@ -189,12 +194,13 @@ async fn handle(
     send(&socket, &server, &bytes, key.source, local).await;
     tracing::info!(
         client = %client.name,
-        user = %request.user_name,
-        nas_ip = request.nas_ip.as_deref().unwrap_or("-"),
-        calling_station_id = request.calling_station_id.as_deref().unwrap_or("-"),
+        user = %printable(&request.user_name),
+        nas_ip = %printable(request.nas_ip.as_deref().unwrap_or("-")),
+        nas_identifier = %printable(request.nas_identifier.as_deref().unwrap_or("-")),
+        calling_station_id = %printable(request.calling_station_id.as_deref().unwrap_or("-")),
         serial = verdict.serial.as_deref().unwrap_or("-"),
         outcome = verdict.decision.outcome(),
-        reason = %verdict.reason,
+        reason = %printable(&verdict.reason),
         phone = verdict.phone_masked.as_deref().unwrap_or("-"),
         gateway = verdict.gateway.as_deref().unwrap_or("-"),
         ms = started.elapsed().as_millis() as u64,

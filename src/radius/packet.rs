@@ -124,7 +124,10 @@ impl<'a> Packet<'a> {
     /// `Some(false)` if it is malformed or wrong. The comparison is constant time.
     pub fn verify_message_authenticator(&self, secret: &[u8]) -> Option<bool> {
         let offset = self.message_authenticator_offset()?;
-        let received = self.bytes.get(offset..offset + 16)?;
+        let Some(received) = self.bytes.get(offset..offset + 16) else {
+            // Present with a wrong length: it cannot verify.
+            return Some(false);
+        };
         let mut mac = hmac_md5(secret);
         mac.update(&self.bytes[..offset]);
         mac.update(&[0u8; 16]);
@@ -134,7 +137,7 @@ impl<'a> Packet<'a> {
     }
 
     /// Offset of the first Message-Authenticator value in `bytes`, if it has the right length.
-    /// A wrong length yields `Some` of an offset that fails verification via `get`.
+    /// A wrong length yields `Some` of an offset past the end, which `verify` reports as false.
     fn message_authenticator_offset(&self) -> Option<usize> {
         let mut offset = HEADER_LEN;
         for attribute in &self.attributes {
@@ -386,6 +389,16 @@ mod tests {
         tampered[1] ^= 1;
         let packet = Packet::decode(&tampered).unwrap();
         assert_eq!(packet.verify_message_authenticator(SECRET), Some(false));
+
+        let mut short = PacketBuilder::new(code::STATUS_SERVER, 9);
+        short.push(attr::MESSAGE_AUTHENTICATOR, &[0u8; 10]);
+        let bytes = short.finish_request(&authenticator, SECRET);
+        let packet = Packet::decode(&bytes).unwrap();
+        assert_eq!(
+            packet.verify_message_authenticator(SECRET),
+            Some(false),
+            "present with a wrong length is not absent"
+        );
     }
 
     // The expected values below were computed independently with Python's hmac and hashlib

@@ -1,8 +1,13 @@
 //! The `spool` gateway: one file per message in the smstools3 outgoing-spool format
 //! (`To: <number>`, blank line, text), written under a temporary name and renamed so that a
-//! modem daemon never reads half a file.
+//! modem daemon never reads half a file. Files are created with the gateway's `file_mode`
+//! (0600 unless set): the text is the OTP. The mode is set on the open file, so the umask
+//! cannot take away bits an smsd of another user needs.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+
+use tokio::io::AsyncWriteExt;
 
 use super::{Gateway, GatewayError, Message, PhoneShape, SendFuture};
 use crate::config::SpoolGatewayConfig;
@@ -11,6 +16,7 @@ pub struct SpoolGateway {
     name: String,
     shape: PhoneShape,
     directory: PathBuf,
+    file_mode: u32,
 }
 
 impl SpoolGateway {
@@ -19,6 +25,7 @@ impl SpoolGateway {
             name: name.to_string(),
             shape,
             directory: config.directory.clone(),
+            file_mode: config.file_mode,
         }
     }
 
@@ -45,7 +52,20 @@ impl SpoolGateway {
         tokio::fs::create_dir_all(&self.directory)
             .await
             .map_err(local)?;
-        tokio::fs::write(&temporary, content).await.map_err(local)?;
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(self.file_mode)
+            .open(&temporary)
+            .await
+            .map_err(local)?;
+        file.set_permissions(std::fs::Permissions::from_mode(self.file_mode))
+            .await
+            .map_err(local)?;
+        file.write_all(content.as_bytes()).await.map_err(local)?;
+        // A tokio File may still be writing when dropped; the rename must see every byte.
+        file.flush().await.map_err(local)?;
+        drop(file);
         tokio::fs::rename(&temporary, self.directory.join(&file_name))
             .await
             .map_err(local)?;
@@ -68,20 +88,45 @@ mod tests {
     use super::*;
     use crate::sms::{Phone, PhoneFormat};
 
-    #[tokio::test]
-    async fn writes_one_smstools_file_per_message() {
-        let dir = tempfile::tempdir().unwrap();
+    fn gateway(directory: PathBuf, file_mode: u32) -> SpoolGateway {
         let shape = PhoneShape {
             format: PhoneFormat::Digits,
             rewrite: None,
         };
-        let gateway = SpoolGateway::new(
+        SpoolGateway::new(
             "local",
             shape,
             &SpoolGatewayConfig {
-                directory: dir.path().join("out"),
+                directory,
+                file_mode,
             },
-        );
+        )
+    }
+
+    #[tokio::test]
+    async fn files_get_the_configured_mode_whatever_the_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let message = Message {
+            to: Phone::parse("+491701234567", None).unwrap(),
+            text: "Code 123456".into(),
+        };
+        // 0660 has the group write bit that a usual umask (022) takes away.
+        for (folder, mode) in [("a", 0o600), ("b", 0o660)] {
+            let out = dir.path().join(folder);
+            gateway(out.clone(), mode).send(&message).await.unwrap();
+            let file = std::fs::read_dir(&out).unwrap().next().unwrap().unwrap();
+            assert_eq!(
+                file.metadata().unwrap().permissions().mode() & 0o777,
+                mode,
+                "{folder}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_one_smstools_file_per_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let gateway = gateway(dir.path().join("out"), 0o600);
         let message = Message {
             to: Phone::parse("+491701234567", None).unwrap(),
             text: "Code 123456".into(),

@@ -419,4 +419,12 @@ pub trait Store: Send + Sync {
     /// Replaces the recorded breaker states with these.
     fn save_gateway_states(&self, states: &[GatewayStateRow]) -> StoreResult<()>;
     fn gateway_states(&self) -> StoreResult<Vec<GatewayStateRow>>;
+
+    /// Deletes audit rows whose time is before `before`, oldest first and at most
+    /// `PURGE_AUDIT_BATCH` per call, so that other calls get the database in between; returns
+    /// how many (fewer than the batch: none is left).
+    fn purge_audit(&self, before: i64) -> StoreResult<usize>;
 }
+
+/// The most audit rows one `purge_audit` call deletes.
+pub const PURGE_AUDIT_BATCH: usize = 10_000;

@@ -120,13 +120,16 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database and brings its schema up to date.
+    /// Opens (creating if needed) the database and brings its schema up to date. The database
+    /// and its -wal and -shm files are kept 0600 (`files::private_database`).
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
                 StoreError::Database(format!("cannot create {}: {e}", parent.display()))
             })?;
         }
+        crate::files::private_database(path)
+            .map_err(|e| StoreError::Database(format!("cannot create {}: {e}", path.display())))?;
         let connection = Connection::open(path)
             .map_err(|e| StoreError::Database(format!("cannot open {}: {e}", path.display())))?;
         let mut store = Self::prepare(connection)?;
@@ -651,6 +654,18 @@ impl Store for SqliteStore {
             .collect::<Result<_, _>>()?;
         Ok(rows)
     }
+
+    fn purge_audit(&self, before: i64) -> StoreResult<usize> {
+        // No index on time (a migration for it would rewrite a large table): rows are written
+        // in time order, so walking ids from the oldest finds a batch at the front, and only
+        // the last, short batch reads the whole table.
+        let db = self.db();
+        let mut statement = db.prepare_cached(
+            "DELETE FROM audit WHERE id IN
+                (SELECT id FROM audit WHERE time < ?1 ORDER BY id LIMIT ?2)",
+        )?;
+        Ok(statement.execute(params![before, super::PURGE_AUDIT_BATCH as i64])?)
+    }
 }
 
 #[cfg(test)]
@@ -711,6 +726,43 @@ mod tests {
         assert!(!store.set_user_attributes("nobody", &lines).unwrap());
         store.delete_user("alice").unwrap();
         assert!(store.user_attributes("alice").unwrap().is_empty());
+    }
+
+    #[test]
+    fn audit_rows_before_the_cutoff_are_purged_in_batches() {
+        let store = SqliteStore::in_memory().unwrap();
+        let row = |time: i64, user: &str| AuditRow {
+            time,
+            client: "vpn".into(),
+            user: user.into(),
+            outcome: "reject".into(),
+            reason: "wrong PIN".into(),
+            ..AuditRow::default()
+        };
+        for _ in 0..crate::store::PURGE_AUDIT_BATCH + 1 {
+            store.append_audit(&row(100, "old")).unwrap();
+        }
+        store.append_audit(&row(1_000, "cutoff")).unwrap();
+        store.append_audit(&row(2_000, "new")).unwrap();
+        // A row written late with an old time is purged too, not only those at the front.
+        store.append_audit(&row(999, "late")).unwrap();
+        assert_eq!(
+            store.purge_audit(1_000).unwrap(),
+            crate::store::PURGE_AUDIT_BATCH
+        );
+        assert_eq!(store.purge_audit(1_000).unwrap(), 2);
+        assert_eq!(store.purge_audit(1_000).unwrap(), 0);
+        let users: Vec<String> = store
+            .audit(None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.user)
+            .collect();
+        assert_eq!(
+            users,
+            ["new", "cutoff"],
+            "newest first, the cutoff itself kept"
+        );
     }
 
     #[test]
