@@ -15,41 +15,54 @@ use otpgate::radius::packet::{Packet, attr, code};
 /// Requests go out from sockets of at most this many, so identifiers stay unique per socket.
 const PER_SOCKET: usize = 250;
 
-/// Sends every request before reading any reply, and returns each request's reply code (0
-/// for none within `wait`), in request order.
-fn burst(server: SocketAddr, requests: &[Vec<u8>], wait: Duration) -> Vec<u8> {
+/// Sends every request before reading any reply, and resends the unanswered ones with the
+/// same bytes every 300 ms, as a NAS retransmits (the server drops what its PIN queue has no
+/// room for). Returns each request's reply, in request order.
+fn burst_replies(server: SocketAddr, requests: &[Vec<u8>], wait: Duration) -> Vec<Option<Vec<u8>>> {
     let sockets: Vec<UdpSocket> = (0..requests.len().div_ceil(PER_SOCKET))
         .map(|_| {
             let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
             socket
-                .set_read_timeout(Some(Duration::from_millis(100)))
+                .set_read_timeout(Some(Duration::from_millis(50)))
                 .unwrap();
             socket
         })
         .collect();
-    for (i, request) in requests.iter().enumerate() {
-        // Replies are matched to requests by identifier: `request` set it from the index.
-        assert_eq!(
-            usize::from(request[1]),
-            i % PER_SOCKET,
-            "built with its index"
-        );
-        sockets[i / PER_SOCKET].send_to(request, server).unwrap();
-    }
-    let mut codes = vec![0u8; requests.len()];
+    let mut replies: Vec<Option<Vec<u8>>> = vec![None; requests.len()];
     let deadline = Instant::now() + wait;
     let mut buffer = [0u8; 4096];
-    while codes.contains(&0) && Instant::now() < deadline {
-        for (s, socket) in sockets.iter().enumerate() {
-            while let Ok(n) = socket.recv(&mut buffer) {
-                let index = s * PER_SOCKET + usize::from(buffer[1]);
-                if let (Some(slot), Some(&code)) = (codes.get_mut(index), buffer[..n].first()) {
-                    *slot = code;
+    while replies.contains(&None) && Instant::now() < deadline {
+        for (i, request) in requests.iter().enumerate() {
+            // Replies are matched to requests by identifier: `request` set it from the index.
+            assert_eq!(
+                usize::from(request[1]),
+                i % PER_SOCKET,
+                "built with its index"
+            );
+            if replies[i].is_none() {
+                sockets[i / PER_SOCKET].send_to(request, server).unwrap();
+            }
+        }
+        let round = Instant::now() + Duration::from_millis(300);
+        while replies.contains(&None) && Instant::now() < round {
+            for (s, socket) in sockets.iter().enumerate() {
+                while let Ok(n) = socket.recv(&mut buffer) {
+                    if let Some(slot) = replies.get_mut(s * PER_SOCKET + usize::from(buffer[1])) {
+                        *slot = Some(buffer[..n].to_vec());
+                    }
                 }
             }
         }
     }
-    codes
+    replies
+}
+
+/// Each request's reply code (0 for none), in request order.
+fn burst(server: SocketAddr, requests: &[Vec<u8>], wait: Duration) -> Vec<u8> {
+    burst_replies(server, requests, wait)
+        .into_iter()
+        .map(|r| r.and_then(|r| r.first().copied()).unwrap_or(0))
+        .collect()
 }
 
 /// An Access-Request for `user` with `password` (and State), identifier from its burst index.
@@ -170,20 +183,21 @@ fn the_right_code_after_max_attempts_wrong_ones_in_a_burst_is_not_compared() {
         let reasons = audit_reasons(&server, 301);
         let wrongs = count(&reasons, |r| r.contains("wrong OTP, attempt "));
         let accepts = count(&reasons, |r| r.contains("accepted"));
-        assert_eq!(
-            wrongs + accepts,
-            3,
-            "{path}: compared max_attempts times in all"
-        );
-        assert!(accepts <= 1, "{path}: accepted once at most");
+        // The burst's order is not the server's: the right code may have been among the
+        // first three compared, and then ended the challenge; otherwise it was not compared.
         if codes[3] == code::ACCESS_ACCEPT {
-            // The burst's order is not the server's: the right code was among the three.
-            assert_eq!(wrongs, 2, "{path}");
+            assert_eq!(accepts, 1, "{path}");
+            assert!(wrongs < 3, "{path}: accepted after {wrongs} wrong codes");
         } else {
             assert_eq!(
                 codes[3],
                 code::ACCESS_REJECT,
                 "{path}: the hidden right code"
+            );
+            assert_eq!(
+                (wrongs, accepts),
+                (3, 0),
+                "{path}: max_attempts comparisons"
             );
         }
         assert_eq!(
@@ -202,7 +216,10 @@ fn the_right_code_after_max_attempts_wrong_ones_in_a_burst_is_not_compared() {
 fn a_burst_of_wrong_pins_counts_max_failures_and_the_lock_re_arms_every_period() {
     let options = Options {
         max_failures: 5,
-        clear_after: "2s",
+        clear_after: "3s",
+        // Room for the whole burst in the PIN queue, so that it is over well within a lock
+        // period (a NAS's retransmissions would bring the rest later).
+        limits_extra: "pin_queue = 128".into(),
         ..Options::default()
     };
     let (server, _) = Server::with_alice(&options);
@@ -238,12 +255,13 @@ fn a_burst_of_wrong_pins_counts_max_failures_and_the_lock_re_arms_every_period()
         let locked = client.exchange(&request(1, "alice", PIN, None)).unwrap();
         rows += 1;
         assert_eq!(locked[0], code::ACCESS_REJECT, "period {period}");
+        // Header and Message-Authenticator (first, 18 octets) differ per packet.
         assert_eq!(
-            locked[20..],
-            wrong_pin_reply[20..].to_vec()[..],
-            "same attributes but MA"
+            locked[38..],
+            wrong_pin_reply[38..],
+            "the same reply attributes"
         );
-        std::thread::sleep(Duration::from_millis(2100));
+        std::thread::sleep(Duration::from_millis(3100));
     }
     // After the last period the lock has cleared: the right PIN gets its challenge.
     let open = client.exchange(&request(2, "alice", PIN, None)).unwrap();
@@ -285,21 +303,14 @@ fn a_burst_of_pin_requests_opens_one_challenge_and_sends_one_sms() {
 
 /// The State of each reply of a burst (all must be challenges).
 fn burst_states(server: &Server, requests: &[Vec<u8>]) -> Vec<Vec<u8>> {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    for request in requests {
-        socket.send_to(request, server.address()).unwrap();
-    }
-    let mut states = Vec::new();
-    let mut buffer = [0u8; 4096];
-    while states.len() < requests.len() {
-        let n = socket.recv(&mut buffer).expect("a reply to every request");
-        assert_eq!(buffer[0], code::ACCESS_CHALLENGE);
-        states.push(state_of(&buffer[..n]));
-    }
-    states
+    burst_replies(server.address(), requests, Duration::from_secs(20))
+        .into_iter()
+        .map(|reply| {
+            let reply = reply.expect("a reply to every request");
+            assert_eq!(reply[0], code::ACCESS_CHALLENGE);
+            state_of(&reply)
+        })
+        .collect()
 }
 
 /// Enrolls `count` users `u0`.. with PIN 4711, phones distinct unless `same_phone`.
@@ -405,7 +416,7 @@ fn the_per_token_cap_answers_the_open_challenge_again_then_refuses_a_new_one() {
     assert_eq!(fourth.code, "Access-Reject");
     assert_eq!(
         fourth.get("Reply-Message"),
-        Some("\"Too many codes were requested. Try again later.\"")
+        Some("Too many codes were requested. Try again later.")
     );
     assert_eq!(
         audit_reasons(&server, 5)[0],
@@ -444,7 +455,7 @@ fn a_number_the_limits_now_refuse_gets_no_sms_at_send() {
     assert_eq!(reply.code, "Access-Reject");
     assert_eq!(
         reply.get("Reply-Message"),
-        Some("\"The PIN was correct, but the SMS could not be sent.\"")
+        Some("The PIN was correct, but the SMS could not be sent.")
     );
     let reason = &audit_reasons(&server, 1)[0];
     assert!(

@@ -4,9 +4,9 @@
 //!
 //! Neither path unseals a seed or runs Argon2, so answers never wait behind PIN work.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::engine::{Engine, Step, WRONG_CODE, accept, reject};
+use super::engine::{BUSY_WAIT, Engine, Step, WRONG_CODE, accept, reject};
 use super::{Decision, Request, TransactionId, Verdict};
 use crate::store::{Answer, AnswerClaim, AnswerOutcome, ChallengeRef, Refusal, TokenRow, UserRow};
 
@@ -41,19 +41,32 @@ impl Engine {
             self.policy.challenge.max_attempts,
             self.policy.failure_rules(true),
         );
-        let answer = self
-            .db(move |s| {
-                s.answer_challenge(&AnswerClaim {
-                    target: ChallengeRef::Transaction(&key),
-                    user: &user,
-                    code_mac: &code_mac,
-                    now,
-                    max_attempts,
-                    failures,
-                    claim_held: false,
+        // While every failure left is claimed by PIN checks still running, the answer waits
+        // for them rather than fail.
+        let deadline = Instant::now() + BUSY_WAIT;
+        let mut pause = Duration::from_millis(2);
+        let answer = loop {
+            let (key, user, code_mac) = (key.clone(), user.clone(), code_mac.clone());
+            let answer = self
+                .db(move |s| {
+                    s.answer_challenge(&AnswerClaim {
+                        target: ChallengeRef::Transaction(&key),
+                        user: &user,
+                        code_mac: &code_mac,
+                        now: super::engine::now_ms(),
+                        max_attempts,
+                        failures,
+                        claim_held: false,
+                    })
                 })
-            })
-            .await?;
+                .await?;
+            if answer.outcome != AnswerOutcome::Refused(Refusal::Busy) || Instant::now() > deadline
+            {
+                break answer;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        };
         self.answer_verdict(request, answer, Path::State(tid), now)
             .await
     }
@@ -80,7 +93,7 @@ impl Engine {
         );
         let answer = self
             .db(move |s| {
-                s.refund_failures(&refund, failures.max_failures)?;
+                s.refund_failures(&refund)?;
                 let answer = s.answer_challenge(&AnswerClaim {
                     target: ChallengeRef::OpenOf(&serial),
                     user: &name,
@@ -92,7 +105,7 @@ impl Engine {
                 })?;
                 // Nothing was compared: the PIN check's claim has nothing to pay for.
                 if claim_held && matches!(answer.outcome, AnswerOutcome::Refused(_)) {
-                    s.refund_failures(std::slice::from_ref(&serial), failures.max_failures)?;
+                    s.refund_failures(std::slice::from_ref(&serial))?;
                 }
                 Ok(answer)
             })

@@ -27,7 +27,8 @@ use crate::events::{Event, Notifier};
 use crate::sms::template::Template;
 use crate::sms::{Gateways, Phone};
 use crate::store::{
-    FailureClaim, FailureRules, Store, StoreError, StoreThread, TokenRow, Unusable, UserRow,
+    FailureClaim, FailureRules, Refusal, Store, StoreError, StoreThread, TokenRow, Unusable,
+    UserRow,
 };
 
 /// What the NAS sees for every failure whose reason it must not learn.
@@ -49,6 +50,9 @@ pub struct Policy {
     pub limits: LimitsConfig,
     pub reply_within: Duration,
     pub default_chain: Vec<String>,
+    /// How long a request may take; a failure claim left unsettled longer counts as a
+    /// failure.
+    pub request_timeout: Duration,
 }
 
 impl Policy {
@@ -61,6 +65,7 @@ impl Policy {
             limits: config.limits.clone(),
             reply_within: config.sms.reply_within,
             default_chain: config.sms.default_chain.clone(),
+            request_timeout: config.server.request_timeout,
         }
     }
 
@@ -70,6 +75,7 @@ impl Policy {
             max_failures: self.lockout.max_failures,
             clear_after_ms: millis(self.lockout.clear_after.0),
             count,
+            claim_ttl_ms: millis(self.request_timeout),
         }
     }
 }
@@ -210,7 +216,7 @@ impl Engine {
             .policy
             .failure_rules(self.policy.lockout.count_wrong_pin);
         let name = request.user_name.clone();
-        let (view, otp_lengths, claims) = self
+        let (view, otp_lengths, mut claims) = self
             .db(move |s| {
                 let otp_lengths = s.otp_lengths()?;
                 let view = s.login_view(&name)?;
@@ -229,13 +235,10 @@ impl Engine {
             Some((user, tokens)) => (Some(user), tokens),
             None => (None, Vec::new()),
         };
-        let claimed: Vec<String> = tokens
-            .iter()
-            .zip(&claims)
-            .filter(|(_, c)| matches!(c, FailureClaim::Claimed { .. }))
-            .map(|(t, _)| t.serial.clone())
-            .collect();
-        let mut held = HeldClaims::new(self, claimed);
+        let mut held = HeldClaims::new(self, Vec::new());
+        held.add(&tokens, &claims);
+        self.claim_busy(&tokens, &mut claims, &mut held, &rules)
+            .await?;
         if let Some(user) = &user {
             for (token, claim) in tokens.iter().zip(&claims) {
                 if claim.lock_cleared() {
@@ -278,21 +281,18 @@ impl Engine {
         };
         match matched {
             PinMatch::None => {
-                held.keep();
-                for (token, claim) in tokens.iter().zip(&claims) {
-                    if matches!(
-                        claim,
-                        FailureClaim::Claimed {
-                            locked_now: true,
-                            ..
-                        }
-                    ) {
-                        self.locked(request, &user, token);
-                    }
+                let failed = held.take();
+                let max = self.policy.lockout.max_failures;
+                let locked = self
+                    .db(move |s| s.settle_failures(&failed, now_ms(), max))
+                    .await?;
+                for token in tokens.iter().filter(|t| locked.contains(&t.serial)) {
+                    self.locked(request, &user, token);
                 }
                 let reason = match (tokens.len(), checkable.len(), claims.first()) {
                     (0, _, _) => "user has no token",
                     (_, 0, Some(FailureClaim::Refused(Unusable::Disabled))) => "token disabled",
+                    (_, 0, Some(FailureClaim::Busy)) => Refusal::Busy.reason(),
                     (_, 0, _) => "token locked",
                     _ => "wrong PIN",
                 };
@@ -322,6 +322,42 @@ impl Engine {
                     .await
             }
         }
+    }
+
+    /// Asks again for the claims refused as `Busy` (every failure left is claimed by checks
+    /// still running) until those checks settle, for at most `BUSY_WAIT`: concurrent
+    /// logins of one user wait their turn rather than fail, and never exceed the bound.
+    async fn claim_busy(
+        &self,
+        tokens: &[TokenRow],
+        claims: &mut [FailureClaim],
+        held: &mut HeldClaims,
+        rules: &FailureRules,
+    ) -> Step<()> {
+        let deadline = Instant::now() + BUSY_WAIT;
+        let mut pause = Duration::from_millis(2);
+        while claims.contains(&FailureClaim::Busy) && Instant::now() < deadline {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+            let busy: Vec<usize> = (0..claims.len())
+                .filter(|&i| claims.get(i) == Some(&FailureClaim::Busy))
+                .collect();
+            let serials: Vec<String> = busy
+                .iter()
+                .filter_map(|&i| tokens.get(i).map(|t| t.serial.clone()))
+                .collect();
+            let rules = *rules;
+            let again = self
+                .db(move |s| s.claim_failures(&serials, now_ms(), &rules))
+                .await?;
+            for (&i, claim) in busy.iter().zip(again) {
+                if let (Some(slot), Some(token)) = (claims.get_mut(i), tokens.get(i)) {
+                    *slot = claim;
+                    held.add(std::slice::from_ref(token), std::slice::from_ref(&claim));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A token's expired lock was cleared on the way: tell the rules that listen.
@@ -405,13 +441,15 @@ impl Engine {
     }
 }
 
+/// How long a PIN request waits for a token whose failures left are all claimed.
+pub(super) const BUSY_WAIT: Duration = Duration::from_secs(2);
+
 /// Failure claims a request holds while its PIN is checked. Dropped unsettled (the request
 /// was cancelled, or its PIN job refused), they are given back: no check was answered, so
 /// nothing was learnt that the count has to pay for.
 struct HeldClaims {
     serials: Vec<String>,
     store_thread: Arc<StoreThread>,
-    max_failures: u32,
 }
 
 impl HeldClaims {
@@ -419,13 +457,16 @@ impl HeldClaims {
         HeldClaims {
             serials,
             store_thread: engine.store_thread.clone(),
-            max_failures: engine.policy.lockout.max_failures,
         }
     }
 
-    /// The checks failed: the claims stand.
-    fn keep(&mut self) {
-        self.serials.clear();
+    /// Holds the claims among `claims` (of `tokens`, in order) that were granted.
+    fn add(&mut self, tokens: &[TokenRow], claims: &[FailureClaim]) {
+        for (token, claim) in tokens.iter().zip(claims) {
+            if matches!(claim, FailureClaim::Claimed { .. }) {
+                self.serials.push(token.serial.clone());
+            }
+        }
     }
 
     /// Takes the claims, for the caller to refund in its next store call.
@@ -439,14 +480,12 @@ impl Drop for HeldClaims {
         if self.serials.is_empty() {
             return;
         }
-        let (serials, max) = (std::mem::take(&mut self.serials), self.max_failures);
+        let serials = std::mem::take(&mut self.serials);
         let store_thread = self.store_thread.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 store_thread
-                    .submit("a failure refund", move |s| {
-                        s.refund_failures(&serials, max)
-                    })
+                    .submit("a failure refund", move |s| s.refund_failures(&serials))
                     .await;
             });
         }

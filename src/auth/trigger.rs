@@ -96,12 +96,11 @@ impl Engine {
             millis(self.policy.limits.resend_interval),
             self.policy.limits.sends,
         );
-        let max_failures = self.policy.lockout.max_failures;
         let mac_seed = seed.clone();
         let started = self
             .db(move |s| {
                 let (tid, serial, user, client, phone) = &owned;
-                s.refund_failures(&refund, max_failures)?;
+                s.refund_failures(&refund)?;
                 let start = ChallengeStart {
                     transaction_id: tid,
                     serial,
@@ -157,10 +156,9 @@ impl Engine {
                 )
             }
             Some(Resend::Claimed) => match self.send(chain, phone, code).await? {
-                Sent::Delivered { gateway, summary } => (
-                    gateway,
-                    format!("PIN right, same challenge, sent again {summary}"),
-                ),
+                Sent::Delivered { gateway, summary } => {
+                    (gateway, format!("PIN right, same challenge, {summary}"))
+                }
                 // The code sent before may well have arrived: the challenge stays.
                 Sent::Failed(summary) => {
                     self.sms_failed(request, user, &token, &summary);
@@ -200,8 +198,7 @@ impl Engine {
 
     /// Gives back the PIN check's failure claims when no store call follows to do it.
     async fn refund(&self, serials: Vec<String>) -> Step<()> {
-        let max = self.policy.lockout.max_failures;
-        Ok(self.db(move |s| s.refund_failures(&serials, max)).await?)
+        Ok(self.db(move |s| s.refund_failures(&serials)).await?)
     }
 
     /// Hands the code to the chain and waits at most `reply_within` for it.

@@ -14,6 +14,7 @@ const RULES: FailureRules = FailureRules {
     max_failures: 3,
     clear_after_ms: 10 * MINUTE,
     count: true,
+    claim_ttl_ms: MINUTE,
 };
 
 /// Adds user `name` with token `serial` (6-digit codes) sending to `phone`.
@@ -387,9 +388,22 @@ pub fn answers_are_refused_for_other_users_expired_unknown_and_locked(store: &dy
     );
     let serials = vec!["S1".to_string()];
     for _ in 0..3 {
-        store.claim_failures(&serials, now, &RULES).unwrap();
+        store
+            .claim_failures(&serials, now + 6 * MINUTE, &RULES)
+            .unwrap();
     }
+    // Claimed but not settled: the answer waits its turn, uncompared.
     let code = mac(1);
+    let busy = store
+        .answer_challenge(&answer(
+            ChallengeRef::Transaction("t3"),
+            "alice",
+            &code,
+            now + 6 * MINUTE + 1,
+        ))
+        .unwrap();
+    assert_eq!(busy.outcome, AnswerOutcome::Refused(Refusal::Busy));
+    store.settle_failures(&serials, now, 3).unwrap();
     let locked = store
         .answer_challenge(&answer(
             ChallengeRef::Transaction("t3"),
@@ -418,38 +432,60 @@ pub fn failure_claims_lock_at_max_and_the_lock_re_arms(store: &dyn Store) {
     let now = 1_000_000;
     for period in 0..3 {
         let t = now + period * 11 * MINUTE;
-        let claims: Vec<FailureClaim> = (0..4)
-            .map(|i| store.claim_failures(&serials, t + i, &RULES).unwrap()[0])
-            .collect();
+        for i in 0..3 {
+            let claim = store.claim_failures(&serials, t + i, &RULES).unwrap()[0];
+            assert_eq!(
+                claim,
+                FailureClaim::Claimed {
+                    lock_cleared: period > 0 && i == 0
+                },
+                "period {period}, claim {i}"
+            );
+            let locked = store.settle_failures(&serials, t + i, 3).unwrap();
+            assert_eq!(locked.is_empty(), i < 2, "the third failure locks");
+        }
         assert_eq!(
-            claims,
-            vec![
-                FailureClaim::Claimed {
-                    locked_now: false,
-                    lock_cleared: period > 0
-                },
-                FailureClaim::Claimed {
-                    locked_now: false,
-                    lock_cleared: false
-                },
-                FailureClaim::Claimed {
-                    locked_now: true,
-                    lock_cleared: false
-                },
-                FailureClaim::Refused(Unusable::Locked),
-            ],
-            "lock period {period}"
+            store.claim_failures(&serials, t + 5, &RULES).unwrap()[0],
+            FailureClaim::Refused(Unusable::Locked),
+            "period {period}"
         );
     }
-    // A refund gives a claim back and lifts the lock it had set.
-    store.unlock("S1").unwrap();
+}
+
+pub fn claims_never_exceed_the_failures_left_and_refunds_free_them(store: &dyn Store) {
+    enroll(store, "alice", "S1", "+491701234567");
+    let serials = vec!["S1".to_string()];
+    let now = 1_000_000;
     for _ in 0..3 {
-        store.claim_failures(&serials, now, &RULES).unwrap();
+        assert!(matches!(
+            store.claim_failures(&serials, now, &RULES).unwrap()[0],
+            FailureClaim::Claimed { .. }
+        ));
     }
-    store.refund_failures(&serials, RULES.max_failures).unwrap();
+    assert_eq!(
+        store.claim_failures(&serials, now, &RULES).unwrap()[0],
+        FailureClaim::Busy,
+        "three checks running, three failures left"
+    );
+    store.refund_failures(&serials).unwrap();
+    assert!(matches!(
+        store.claim_failures(&serials, now, &RULES).unwrap()[0],
+        FailureClaim::Claimed { .. }
+    ));
+    // Claims whose node died count as failures once their time is up: the token locks.
+    assert_eq!(
+        store
+            .claim_failures(&serials, now + 2 * MINUTE, &RULES)
+            .unwrap()[0],
+        FailureClaim::Refused(Unusable::Locked)
+    );
     let token = store.token("S1").unwrap().unwrap();
-    assert_eq!((token.fail_count, token.locked_at), (2, None));
+    assert_eq!(
+        (token.fail_count, token.locked_at),
+        (3, Some(now + 2 * MINUTE))
+    );
     // Not counting: usable, nothing added.
+    store.unlock("S1").unwrap();
     let look = FailureRules {
         count: false,
         ..RULES
@@ -460,7 +496,7 @@ pub fn failure_claims_lock_at_max_and_the_lock_re_arms(store: &dyn Store) {
             lock_cleared: false
         }
     );
-    assert_eq!(store.token("S1").unwrap().unwrap().fail_count, 2);
+    assert_eq!(store.token("S1").unwrap().unwrap().fail_count, 0);
     store.set_disabled("S1", true).unwrap();
     assert_eq!(
         store.claim_failures(&serials, now, &RULES).unwrap()[0],
@@ -573,6 +609,7 @@ pub fn run_all(fresh: &dyn Fn() -> Box<dyn Store>) {
     an_answer_is_compared_at_most_max_attempts_times_and_accepted_once(fresh().as_ref());
     answers_are_refused_for_other_users_expired_unknown_and_locked(fresh().as_ref());
     failure_claims_lock_at_max_and_the_lock_re_arms(fresh().as_ref());
+    claims_never_exceed_the_failures_left_and_refunds_free_them(fresh().as_ref());
     a_held_claim_is_not_counted_twice(fresh().as_ref());
     pin_changes_disabling_and_deleting_end_the_open_challenge(fresh().as_ref());
     otp_lengths_are_the_distinct_lengths_of_all_tokens(fresh().as_ref());

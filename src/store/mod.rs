@@ -80,21 +80,25 @@ pub struct FailureRules {
     /// Whether the check being claimed counts as a failure until refunded (a wrong PIN
     /// counts only with `count_wrong_pin`).
     pub count: bool,
+    /// How long a claim may stay unsettled; past it (its node died mid-request) it counts
+    /// as a failure, so that a crash can neither lose a failure nor wedge the token.
+    pub claim_ttl_ms: i64,
 }
 
 /// What a failure claim found on one token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureClaim {
-    /// The check may run. `locked_now`: this claim reached `max_failures` and locked the
-    /// token (lifted again if it is refunded).
+    /// The check may run; its failure is counted, pending until settled or refunded.
     Claimed {
-        locked_now: bool,
         lock_cleared: bool,
     },
     /// Not counted (`count` false), but the token is usable.
     Usable {
         lock_cleared: bool,
     },
+    /// Every failure left in this lock period is claimed by checks still running: ask
+    /// again once they settle (a refund frees one).
+    Busy,
     Refused(Unusable),
     /// No such token.
     Missing,
@@ -112,10 +116,8 @@ impl FailureClaim {
     pub fn lock_cleared(&self) -> bool {
         matches!(
             self,
-            FailureClaim::Claimed {
-                lock_cleared: true,
-                ..
-            } | FailureClaim::Usable { lock_cleared: true }
+            FailureClaim::Claimed { lock_cleared: true }
+                | FailureClaim::Usable { lock_cleared: true }
         )
     }
 }
@@ -295,6 +297,8 @@ pub enum Refusal {
     NoAttemptsLeft,
     TokenGone,
     Unusable(Unusable),
+    /// The token's failures left are all claimed by checks still running.
+    Busy,
 }
 
 impl Refusal {
@@ -308,6 +312,7 @@ impl Refusal {
             Refusal::NoAttemptsLeft => "challenge has no attempts left",
             Refusal::TokenGone => "token of the challenge was deleted",
             Refusal::Unusable(why) => why.reason(),
+            Refusal::Busy => "every failure left is claimed by checks still running",
         }
     }
 }
@@ -383,8 +388,16 @@ pub trait Store: Send + Sync {
         now: i64,
         rules: &FailureRules,
     ) -> StoreResult<Vec<FailureClaim>>;
-    /// Gives back claims whose check succeeded; a lock their count had set is lifted.
-    fn refund_failures(&self, serials: &[String], max_failures: u32) -> StoreResult<()>;
+    /// Gives back claims whose check succeeded (or never ran).
+    fn refund_failures(&self, serials: &[String]) -> StoreResult<()>;
+    /// The claimed checks failed: their failures stand. Locks the tokens whose count
+    /// reached `max_failures` and returns those this call locked.
+    fn settle_failures(
+        &self,
+        serials: &[String],
+        now: i64,
+        max_failures: u32,
+    ) -> StoreResult<Vec<String>>;
     /// The PIN was right: returns the token's one open challenge, or opens one (taking the
     /// token's counter and storing `code_mac(counter)`), and claims the SMS send against the
     /// resend interval and the caps, all in one transaction (DESIGN section 8).

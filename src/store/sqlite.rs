@@ -110,6 +110,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX sms_sends_phone ON sms_sends(phone, time);
     CREATE INDEX sms_sends_client ON sms_sends(client, time);
     CREATE INDEX tokens_otp_length ON tokens(otp_length);
+    ALTER TABLE tokens ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tokens ADD COLUMN pending_until INTEGER NOT NULL DEFAULT 0;
 "#,
 ];
 
@@ -465,7 +467,7 @@ impl Store for SqliteStore {
 
     fn unlock(&self, serial: &str) -> StoreResult<bool> {
         Ok(self.db().execute(
-            "UPDATE tokens SET fail_count = 0, locked_at = NULL WHERE serial = ?1",
+            "UPDATE tokens SET fail_count = 0, pending = 0, locked_at = NULL WHERE serial = ?1",
             [serial],
         )? > 0)
     }
@@ -520,11 +522,36 @@ impl Store for SqliteStore {
         })
     }
 
-    fn refund_failures(&self, serials: &[String], max_failures: u32) -> StoreResult<()> {
+    fn refund_failures(&self, serials: &[String]) -> StoreResult<()> {
         if serials.is_empty() {
             return Ok(());
         }
-        self.immediate(|tx| Ok(sqlite_bounds::refund_failures(tx, serials, max_failures)?))
+        self.immediate(|tx| {
+            for serial in serials {
+                sqlite_bounds::refund(tx, serial)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn settle_failures(
+        &self,
+        serials: &[String],
+        now: i64,
+        max_failures: u32,
+    ) -> StoreResult<Vec<String>> {
+        if serials.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.immediate(|tx| {
+            let mut locked = Vec::new();
+            for serial in serials {
+                if sqlite_bounds::settle_failure(tx, serial, now, max_failures)? {
+                    locked.push(serial.clone());
+                }
+            }
+            Ok(locked)
+        })
     }
 
     fn open_challenge(

@@ -19,34 +19,49 @@ struct TokenState {
     disabled: bool,
     locked_at: Option<i64>,
     fail_count: u32,
+    /// Claims not yet settled (counted in `fail_count` already).
+    pending: u32,
+    pending_until: i64,
 }
 
 fn token_state(tx: &Transaction<'_>, serial: &str) -> rusqlite::Result<Option<TokenState>> {
-    tx.prepare_cached("SELECT disabled, locked_at, fail_count FROM tokens WHERE serial = ?1")?
-        .query_row([serial], |r| {
-            Ok(TokenState {
-                disabled: r.get(0)?,
-                locked_at: r.get(1)?,
-                fail_count: r.get(2)?,
-            })
+    tx.prepare_cached(
+        "SELECT disabled, locked_at, fail_count, pending, pending_until FROM tokens
+         WHERE serial = ?1",
+    )?
+    .query_row([serial], |r| {
+        Ok(TokenState {
+            disabled: r.get(0)?,
+            locked_at: r.get(1)?,
+            fail_count: r.get(2)?,
+            pending: r.get(3)?,
+            pending_until: r.get(4)?,
         })
-        .optional()
+    })
+    .optional()
 }
 
 /// Claims one failure on a token (see `Store::claim_failures`).
+///
+/// A claim counts in `fail_count` at once and is `pending` until its check settles it
+/// (`settle_failure`) or gives it back (`refund`), so concurrent checks can never claim
+/// more than the failures left. Claims past their `claim_ttl_ms` (the request's node died)
+/// stay counted as failures.
 pub(super) fn claim_failure(
     tx: &Transaction<'_>,
     serial: &str,
     now: i64,
     rules: &FailureRules,
 ) -> rusqlite::Result<FailureClaim> {
-    let Some(state) = token_state(tx, serial)? else {
+    let Some(mut state) = token_state(tx, serial)? else {
         return Ok(FailureClaim::Missing);
     };
     if state.disabled {
         return Ok(FailureClaim::Refused(Unusable::Disabled));
     }
-    let mut fail_count = state.fail_count;
+    if state.pending > 0 && now > state.pending_until {
+        state.pending = 0;
+    }
     let mut lock_cleared = false;
     if let Some(locked_at) = state.locked_at {
         let expired =
@@ -55,48 +70,72 @@ pub(super) fn claim_failure(
             return Ok(FailureClaim::Refused(Unusable::Locked));
         }
         // The lock period is over: the count starts again, so the lock re-arms.
-        fail_count = 0;
+        state.fail_count = state.pending;
+        state.locked_at = None;
         lock_cleared = true;
     }
-    if fail_count >= rules.max_failures {
-        // Only if `max_failures` was lowered: lock now, so that `clear_after` can end it.
-        tx.prepare_cached("UPDATE tokens SET locked_at = ?2 WHERE serial = ?1")?
-            .execute(params![serial, now])?;
-        return Ok(FailureClaim::Refused(Unusable::Locked));
-    }
-    if !rules.count {
-        if lock_cleared {
-            tx.prepare_cached(
-                "UPDATE tokens SET fail_count = 0, locked_at = NULL WHERE serial = ?1",
-            )?
-            .execute([serial])?;
+    let claim = if state.fail_count < rules.max_failures {
+        if rules.count {
+            state.fail_count += 1;
+            state.pending += 1;
+            state.pending_until = state
+                .pending_until
+                .max(now.saturating_add(rules.claim_ttl_ms));
+            FailureClaim::Claimed { lock_cleared }
+        } else {
+            FailureClaim::Usable { lock_cleared }
         }
-        return Ok(FailureClaim::Usable { lock_cleared });
-    }
-    let counted = fail_count + 1;
-    let locked_now = counted >= rules.max_failures;
-    tx.prepare_cached("UPDATE tokens SET fail_count = ?2, locked_at = ?3 WHERE serial = ?1")?
-        .execute(params![serial, counted, locked_now.then_some(now)])?;
-    Ok(FailureClaim::Claimed {
-        locked_now,
-        lock_cleared,
-    })
+    } else if state.pending > 0 {
+        FailureClaim::Busy
+    } else {
+        // Every failure of the period is settled: the token locks now (also where
+        // `max_failures` was lowered, or a dead node's claims expired).
+        state.locked_at = Some(now);
+        FailureClaim::Refused(Unusable::Locked)
+    };
+    tx.prepare_cached(
+        "UPDATE tokens SET fail_count = ?2, pending = ?3, pending_until = ?4, locked_at = ?5
+         WHERE serial = ?1",
+    )?
+    .execute(params![
+        serial,
+        state.fail_count,
+        state.pending,
+        state.pending_until,
+        state.locked_at
+    ])?;
+    Ok(claim)
 }
 
-pub(super) fn refund_failures(
-    tx: &Transaction<'_>,
-    serials: &[String],
-    max_failures: u32,
-) -> rusqlite::Result<()> {
-    let mut refund = tx.prepare_cached(
-        "UPDATE tokens SET fail_count = MAX(fail_count - 1, 0),
-            locked_at = CASE WHEN fail_count - 1 < ?2 THEN NULL ELSE locked_at END
+pub(super) fn refund(tx: &Transaction<'_>, serial: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE tokens SET fail_count = MAX(fail_count - 1, 0), pending = MAX(pending - 1, 0)
          WHERE serial = ?1",
-    )?;
-    for serial in serials {
-        refund.execute(params![serial, max_failures])?;
-    }
+    )?
+    .execute([serial])?;
     Ok(())
+}
+
+/// A claimed check failed: its failure stands; locks the token if the count is reached.
+/// True if this call locked it.
+pub(super) fn settle_failure(
+    tx: &Transaction<'_>,
+    serial: &str,
+    now: i64,
+    max_failures: u32,
+) -> rusqlite::Result<bool> {
+    let locked: Option<bool> = tx
+        .prepare_cached(
+            // Locks on the settled failures only: the claims of checks still running
+            // may yet be refunded.
+            "UPDATE tokens SET pending = MAX(pending - 1, 0),
+                locked_at = CASE WHEN locked_at IS NULL AND fail_count - MAX(pending - 1, 0) >= ?3
+                            THEN ?2 ELSE locked_at END
+             WHERE serial = ?1 RETURNING locked_at IS ?2",
+        )?
+        .query_row(params![serial, now, max_failures], |r| r.get(0))
+        .optional()?;
+    Ok(locked == Some(true))
 }
 
 pub(super) fn open_challenge(
@@ -280,7 +319,7 @@ pub(super) fn answer_challenge(
         return Ok(refused(Refusal::TokenGone, serial));
     };
     // The failure this comparison may become: claimed now, or held from the PIN check.
-    let (locked_now, lock_cleared) = if claim.claim_held {
+    let lock_cleared = if claim.claim_held {
         if owner.1.disabled {
             end(tx)?;
             return Ok(Answer {
@@ -288,17 +327,21 @@ pub(super) fn answer_challenge(
                 ..refused(Refusal::Unusable(Unusable::Disabled), serial)
             });
         }
-        (false, false)
+        false
     } else {
         let rules = FailureRules {
             count: true,
             ..claim.failures
         };
         match claim_failure(tx, &challenge.serial, claim.now, &rules)? {
-            FailureClaim::Claimed {
-                locked_now,
-                lock_cleared,
-            } => (locked_now, lock_cleared),
+            FailureClaim::Claimed { lock_cleared } => lock_cleared,
+            FailureClaim::Busy => {
+                // Not compared, and the challenge stays: the answer may be sent again.
+                return Ok(Answer {
+                    owner: Some(owner),
+                    ..refused(Refusal::Busy, serial)
+                });
+            }
             FailureClaim::Refused(why) => {
                 end(tx)?;
                 return Ok(Answer {
@@ -322,9 +365,11 @@ pub(super) fn answer_challenge(
             "UPDATE challenges SET used = 1, attempts = ?2 WHERE transaction_id = ?1",
         )?
         .execute(params![challenge.transaction_id, attempts])?;
+        // A login resets the count; other checks still running keep their own claims.
         tx.prepare_cached(
-            "UPDATE tokens SET fail_count = 0, locked_at = NULL
-             WHERE serial = ?1 AND (fail_count <> 0 OR locked_at IS NOT NULL)",
+            "UPDATE tokens SET pending = MAX(pending - 1, 0), fail_count = MAX(pending - 1, 0),
+                locked_at = NULL
+             WHERE serial = ?1",
         )?
         .execute([&challenge.serial])?;
         let attributes = tx
@@ -335,6 +380,12 @@ pub(super) fn answer_challenge(
             .collect::<Result<_, _>>()?;
         AnswerOutcome::Accepted { attributes }
     } else {
+        let locked_now = settle_failure(
+            tx,
+            &challenge.serial,
+            claim.now,
+            claim.failures.max_failures,
+        )?;
         let ended = attempts >= claim.max_attempts || locked_now;
         tx.prepare_cached(
             "UPDATE challenges SET attempts = ?2, used = ?3 WHERE transaction_id = ?1",
