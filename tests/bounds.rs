@@ -425,42 +425,42 @@ fn the_per_token_cap_answers_the_open_challenge_again_then_refuses_a_new_one() {
 }
 
 #[test]
-fn a_number_the_limits_now_refuse_gets_no_sms_at_send() {
-    // Enrolled while every country was allowed; the limits changed before the login.
+fn numbers_the_limits_now_refuse_get_no_sms_at_send() {
+    // Enrolled while every country and type was allowed; the limits changed before the login.
     let (dir, config) = Server::prepare(&Options {
-        limits_extra: "allowed_countries = []".into(),
+        limits_extra: "allowed_countries = []\nblocked_number_types = []".into(),
         ..Options::default()
     });
-    common::cli_ok(
-        &config,
-        &["user", "add", "pierre", "--phone", "+33 6 12 34 56 78"],
-        None,
-    );
-    common::cli_ok(
-        &config,
-        &["token", "add", "pierre", "--pin-stdin"],
-        Some(PIN),
-    );
+    for (user, phone) in [("pierre", "+33 6 12 34 56 78"), ("paul", "+49 900 1234567")] {
+        common::cli_ok(&config, &["user", "add", user, "--phone", phone], None);
+        common::cli_ok(&config, &["token", "add", user, "--pin-stdin"], Some(PIN));
+    }
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace("allowed_countries = []", "allowed_countries = [\"DE\"]"),
-    )
-    .unwrap();
+    let limited = text.replace(
+        "allowed_countries = []\nblocked_number_types = []",
+        "allowed_countries = [\"DE\"]",
+    );
+    assert_ne!(limited, text);
+    std::fs::write(&config, limited).unwrap();
     let server = Server::start(dir, config);
-    let reply = common::radclient::auth(
-        server.address(),
-        &format!("User-Name=pierre,User-Password={PIN}"),
-    );
-    assert_eq!(reply.code, "Access-Reject");
-    assert_eq!(
-        reply.get("Reply-Message"),
-        Some("The PIN was correct, but the SMS could not be sent.")
-    );
-    let reason = &audit_reasons(&server, 1)[0];
-    assert!(
-        reason.contains("allowed_countries does not list FR"),
-        "{reason}"
-    );
+    for (user, rule) in [
+        ("pierre", "allowed_countries does not list FR"),
+        (
+            "paul",
+            "is a premium_rate number, and [limits] blocked_number_types",
+        ),
+    ] {
+        let reply = common::radclient::auth(
+            server.address(),
+            &format!("User-Name={user},User-Password={PIN}"),
+        );
+        assert_eq!(reply.code, "Access-Reject", "{user}");
+        assert_eq!(
+            reply.get("Reply-Message"),
+            Some("The PIN was correct, but the SMS could not be sent.")
+        );
+        let reason = &audit_reasons(&server, 1)[0];
+        assert!(reason.contains(rule), "{user}: {reason}");
+    }
     assert_eq!(server.spooled(), 0);
 }

@@ -127,55 +127,27 @@ pub fn a_token_has_one_open_challenge_and_resends_wait(store: &dyn Store) {
     assert_eq!(store.token("S1").unwrap().unwrap().counter, 2);
 }
 
+/// Caps with `limit` at `n` and every other cap off.
+fn only(limit: Limit, n: u32) -> SendCaps {
+    let mut caps = SendCaps::default();
+    let slot = match limit {
+        Limit::PerTokenHour => &mut caps.per_token_hour,
+        Limit::PerTokenDay => &mut caps.per_token_day,
+        Limit::PerPhoneHour => &mut caps.per_phone_hour,
+        Limit::PerClientMinute => &mut caps.per_client_minute,
+        Limit::GlobalMinute => &mut caps.global_minute,
+        Limit::GlobalDay => &mut caps.global_day,
+    };
+    *slot = n;
+    caps
+}
+
 pub fn sending_caps_stop_sms_per_token_phone_client_and_globally(store: &dyn Store) {
     enroll(store, "alice", "S1", "+491701234567");
     enroll(store, "bob", "S2", "+491701234567");
     enroll(store, "carol", "S3", "+491709999999");
-    let cases = [
-        (
-            SendCaps {
-                per_token_hour: 2,
-                ..SendCaps::default()
-            },
-            Limit::PerTokenHour,
-        ),
-        (
-            SendCaps {
-                per_token_day: 2,
-                ..SendCaps::default()
-            },
-            Limit::PerTokenDay,
-        ),
-        (
-            SendCaps {
-                per_phone_hour: 2,
-                ..SendCaps::default()
-            },
-            Limit::PerPhoneHour,
-        ),
-        (
-            SendCaps {
-                per_client_minute: 2,
-                ..SendCaps::default()
-            },
-            Limit::PerClientMinute,
-        ),
-        (
-            SendCaps {
-                global_minute: 2,
-                ..SendCaps::default()
-            },
-            Limit::GlobalMinute,
-        ),
-        (
-            SendCaps {
-                global_day: 2,
-                ..SendCaps::default()
-            },
-            Limit::GlobalDay,
-        ),
-    ];
-    for (round, (caps, limit)) in cases.into_iter().enumerate() {
+    for (round, limit) in Limit::ALL.into_iter().enumerate() {
+        let caps = only(limit, 2);
         // Each round far from the last, so earlier sends are outside every window.
         let now = 10_000_000_000 + round as i64 * 10 * 24 * 60 * MINUTE;
         let tids: Vec<String> = ["a", "b", "c", "d", "e"]
@@ -403,7 +375,9 @@ pub fn answers_are_refused_for_other_users_expired_unknown_and_locked(store: &dy
         ))
         .unwrap();
     assert_eq!(busy.outcome, AnswerOutcome::Refused(Refusal::Busy));
-    store.settle_failures(&serials, now, 3).unwrap();
+    for _ in 0..3 {
+        store.settle_failures(&serials, now, 3).unwrap();
+    }
     let locked = store
         .answer_challenge(&answer(
             ChallengeRef::Transaction("t3"),
