@@ -61,6 +61,7 @@ async fn serve(config: Config) -> Result<()> {
         .map_err(|e| anyhow!(e))?,
     );
     let server = Arc::new(Server::new(&config, engine.clone()));
+    let signals = StopSignals::install();
 
     let shutdown = CancellationToken::new();
     let loops = TaskTracker::new();
@@ -83,7 +84,7 @@ async fn serve(config: Config) -> Result<()> {
         shutdown.clone(),
     ));
 
-    wait_for_signal().await;
+    signals.wait().await;
     tracing::info!("shutting down");
     shutdown.cancel();
     loops.wait().await;
@@ -95,7 +96,7 @@ async fn serve(config: Config) -> Result<()> {
     if let Err(e) = store.flush().await {
         tracing::error!(error = %e, "the store stopped before every audit row was written");
     }
-    tracing::info!(stats = %server.stats.summary(), "stopped");
+    tracing::info!(stats = %server.counters(), "stopped");
     Ok(())
 }
 
@@ -120,25 +121,43 @@ fn bind(address: SocketAddr) -> Result<RadiusSocket> {
     RadiusSocket::new(socket).with_context(context)
 }
 
-async fn wait_for_signal() {
+/// SIGINT and SIGTERM, watched from before the first socket is bound: a signal that comes
+/// right after "listening" must stop the server cleanly, not kill it.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = terminate.recv() => {}
+    watched: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl StopSignals {
+    fn install() -> StopSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+                (Ok(interrupt), Ok(terminate)) => StopSignals {
+                    watched: Some((interrupt, terminate)),
+                },
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the server");
+                    StopSignals { watched: None }
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the server");
-                let _ = tokio::signal::ctrl_c().await;
-            }
         }
+        #[cfg(not(unix))]
+        StopSignals {}
     }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        if let Some((mut interrupt, mut terminate)) = self.watched {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 async fn drain(what: &str, tasks: &TaskTracker) {
@@ -223,7 +242,7 @@ async fn housekeeping(
             Ok(n) => tracing::debug!(purged = n, "expired challenges deleted"),
             Err(e) => tracing::error!(error = %e, "cannot purge challenges"),
         }
-        let summary = server.stats.summary();
+        let summary = server.counters();
         if summary != last_summary {
             tracing::info!(stats = %summary, "counters");
             last_summary = summary;

@@ -73,6 +73,16 @@ impl Server {
     pub fn tasks(&self) -> &TaskTracker {
         &self.tasks
     }
+
+    /// The drop and reply counters, with the engine's (SMS limited, PIN queue full).
+    pub fn counters(&self) -> String {
+        let engine = self.engine.stats.summary();
+        if engine.is_empty() {
+            self.stats.summary()
+        } else {
+            format!("{} {engine}", self.stats.summary())
+        }
+    }
 }
 
 /// Receives on `socket` until `shutdown` is cancelled.
