@@ -235,7 +235,7 @@ impl Engine {
             Some((user, tokens)) => (Some(user), tokens),
             None => (None, Vec::new()),
         };
-        let mut held = HeldClaims::new(self, Vec::new());
+        let mut held = HeldClaims::new(self);
         held.add(&tokens, &claims);
         self.claim_busy(&tokens, &mut claims, &mut held, &rules)
             .await?;
@@ -309,7 +309,8 @@ impl Engine {
                     return Ok(reject("internal error: matched token out of range"));
                 };
                 let refund = held.take();
-                self.trigger(request, &user, token, refund, now).await
+                // Now, not when the request came: claims may have waited for their turn.
+                self.trigger(request, &user, token, refund, now_ms()).await
             }
             PinMatch::Answer(index, otp) => {
                 let Some((i, token)) = token_at(index) else {
@@ -318,7 +319,7 @@ impl Engine {
                 let claim_held = matches!(claims.get(i), Some(FailureClaim::Claimed { .. }));
                 let mut refund = held.take();
                 refund.retain(|serial| *serial != token.serial);
-                self.answer_with_pin(request, &user, token, &otp, refund, claim_held, now)
+                self.answer_with_pin(request, &user, token, &otp, refund, claim_held, now_ms())
                     .await
             }
         }
@@ -453,9 +454,9 @@ struct HeldClaims {
 }
 
 impl HeldClaims {
-    fn new(engine: &Engine, serials: Vec<String>) -> HeldClaims {
+    fn new(engine: &Engine) -> HeldClaims {
         HeldClaims {
-            serials,
+            serials: Vec::new(),
             store_thread: engine.store_thread.clone(),
         }
     }
