@@ -391,6 +391,28 @@ fn spool_numbers(server: &Server) -> HashMap<String, usize> {
 }
 
 #[test]
+fn the_per_token_cap_holds_under_a_burst_of_one_users_pin_requests() {
+    // No resend interval: every request of the burst asks for a send of the one challenge.
+    let options = Options {
+        resend_interval: "0s",
+        limits_extra: "per_token_hour = 7".into(),
+        ..Options::default()
+    };
+    let (server, _) = Server::with_alice(&options);
+    let logins: Vec<Vec<u8>> = (0..200).map(|i| request(i, "alice", PIN, None)).collect();
+    let states = burst_states(&server, &logins);
+    assert!(states.iter().all(|s| *s == states[0]), "one challenge");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(server.spooled(), 7, "per_token_hour sends of 200 requests");
+    let reasons = audit_reasons(&server, 200);
+    assert_eq!(
+        count(&reasons, |r| r
+            .ends_with("SMS limit per_token_hour reached")),
+        193
+    );
+}
+
+#[test]
 fn the_per_token_cap_answers_the_open_challenge_again_then_refuses_a_new_one() {
     let options = Options {
         resend_interval: "0s",

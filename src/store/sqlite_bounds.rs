@@ -165,7 +165,11 @@ pub(super) fn open_challenge(
         })
         .optional()?;
     if let Some((open, last_sent)) = open {
-        if start.now.saturating_sub(last_sent) < start.resend_interval_ms {
+        // No interval means no wait, even where another request's send carries a slightly
+        // later clock than this one's `now`.
+        if start.resend_interval_ms > 0
+            && start.now.saturating_sub(last_sent) < start.resend_interval_ms
+        {
             return Ok(Started::Again(open, Resend::TooSoon));
         }
         if let Some(limit) = limit_reached(tx, start)? {
