@@ -6,7 +6,7 @@
 #
 #   bench/run.sh                 # full run (several minutes)
 #   BENCH_QUICK=1 bench/run.sh   # smoke run
-#   BENCH_ONLY="status default" bench/run.sh   # some sections: status default cheap open isolation
+#   BENCH_ONLY="status default" bench/run.sh   # some sections: status default cheap open isolation flood
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,11 +14,12 @@ quick=${BENCH_QUICK:-0}
 seconds=${BENCH_SECONDS:-$([ "$quick" = 1 ] && echo 2 || echo 10)}
 growth=${BENCH_GROWTH:-$([ "$quick" = 1 ] && echo "1000" || echo "1000 100000 1000000")}
 open_challenges=${BENCH_OPEN_CHALLENGES:-$([ "$quick" = 1 ] && echo 2000 || echo 100000)}
-# The PIN queue ([limits] pin_queue, jobs per core). The closed-loop sections keep up to 64
-# PIN requests of one client in flight (64 workers) and, unlike a NAS, do not retransmit:
-# with the default 16 per core (32 queued on 2 cores) the rest would be dropped as
-# overloaded and each would cost its worker a reply timeout. 64 per core holds them all on
-# any number of cores.
+flood_seconds=${BENCH_FLOOD_SECONDS:-$([ "$quick" = 1 ] && echo 3 || echo "$seconds")}
+# The PIN queue ([limits] pin_queue, jobs per core) of every section but the flood, which
+# keeps the default (16). The closed-loop sections keep up to 64 PIN requests of one client
+# in flight (64 workers) and, unlike a NAS, do not retransmit: with the default 16 per core
+# (32 queued on 2 cores) the rest would be dropped as overloaded and each would cost its
+# worker a reply timeout. 64 per core holds them all on any number of cores.
 bench_pin_queue=${BENCH_PIN_QUEUE:-64}
 secret=bench-shared-secret-0123456789
 
@@ -34,12 +35,17 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 capture_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 
-# write_config DIR PORT MEMORY ITERATIONS [PIN_QUEUE]
+# write_config DIR PORT MEMORY ITERATIONS [PIN_QUEUE] [SECOND_CLIENT_ADDRESS]
 # Every SMS cap is off and a PIN request may re-send its open challenge's SMS at once: the
 # bench measures the server, not the limits. PIN_QUEUE "" keeps the default.
 write_config() {
-  local pin_queue="pin_queue = ${5-$bench_pin_queue}"
+  local pin_queue="pin_queue = ${5-$bench_pin_queue}" second=""
   [ -z "${5-$bench_pin_queue}" ] && pin_queue="# pin_queue: the default"
+  [ -n "${6:-}" ] && second="[[client]]
+name = \"legit\"
+address = \"$6/32\"
+secret = \"$secret\"
+"
   cat > "$1/otpgate.toml" <<EOF
 [server]
 listen = ["127.0.0.1:$2"]
@@ -53,6 +59,7 @@ name = "bench"
 address = "127.0.0.1/32"
 secret = "$secret"
 
+$second
 [limits]
 resend_interval = "0s"
 per_token_hour = 0
@@ -126,7 +133,7 @@ step() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); s=[x for x
 ratio() { python3 -c "import sys; print(round(float(sys.argv[1])/float(sys.argv[2]),2))" "$1" "$2"; }
 
 # BENCH_ONLY picks sections by name (default: all of them).
-only=${BENCH_ONLY:-status default cheap open isolation}
+only=${BENCH_ONLY:-status default cheap open isolation flood}
 wanted() { [[ " $only " == *" $1 "* ]]; }
 
 results=()
@@ -306,6 +313,29 @@ row "Isolation: flow p99 alone, ms" "$alone"
 row "  flow p99 beside users whose gateway hangs, ms" "$beside" "ratio $(ratio "$beside" "$alone") (target <= 2)"
 row "  lost (timeouts + errors) of those flows" "$(( $(json "$dir/beside.json" timeouts) + $(json "$dir/beside.json" errors) ))" "dropped overloaded $(dropped_overloaded "$dir")"
 row "  stalled users still got their challenge" "$(json "$dir/beside.json" stalled_challenges)"
+fi
+
+# ---- Flood: one client floods with unknown-user PINs, a user logs in from another ---------
+if wanted flood; then
+dir=$work/flood; mkdir -p "$dir"; port=$(free_port)
+# The default Argon2 cost and the default PIN queue; the user logs in from 127.0.0.2.
+write_config "$dir" "$port" 19456 2 "" 127.0.0.2
+enroll "$dir" 2
+start "$dir"
+"$bench" argon2 --memory-kib 19456 --iterations 2 --count "$([ "$quick" = 1 ] && echo 10 || echo 20)" > "$dir/argon2.json"
+"$bench" flood --server "127.0.0.1:$port" --secret "$secret" --capture "127.0.0.1:$capture_port" \
+  --flood-from 127.0.0.1 --legit-from 127.0.0.2 --factor 10 --duration "${flood_seconds}s" \
+  --capacity-duration "$([ "$quick" = 1 ] && echo 1s || echo 3s)" --pid "$otpgate_pid" --json > "$dir/flood.json"
+stop "$otpgate_pid"
+overloaded=$(dropped_overloaded "$dir")
+row "Flood: PIN checks/s, unknown users, closed loop (capacity)" "$(json "$dir/flood.json" capacity_per_second)" "two-core Argon2 alone $(json "$dir/argon2.json" parallel_per_second)/s"
+row "  flood from 127.0.0.1, requests/s (10 x capacity)" "$(json "$dir/flood.json" flood_rate)" "for $(json "$dir/flood.json" flood_seconds) s, $(json "$dir/flood.json" served_per_second) PIN checks/s served meanwhile, dropped overloaded $overloaded"
+row "  legit PIN step answered within 3 tries 2 s apart" "$(json "$dir/flood.json" legit_pin_ok)/$(json "$dir/flood.json" legit_pin_steps)" "rate $(json "$dir/flood.json" legit_pin_success_rate), after 1/2/3 sends $(json "$dir/flood.json" legit_pin_after_sends)"
+row "  legit PIN step p50 / p99 during the flood, ms" "$(json "$dir/flood.json" legit_pin_p50_ms) / $(json "$dir/flood.json" legit_pin_p99_ms)" "(before the flood p50 $(json "$dir/flood.json" before_pin_p50_ms))"
+row "  answer step p99 during the flood, ms" "$(json "$dir/flood.json" answer_p99_ms)" "p50 $(json "$dir/flood.json" answer_p50_ms), max $(json "$dir/flood.json" answer_max_ms)"
+row "  answers dropped (of answers sent)" "$(json "$dir/flood.json" legit_answers_dropped)" "of $(( $(json "$dir/flood.json" legit_answers) + $(json "$dir/flood.json" legit_answers_dropped) + $(json "$dir/flood.json" legit_answers_rejected) )), rejected $(json "$dir/flood.json" legit_answers_rejected), SMS missing $(json "$dir/flood.json" legit_sms_missing), errors $(json "$dir/flood.json" legit_errors)"
+row "  seconds to recover after the flood (127.0.0.1's PIN)" "$(json "$dir/flood.json" recovery_seconds)" "answered within $(json "$dir/flood.json" recovered_within_ms) ms"
+row "  server RSS during the flood, max MiB" "$(json "$dir/flood.json" server_rss_max_mib)"
 fi
 
 echo

@@ -226,6 +226,10 @@ pub async fn run(args: FloodArgs) -> anyhow::Result<()> {
         "flood_sent": sent,
         "flood_answered": answered,
         "flood_answered_per_second": answered as f64 / flood_seconds,
+        // PIN checks the server completed per second during the flood (the flood's answered
+        // requests and the user's PIN steps): the flood's real multiple of the capacity, when
+        // the machine's neighbours changed it after it was measured.
+        "served_per_second": (answered + during.logins) as f64 / flood_seconds,
         "legit_pin_steps": pin_steps,
         "legit_pin_ok": during.logins,
         "legit_pin_failed": during.pin_failed,
