@@ -15,6 +15,9 @@ seconds=${BENCH_SECONDS:-$([ "$quick" = 1 ] && echo 2 || echo 10)}
 growth=${BENCH_GROWTH:-$([ "$quick" = 1 ] && echo "1000" || echo "1000 100000 1000000")}
 open_challenges=${BENCH_OPEN_CHALLENGES:-$([ "$quick" = 1 ] && echo 2000 || echo 100000)}
 flood_seconds=${BENCH_FLOOD_SECONDS:-$([ "$quick" = 1 ] && echo 3 || echo "$seconds")}
+# The flood section's PIN queue: empty keeps the default; e.g. 100000 shows the flood
+# without the bound.
+flood_pin_queue=${BENCH_FLOOD_PIN_QUEUE:-}
 # The PIN queue ([limits] pin_queue, jobs per core) of every section but the flood, which
 # keeps the default (16). The closed-loop sections keep up to 64 PIN requests of one client
 # in flight (64 workers) and, unlike a NAS, do not retransmit: with the default 16 per core
@@ -319,7 +322,7 @@ fi
 if wanted flood; then
 dir=$work/flood; mkdir -p "$dir"; port=$(free_port)
 # The default Argon2 cost and the default PIN queue; the user logs in from 127.0.0.2.
-write_config "$dir" "$port" 19456 2 "" 127.0.0.2
+write_config "$dir" "$port" 19456 2 "$flood_pin_queue" 127.0.0.2
 enroll "$dir" 2
 start "$dir"
 "$bench" argon2 --memory-kib 19456 --iterations 2 --count "$([ "$quick" = 1 ] && echo 10 || echo 20)" > "$dir/argon2.json"
