@@ -6,7 +6,7 @@
 #
 #   bench/run.sh                 # full run (several minutes)
 #   BENCH_QUICK=1 bench/run.sh   # smoke run
-#   BENCH_ONLY="status default" bench/run.sh   # some sections: status default cheap open isolation
+#   BENCH_ONLY="status default" bench/run.sh   # some sections: status default cheap open isolation flood
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,16 @@ quick=${BENCH_QUICK:-0}
 seconds=${BENCH_SECONDS:-$([ "$quick" = 1 ] && echo 2 || echo 10)}
 growth=${BENCH_GROWTH:-$([ "$quick" = 1 ] && echo "1000" || echo "1000 100000 1000000")}
 open_challenges=${BENCH_OPEN_CHALLENGES:-$([ "$quick" = 1 ] && echo 2000 || echo 100000)}
+flood_seconds=${BENCH_FLOOD_SECONDS:-$([ "$quick" = 1 ] && echo 3 || echo "$seconds")}
+# The flood section's PIN queue: empty keeps the default; e.g. 100000 shows the flood
+# without the bound.
+flood_pin_queue=${BENCH_FLOOD_PIN_QUEUE:-}
+# The PIN queue ([limits] pin_queue, jobs per core) of every section but the flood, which
+# keeps the default (16). The closed-loop sections keep up to 64 PIN requests of one client
+# in flight (64 workers) and, unlike a NAS, do not retransmit: with the default 16 per core
+# (32 queued on 2 cores) the rest would be dropped as overloaded and each would cost its
+# worker a reply timeout. 64 per core holds them all on any number of cores.
+bench_pin_queue=${BENCH_PIN_QUEUE:-64}
 secret=bench-shared-secret-0123456789
 
 command -v freeradius >/dev/null || { echo "needs Debian's freeradius (apt-get install freeradius)"; exit 1; }
@@ -28,8 +38,17 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 capture_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 
-# write_config DIR PORT MEMORY ITERATIONS
+# write_config DIR PORT MEMORY ITERATIONS [PIN_QUEUE] [SECOND_CLIENT_ADDRESS]
+# Every SMS cap is off and a PIN request may re-send its open challenge's SMS at once: the
+# bench measures the server, not the limits. PIN_QUEUE "" keeps the default.
 write_config() {
+  local pin_queue="pin_queue = ${5-$bench_pin_queue}" second=""
+  [ -z "${5-$bench_pin_queue}" ] && pin_queue="# pin_queue: the default"
+  [ -n "${6:-}" ] && second="[[client]]
+name = \"legit\"
+address = \"$6/32\"
+secret = \"$secret\"
+"
   cat > "$1/otpgate.toml" <<EOF
 [server]
 listen = ["127.0.0.1:$2"]
@@ -42,6 +61,17 @@ max_in_flight = 4096
 name = "bench"
 address = "127.0.0.1/32"
 secret = "$secret"
+
+$second
+[limits]
+resend_interval = "0s"
+per_token_hour = 0
+per_token_day = 0
+per_phone_hour = 0
+per_client_minute = 0
+global_minute = 0
+global_day = 0
+$pin_queue
 
 [pin]
 memory_kib = $3
@@ -80,6 +110,7 @@ enroll() {
 
 # start DIR -> sets otpgate_pid; waits for the port
 start() {
+  : > "$1/otpgate.log"
   "$otpgate" --config "$1/otpgate.toml" serve 2>"$1/otpgate.log" &
   otpgate_pid=$!
   pids+=("$otpgate_pid")
@@ -89,6 +120,14 @@ start() {
 
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
+# dropped_overloaded DIR -> requests the stopped server dropped as overloaded (its last log
+# line, "stopped stats=replies=N dropped overloaded=M ..."); 0 if none.
+dropped_overloaded() {
+  local n
+  n=$(grep -o ' stopped stats=.*' "$1/otpgate.log" | grep -o 'overloaded=[0-9]*' | cut -d= -f2 | tail -1) || true
+  echo "${n:-0}"
+}
+
 # json FILE KEY -> value (python, to keep the script free of jq)
 json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); k=sys.argv[2].split('.');
 for p in k: d=d[int(p)] if isinstance(d,list) else d[p]
@@ -97,7 +136,7 @@ step() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); s=[x for x
 ratio() { python3 -c "import sys; print(round(float(sys.argv[1])/float(sys.argv[2]),2))" "$1" "$2"; }
 
 # BENCH_ONLY picks sections by name (default: all of them).
-only=${BENCH_ONLY:-status default cheap open isolation}
+only=${BENCH_ONLY:-status default cheap open isolation flood}
 wanted() { [[ " $only " == *" $1 "* ]]; }
 
 results=()
@@ -209,7 +248,7 @@ fresh=$(mean "$(json "$dir/argon2.json" parallel_fresh_memory_per_second)" "$(js
 stop "$otpgate_pid"
 row "Argon2id (19456 KiB, 2 it.) one verification, ms" "$(python3 -c "print(round($verify_ms,2))")" "(before $(json "$dir/argon2.json" verify_ms), after $(json "$dir/argon2-after.json" verify_ms))"
 row "Argon2-bound limit, flows/s (cores / verification)" "$(python3 -c "print(round($bound,1))")"
-row "Full flows/s, default PIN hash" "$flows" "errors $(json "$dir/flow.json" errors), timeouts $(json "$dir/flow.json" timeouts)"
+row "Full flows/s, default PIN hash" "$flows" "errors $(json "$dir/flow.json" errors), timeouts $(json "$dir/flow.json" timeouts), dropped overloaded $(dropped_overloaded "$dir")"
 row "  ratio to the Argon2 bound (target >= 0.85)" "$(ratio "$flows" "$bound")"
 row "  server CPU per flow outside the Argon2 threads, ms" "$(json "$dir/flow.json" server_cpu_ms_per_op_outside_argon2)"
 row "Argon2 verifications/s on all cores at once (measured)" "$(python3 -c "print(round($parallel,1))")" "ratio to the bound $(ratio "$parallel" "$bound")"
@@ -234,7 +273,7 @@ for count in $growth; do
     --capture "127.0.0.1:$capture_port" --concurrency 64 --duration "${seconds}s" --pid "$otpgate_pid" --json > "$dir/flow.json"
   stop "$otpgate_pid"
   label="$count tokens"
-  row "Full flows/s, cheap hash (8 KiB, 1 it.), $label" "$(json "$dir/flow.json" ops_per_second)" "errors $(json "$dir/flow.json" errors)"
+  row "Full flows/s, cheap hash (8 KiB, 1 it.), $label" "$(json "$dir/flow.json" ops_per_second)" "errors $(json "$dir/flow.json" errors), timeouts $(json "$dir/flow.json" timeouts), dropped overloaded $(dropped_overloaded "$dir")"
   row "  server CPU per flow, ms (target <= 0.5)" "$(json "$dir/flow.json" server_cpu_ms_per_op)"
   row "  answer step p50 / p99, ms" "$(step "$dir/flow.json" answer p50_ms) / $(step "$dir/flow.json" answer p99_ms)"
   row "  server peak RSS, MiB" "$(json "$dir/flow.json" server_peak_rss_mib)"
@@ -255,7 +294,7 @@ start "$dir"
 "$bench" challenges --server "127.0.0.1:$port" --secret "$secret" --users "$open_challenges" --capture "127.0.0.1:$capture_port" \
   --concurrency 64 --duration 600s --pid "$otpgate_pid" --json > "$dir/challenges.json"
 stop "$otpgate_pid"
-row "Open challenges created" "$(json "$dir/challenges.json" completed)" "errors $(json "$dir/challenges.json" errors)"
+row "Open challenges created" "$(json "$dir/challenges.json" completed)" "errors $(json "$dir/challenges.json" errors), timeouts $(json "$dir/challenges.json" timeouts), dropped overloaded $(dropped_overloaded "$dir")"
 row "  server peak RSS, MiB (target <= 64 at 100k)" "$(json "$dir/challenges.json" server_peak_rss_mib)"
 
 fi
@@ -275,8 +314,31 @@ stop "$otpgate_pid"
 alone=$(step "$dir/alone.json" total p99_ms); beside=$(step "$dir/beside.json" total p99_ms)
 row "Isolation: flow p99 alone, ms" "$alone"
 row "  flow p99 beside users whose gateway hangs, ms" "$beside" "ratio $(ratio "$beside" "$alone") (target <= 2)"
-row "  lost (timeouts + errors) of those flows" "$(( $(json "$dir/beside.json" timeouts) + $(json "$dir/beside.json" errors) ))"
+row "  lost (timeouts + errors) of those flows" "$(( $(json "$dir/beside.json" timeouts) + $(json "$dir/beside.json" errors) ))" "dropped overloaded $(dropped_overloaded "$dir")"
 row "  stalled users still got their challenge" "$(json "$dir/beside.json" stalled_challenges)"
+fi
+
+# ---- Flood: one client floods with unknown-user PINs, a user logs in from another ---------
+if wanted flood; then
+dir=$work/flood; mkdir -p "$dir"; port=$(free_port)
+# The default Argon2 cost and the default PIN queue; the user logs in from 127.0.0.2.
+write_config "$dir" "$port" 19456 2 "$flood_pin_queue" 127.0.0.2
+enroll "$dir" 2
+start "$dir"
+"$bench" argon2 --memory-kib 19456 --iterations 2 --count "$([ "$quick" = 1 ] && echo 10 || echo 20)" > "$dir/argon2.json"
+"$bench" flood --server "127.0.0.1:$port" --secret "$secret" --capture "127.0.0.1:$capture_port" \
+  --flood-from 127.0.0.1 --legit-from 127.0.0.2 --factor 10 --duration "${flood_seconds}s" \
+  --capacity-duration "$([ "$quick" = 1 ] && echo 1s || echo 3s)" --pid "$otpgate_pid" --json > "$dir/flood.json"
+stop "$otpgate_pid"
+overloaded=$(dropped_overloaded "$dir")
+row "Flood: PIN checks/s, unknown users, closed loop (capacity)" "$(json "$dir/flood.json" capacity_per_second)" "two-core Argon2 alone $(json "$dir/argon2.json" parallel_per_second)/s"
+row "  flood from 127.0.0.1, requests/s (10 x capacity)" "$(json "$dir/flood.json" flood_rate)" "for $(json "$dir/flood.json" flood_seconds) s, $(json "$dir/flood.json" served_per_second) PIN checks/s served meanwhile, dropped overloaded $overloaded"
+row "  legit PIN step answered within 3 tries 2 s apart" "$(json "$dir/flood.json" legit_pin_ok)/$(json "$dir/flood.json" legit_pin_steps)" "rate $(json "$dir/flood.json" legit_pin_success_rate), after 1/2/3 sends $(json "$dir/flood.json" legit_pin_after_sends)"
+row "  legit PIN step p50 / p99 during the flood, ms" "$(json "$dir/flood.json" legit_pin_p50_ms) / $(json "$dir/flood.json" legit_pin_p99_ms)" "(before the flood p50 $(json "$dir/flood.json" before_pin_p50_ms))"
+row "  answer step p99 during the flood, ms" "$(json "$dir/flood.json" answer_p99_ms)" "p50 $(json "$dir/flood.json" answer_p50_ms), max $(json "$dir/flood.json" answer_max_ms)"
+row "  answers dropped (of answers sent)" "$(json "$dir/flood.json" legit_answers_dropped)" "of $(( $(json "$dir/flood.json" legit_answers) + $(json "$dir/flood.json" legit_answers_dropped) + $(json "$dir/flood.json" legit_answers_rejected) )), rejected $(json "$dir/flood.json" legit_answers_rejected), SMS missing $(json "$dir/flood.json" legit_sms_missing), errors $(json "$dir/flood.json" legit_errors)"
+row "  seconds to recover after the flood (127.0.0.1's PIN)" "$(json "$dir/flood.json" recovery_seconds)" "answered within $(json "$dir/flood.json" recovered_within_ms) ms"
+row "  server RSS during the flood, max MiB" "$(json "$dir/flood.json" server_rss_max_mib)"
 fi
 
 echo

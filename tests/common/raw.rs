@@ -26,6 +26,16 @@ impl Client {
         Client { socket, server }
     }
 
+    /// A client whose socket is bound to `source`, e.g. 127.0.0.2 for a second RADIUS
+    /// client on loopback.
+    pub fn bound_to(source: std::net::IpAddr, server: SocketAddr) -> Client {
+        let socket = UdpSocket::bind(SocketAddr::new(source, 0)).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        Client { socket, server }
+    }
+
     pub fn send(&self, bytes: &[u8]) {
         self.socket.send_to(bytes, self.server).unwrap();
     }

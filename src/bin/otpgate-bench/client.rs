@@ -1,8 +1,10 @@
 //! A RADIUS client for load: one UDP socket per worker, requests with a
 //! Message-Authenticator, replies checked (Response Authenticator, Message-Authenticator)
-//! before they count.
+//! before they count. Requests can be retransmitted as a NAS does (the same bytes again,
+//! `access_retrying`), and the socket can be bound to a chosen source address, so that one
+//! bench process can be two RADIUS clients (`flood`).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use md5::{Digest, Md5};
@@ -14,6 +16,13 @@ pub struct Client {
     secret: Vec<u8>,
     identifier: u8,
     timeout: Duration,
+}
+
+/// An Access-Request as sent, kept to send again (a retransmission is the same bytes).
+pub struct Prepared {
+    bytes: Vec<u8>,
+    identifier: u8,
+    authenticator: [u8; 16],
 }
 
 /// A checked reply: its code and the attributes the flow needs.
@@ -41,18 +50,31 @@ impl std::fmt::Display for Failure {
     }
 }
 
+impl std::error::Error for Failure {}
+
 impl Client {
     pub async fn connect(
         server: SocketAddr,
         secret: &str,
         timeout: Duration,
     ) -> std::io::Result<Client> {
-        let bind = if server.is_ipv6() {
-            "[::1]:0"
+        Client::connect_from(server, None, secret, timeout).await
+    }
+
+    /// Like `connect`, from `source` (e.g. 127.0.0.2, a second RADIUS client on loopback);
+    /// `None` is the loopback address of the server's family.
+    pub async fn connect_from(
+        server: SocketAddr,
+        source: Option<IpAddr>,
+        secret: &str,
+        timeout: Duration,
+    ) -> std::io::Result<Client> {
+        let source = source.unwrap_or(if server.is_ipv6() {
+            IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
         } else {
-            "127.0.0.1:0"
-        };
-        let socket = UdpSocket::bind(bind).await?;
+            IpAddr::from(std::net::Ipv4Addr::LOCALHOST)
+        });
+        let socket = UdpSocket::bind(SocketAddr::new(source, 0)).await?;
         socket.connect(server).await?;
         let mut id = [0u8; 1];
         getrandom::fill(&mut id).map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -75,9 +97,20 @@ impl Client {
         password: &str,
         state: Option<&[u8]>,
     ) -> Result<Reply, Failure> {
-        let mut authenticator = [0u8; 16];
-        getrandom::fill(&mut authenticator)
-            .map_err(|e| Failure::Io(std::io::Error::other(e.to_string())))?;
+        let request = self.prepare_access(user, password, state)?;
+        self.send(&request).await?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        self.reply_to(&request, deadline).await
+    }
+
+    /// Builds an Access-Request with the next identifier, to send with `send`.
+    pub fn prepare_access(
+        &mut self,
+        user: &str,
+        password: &str,
+        state: Option<&[u8]>,
+    ) -> Result<Prepared, Failure> {
+        let authenticator = random_authenticator()?;
         let mut builder = self.builder(code::ACCESS_REQUEST);
         builder.push(attr::USER_NAME, user.as_bytes());
         builder.push(
@@ -87,7 +120,76 @@ impl Client {
         if let Some(state) = state {
             builder.push(attr::STATE, state);
         }
-        self.send_and_check(builder, authenticator).await
+        Ok(Prepared {
+            bytes: builder.finish_request(&authenticator, &self.secret),
+            identifier: self.identifier,
+            authenticator,
+        })
+    }
+
+    pub async fn send(&self, request: &Prepared) -> Result<(), Failure> {
+        self.socket
+            .send(&request.bytes)
+            .await
+            .map(|_| ())
+            .map_err(Failure::Io)
+    }
+
+    /// An Access-Request sent as a NAS sends it: up to `tries` times, `interval` apart, the
+    /// same bytes each time, giving up `interval` after the last. Returns the reply and how
+    /// many sends had gone out when it came.
+    pub async fn access_retrying(
+        &mut self,
+        user: &str,
+        password: &str,
+        state: Option<&[u8]>,
+        tries: u32,
+        interval: Duration,
+    ) -> Result<(Reply, u32), Failure> {
+        let request = self.prepare_access(user, password, state)?;
+        for sent in 1..=tries.max(1) {
+            self.send(&request).await?;
+            let deadline = tokio::time::Instant::now() + interval;
+            match self.reply_to(&request, deadline).await {
+                Err(Failure::Timeout) => continue,
+                other => return other.map(|reply| (reply, sent)),
+            }
+        }
+        Err(Failure::Timeout)
+    }
+
+    /// The code of a datagram already received, if any, unchecked: a flood counts its
+    /// replies without waiting for them.
+    pub fn try_receive_code(&self) -> Option<u8> {
+        let mut buffer = [0u8; 4096];
+        match self.socket.try_recv(&mut buffer) {
+            Ok(length) if length >= 20 => buffer.first().copied(),
+            _ => None,
+        }
+    }
+
+    /// Waits until `deadline` for the reply to `request`; replies to earlier requests are
+    /// skipped.
+    pub async fn reply_to(
+        &self,
+        request: &Prepared,
+        deadline: tokio::time::Instant,
+    ) -> Result<Reply, Failure> {
+        let mut buffer = [0u8; 4096];
+        loop {
+            let received = tokio::time::timeout_at(deadline, self.socket.recv(&mut buffer)).await;
+            let length = match received {
+                Err(_) => return Err(Failure::Timeout),
+                Ok(Err(e)) => return Err(Failure::Io(e)),
+                Ok(Ok(length)) => length,
+            };
+            let reply = &buffer[..length];
+            // A late reply to an earlier, timed-out request: skip it.
+            if reply.get(1) != Some(&request.identifier) {
+                continue;
+            }
+            return self.check(reply, &request.authenticator);
+        }
     }
 
     fn builder(&mut self, request_code: u8) -> PacketBuilder {
@@ -98,35 +200,15 @@ impl Client {
     }
 
     async fn exchange(&mut self, builder: PacketBuilder) -> Result<Reply, Failure> {
-        let mut authenticator = [0u8; 16];
-        getrandom::fill(&mut authenticator)
-            .map_err(|e| Failure::Io(std::io::Error::other(e.to_string())))?;
-        self.send_and_check(builder, authenticator).await
-    }
-
-    async fn send_and_check(
-        &mut self,
-        builder: PacketBuilder,
-        authenticator: [u8; 16],
-    ) -> Result<Reply, Failure> {
-        let request = builder.finish_request(&authenticator, &self.secret);
-        self.socket.send(&request).await.map_err(Failure::Io)?;
-        let mut buffer = [0u8; 4096];
+        let authenticator = random_authenticator()?;
+        let request = Prepared {
+            bytes: builder.finish_request(&authenticator, &self.secret),
+            identifier: self.identifier,
+            authenticator,
+        };
+        self.send(&request).await?;
         let deadline = tokio::time::Instant::now() + self.timeout;
-        loop {
-            let received = tokio::time::timeout_at(deadline, self.socket.recv(&mut buffer)).await;
-            let length = match received {
-                Err(_) => return Err(Failure::Timeout),
-                Ok(Err(e)) => return Err(Failure::Io(e)),
-                Ok(Ok(length)) => length,
-            };
-            let reply = &buffer[..length];
-            // A late reply to an earlier, timed-out request: skip it.
-            if reply.get(1) != Some(&self.identifier) {
-                continue;
-            }
-            return self.check(reply, &authenticator);
-        }
+        self.reply_to(&request, deadline).await
     }
 
     fn check(&self, reply: &[u8], request_authenticator: &[u8; 16]) -> Result<Reply, Failure> {
@@ -153,4 +235,11 @@ impl Client {
             signed,
         })
     }
+}
+
+fn random_authenticator() -> Result<[u8; 16], Failure> {
+    let mut authenticator = [0u8; 16];
+    getrandom::fill(&mut authenticator)
+        .map_err(|e| Failure::Io(std::io::Error::other(e.to_string())))?;
+    Ok(authenticator)
 }

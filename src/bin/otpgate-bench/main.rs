@@ -1,12 +1,14 @@
 //! otpgate-bench: a RADIUS load generator. `status` sends Status-Server; `flow` runs the
 //! whole SMS challenge-response per user (PIN -> Access-Challenge -> OTP from the capture
-//! gateway -> State + OTP -> Access-Accept); `oneshot` sends the PIN, then PIN + OTP.
+//! gateway -> State + OTP -> Access-Accept); `oneshot` sends the PIN, then PIN + OTP;
+//! `flood` floods from one RADIUS client while a user logs in from another (`flood.rs`).
 //! Closed loop (a number of workers flat out) or open loop (`--rate`, latency counted from
 //! the scheduled start so a slow server cannot hide its queue). Works against any RADIUS
 //! server for `status`.
 
 mod capture;
 mod client;
+mod flood;
 mod stats;
 
 use std::net::SocketAddr;
@@ -107,6 +109,10 @@ enum Mode {
         #[command(flatten)]
         users: Users,
     },
+    /// Unknown-user PIN requests from one client at a multiple of the measured capacity,
+    /// while a user logs in from another client; prints what that user saw and how long
+    /// the server takes to recover.
+    Flood(flood::FloodArgs),
     /// Time one Argon2id PIN verification with the given cost, as otpgate does it.
     Argon2 {
         #[arg(long, default_value_t = 19456)]
@@ -221,6 +227,7 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(run(common, Some(users), Kind::Challenges))
         }
         Mode::Status(common) => runtime.block_on(run(common, None, Kind::Status)),
+        Mode::Flood(args) => runtime.block_on(flood::run(args)),
         Mode::Flow { common, users } => runtime.block_on(run(common, Some(users), Kind::Flow)),
         Mode::Oneshot { common, users } => {
             runtime.block_on(run(common, Some(users), Kind::Oneshot))
