@@ -276,8 +276,11 @@ fn count_codes(codes: &[u8], code: u8) -> usize {
 
 #[test]
 fn a_burst_of_pin_requests_opens_one_challenge_and_sends_one_sms() {
+    // Room in the PIN queue for the whole burst, so that no retransmission comes after
+    // the resend interval on a slow machine.
     let options = Options {
-        resend_interval: "1s",
+        resend_interval: "3s",
+        limits_extra: "pin_queue = 128".into(),
         ..Options::default()
     };
     let (server, _) = Server::with_alice(&options);
@@ -295,7 +298,7 @@ fn a_burst_of_pin_requests_opens_one_challenge_and_sends_one_sms() {
     let reasons = audit_reasons(&server, 200);
     assert_eq!(count(&reasons, |r| r.contains("challenge created")), 1);
     // After resend_interval: the same challenge, the same code, sent again.
-    std::thread::sleep(Duration::from_millis(1000));
+    std::thread::sleep(Duration::from_millis(3000));
     let again = burst_states(&server, &[request(0, "alice", PIN, None)]);
     assert_eq!(Some(&again[0]), states.into_iter().next());
     assert_eq!(otp_of(&server.wait_for_sms(2).1), code);
