@@ -6,6 +6,7 @@
 //! phone number) or the text.
 
 use lettre::message::Mailbox;
+use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
@@ -52,6 +53,9 @@ impl SmtpGateway {
             .from(self.from.clone())
             .to(to)
             .subject(render(&self.config.subject))
+            // lettre picks base64 or quoted-printable for non-ASCII bodies but declares no
+            // charset; receivers then read US-ASCII and garble umlauts and the euro sign.
+            .header(ContentType::TEXT_PLAIN)
             .body(render(&self.config.body))
             .map_err(|e| GatewayError::Local(format!("cannot build the email: {e}")))?;
         self.transport.send(email).await.map(|_| ()).map_err(|e| {
