@@ -10,6 +10,7 @@
 //! - `events`: `[[event]]` rules that turn what happened into notifications.
 //! - `cli`: the `otpgate` commands; `main.rs` only dispatches to it.
 //! - `files`: the modes of the database and key file (owner only).
+//! - `time`: the wall clock in Unix milliseconds, shared by `auth` and `events`.
 //! - `logging`: the tracing subscriber, and `printable` for request values in logs and tables.
 
 pub mod auth;
@@ -22,3 +23,4 @@ pub mod logging;
 pub mod radius;
 pub mod sms;
 pub mod store;
+pub mod time;

@@ -150,5 +150,5 @@ fn read_csv(
 
 /// Unix time in milliseconds.
 fn now_ms() -> i64 {
-    crate::auth::engine::now_ms()
+    crate::time::now_ms()
 }
