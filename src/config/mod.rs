@@ -296,6 +296,10 @@ impl Default for LockoutConfig {
     }
 }
 
+/// The most memory a PIN hash may ask for. The config refuses more, and a stored hash that
+/// asks for more is treated as damaged instead of allocated: each PIN thread would keep it.
+pub const MAX_MEMORY_KIB: u32 = 1024 * 1024;
+
 /// `[pin]`: Argon2id cost for new PIN hashes (OWASP minimum by default).
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -785,7 +789,7 @@ fn check_pin(pin: &PinConfig, problems: &mut Problems) {
     if let Err(e) = argon2::Params::new(pin.memory_kib, pin.iterations, pin.parallelism, None) {
         problems.add("pin", format!("Argon2 parameters are not valid: {e}"));
     }
-    let max = crate::auth::pin::MAX_MEMORY_KIB;
+    let max = MAX_MEMORY_KIB;
     if pin.memory_kib > max {
         problems.add(
             "pin.memory_kib",
