@@ -12,9 +12,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, EventKind, EventRule, Recipient};
 use crate::logging::printable;
-use crate::sms::template::{Escape, Tag};
 use crate::sms::{Gateways, Message, Phone};
 use crate::store::{AuditRow, StoreThread};
+use crate::template::{Escape, Tag};
 use crate::time::now_ms;
 
 /// Something that happened, with what the notification texts may mention.

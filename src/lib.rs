@@ -10,6 +10,7 @@
 //! - `events`: `[[event]]` rules that turn what happened into notifications.
 //! - `cli`: the `otpgate` commands; `main.rs` only dispatches to it.
 //! - `files`: the modes of the database and key file (owner only).
+//! - `template`: `{tag}` templates of prompts, SMS texts and gateway requests, parsed at load.
 //! - `time`: the wall clock in Unix milliseconds, shared by `auth` and `events`.
 //! - `logging`: the tracing subscriber, and `printable` for request values in logs and tables.
 
@@ -23,4 +24,5 @@ pub mod logging;
 pub mod radius;
 pub mod sms;
 pub mod store;
+pub mod template;
 pub mod time;

@@ -24,12 +24,12 @@ use super::{Decision, Grants, Request, Verdict};
 use crate::auth::keys::Keys;
 use crate::config::{ChallengeConfig, Config, EventKind, LimitsConfig, LockoutConfig};
 use crate::events::{Event, Notifier};
-use crate::sms::template::Template;
 use crate::sms::{Gateways, Phone};
 use crate::store::{
     FailureClaim, FailureRules, Refusal, Store, StoreError, StoreThread, TokenRow, Unusable,
     UserRow,
 };
+use crate::template::Template;
 use crate::time::now_ms;
 
 /// What the NAS sees for every failure whose reason it must not learn.

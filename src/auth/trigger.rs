@@ -13,9 +13,9 @@ use super::engine::{
 };
 use super::{Decision, Request, TransactionId, Verdict, otp};
 use crate::config::{ClientMode, EventKind};
-use crate::sms::template::{Escape, Tag};
 use crate::sms::{Chain, Message};
 use crate::store::{ChallengeStart, Limit, OpenChallenge, Resend, Started, TokenRow, UserRow};
+use crate::template::{Escape, Tag};
 
 /// How often one limit may notify `sms_limited`: an attacker who keeps hitting a cap must
 /// not turn the admin's phone into the next target.

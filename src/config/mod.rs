@@ -28,7 +28,7 @@ pub use gateway::{
 pub use limits::{AuditConfig, LimitsConfig, NumberType, SendCaps};
 
 use crate::radius::dictionary::{Dictionary, WireAttribute};
-use crate::sms::template::{Escape, Tag, Template};
+use crate::template::{Escape, Tag, Template};
 
 /// A configuration that could not be loaded: one line per problem.
 #[derive(Debug, thiserror::Error)]

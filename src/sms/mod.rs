@@ -13,7 +13,6 @@ pub mod pdu;
 pub mod sipgate;
 pub mod smtp;
 pub mod spool;
-pub mod template;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,6 +24,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 use crate::config::{Config, GatewayConfig, GatewayKind};
+use crate::template::Tag;
 pub use chain::{Chain, Delivery};
 
 /// A phone number in E.164: '+' and 1 to 15 digits, the first not 0.
@@ -247,10 +247,10 @@ pub struct Message {
 impl Message {
     /// A gateway template's tag: `{phone}` as the gateway shaped it, `{otp}` and `{message}`
     /// the text. Other tags are not allowed in gateway templates (checked at load).
-    pub fn tag(&self, tag: template::Tag, shaped_phone: &str) -> String {
+    pub fn tag(&self, tag: Tag, shaped_phone: &str) -> String {
         match tag {
-            template::Tag::Phone => shaped_phone.to_string(),
-            template::Tag::Otp | template::Tag::Message => self.text.clone(),
+            Tag::Phone => shaped_phone.to_string(),
+            Tag::Otp | Tag::Message => self.text.clone(),
             _ => String::new(),
         }
     }

@@ -11,9 +11,9 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use super::template::Escape;
 use super::{Gateway, GatewayError, Message, PhoneShape, SendFuture};
 use crate::config::{SmtpGatewayConfig, SmtpServerConfig, SmtpTls};
+use crate::template::Escape;
 
 pub struct SmtpGateway {
     name: String,
@@ -41,7 +41,7 @@ impl SmtpGateway {
 
     async fn deliver(&self, message: &Message) -> Result<(), GatewayError> {
         let phone = self.shape.apply(&message.to);
-        let render = |template: &crate::sms::template::Template| {
+        let render = |template: &crate::template::Template| {
             template.render(|t| message.tag(t, &phone), Escape::None)
         };
         let to = render(&self.config.mailto)
