@@ -12,7 +12,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, EventKind, EventRule, Recipient};
 use crate::logging::printable;
-use crate::sms::{Gateways, Message, Phone};
+use crate::phone::Phone;
+use crate::sms::{Gateways, Message};
 use crate::store::{AuditRow, StoreThread};
 use crate::template::{Escape, Tag};
 use crate::time::now_ms;

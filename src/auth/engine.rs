@@ -24,7 +24,8 @@ use super::{Decision, Grants, Request, Verdict};
 use crate::auth::keys::Keys;
 use crate::config::{ChallengeConfig, Config, EventKind, LimitsConfig, LockoutConfig};
 use crate::events::{Event, Notifier};
-use crate::sms::{Gateways, Phone};
+use crate::phone::Phone;
+use crate::sms::Gateways;
 use crate::store::{
     FailureClaim, FailureRules, Refusal, Store, StoreError, StoreThread, TokenRow, Unusable,
     UserRow,

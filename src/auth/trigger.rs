@@ -202,7 +202,7 @@ impl Engine {
     }
 
     /// Hands the code to the chain and waits at most `reply_within` for it.
-    async fn send(&self, chain: Chain, to: crate::sms::Phone, code: String) -> Step<Sent> {
+    async fn send(&self, chain: Chain, to: crate::phone::Phone, code: String) -> Step<Sent> {
         let text = self.policy.sms_text.render(|_| code.clone(), Escape::None);
         let deadline = Instant::now() + self.send_within;
         let message = Message { to, text };

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use super::{Problems, parse_template};
-use crate::sms::Phone;
+use crate::phone::Phone;
 use crate::template::{Tag, Template};
 
 /// Tags a notification text may use.

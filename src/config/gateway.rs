@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{Problems, Secret, Span, parse_template, yes};
-use crate::sms::{Phone, PhoneFormat, PhoneRewrite};
+use crate::phone::{Phone, PhoneFormat, PhoneRewrite};
 use crate::template::{Tag, Template};
 
 /// Tags a gateway's templates may use.

@@ -824,7 +824,7 @@ fn check_sms(
         }
     }
     if let Some(region) = &raw.default_region
-        && crate::sms::region_id(region).is_none()
+        && crate::phone::region_id(region).is_none()
     {
         problems.add(
             "sms.default_region",
