@@ -43,7 +43,7 @@ pub fn run(config_path: &Path) -> Result<()> {
 
 async fn serve(config: Config) -> Result<()> {
     let (_, store, keys) = super::open(&config.path)?;
-    for warning in config.warnings() {
+    for warning in crate::sms::cost::warnings(&config) {
         tracing::warn!("{warning}");
     }
     let gateways = Gateways::from_config(&config).map_err(|e| anyhow!(e))?;

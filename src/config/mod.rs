@@ -28,7 +28,7 @@ pub use gateway::{
 pub use limits::{AuditConfig, LimitsConfig, NumberType, SendCaps};
 
 use crate::radius::dictionary::{Dictionary, WireAttribute};
-use crate::template::{Escape, Tag, Template};
+use crate::template::{Tag, Template};
 
 /// A configuration that could not be loaded: one line per problem.
 #[derive(Debug, thiserror::Error)]
@@ -468,40 +468,6 @@ impl Config {
                 problems: problems.list,
             })
         }
-    }
-}
-
-impl Config {
-    /// Things that work but cost: SMS texts needing several segments or UCS-2.
-    pub fn warnings(&self) -> Vec<String> {
-        let mut warnings = Vec::new();
-        let sample_otp = "0".repeat(self.challenge.otp_length as usize);
-        let mut check = |key: &str, text: String| {
-            let parts = crate::sms::encoding::split(&text);
-            if parts.encoding() == crate::sms::encoding::Encoding::Ucs2 {
-                warnings.push(format!(
-                    "{}: {key}: needs UCS-2 (a character outside the GSM alphabet): 70 characters per SMS",
-                    self.path.display()
-                ));
-            }
-            if parts.count() > 1 {
-                warnings.push(format!(
-                    "{}: {key}: needs {} SMS segments; gateways may bill each",
-                    self.path.display(),
-                    parts.count()
-                ));
-            }
-        };
-        check(
-            "challenge.sms_text",
-            self.sms_text.render(|_| sample_otp.clone(), Escape::None),
-        );
-        for (index, event) in self.events.iter().enumerate() {
-            // Tags stand for short values; each gets a typical length.
-            let text = event.text.render(|_| "x".repeat(12), Escape::None);
-            check(&format!("event[{index}] ({}).text", event.on.name()), text);
-        }
-        warnings
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod breaker;
 pub mod chain;
+pub mod cost;
 pub mod encoding;
 pub mod http;
 pub mod modem;
