@@ -1015,18 +1015,4 @@ mod tests {
             load(&example().replace("sms_text = \"{otp}\"", "sms_text = \"{pin}\"")).unwrap_err();
         assert!(err.to_string().contains("challenge.sms_text"), "{err}");
     }
-
-    #[test]
-    fn clients_from_the_config_are_looked_up_most_specific_first() {
-        let text = example().replace(
-            "[challenge]",
-            "[[client]]\nname = \"wide\"\naddress = \"127.0.0.0/8\"\nsecret = \"another-long-secret-value\"\n\n[challenge]",
-        );
-        let config = load(&text).unwrap();
-        let clients = crate::radius::clients::ClientTable::new(&config.clients);
-        let name = |ip: &str| clients.lookup(ip.parse().unwrap()).map(|c| c.name.clone());
-        assert_eq!(name("127.0.0.1").as_deref(), Some("vpn"));
-        assert_eq!(name("127.0.0.2").as_deref(), Some("wide"));
-        assert_eq!(name("10.0.0.1"), None);
-    }
 }
