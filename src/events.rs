@@ -10,12 +10,13 @@ use std::time::Instant;
 
 use tokio_util::task::TaskTracker;
 
-use crate::auth::engine::now_ms;
 use crate::config::{Config, EventKind, EventRule, Recipient};
 use crate::logging::printable;
-use crate::sms::template::{Escape, Tag};
-use crate::sms::{Gateways, Message, Phone};
+use crate::phone::Phone;
+use crate::sms::{Gateways, Message};
 use crate::store::{AuditRow, StoreThread};
+use crate::template::{Escape, Tag};
+use crate::time::now_ms;
 
 /// Something that happened, with what the notification texts may mention.
 #[derive(Debug, Clone)]

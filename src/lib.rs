@@ -10,6 +10,9 @@
 //! - `events`: `[[event]]` rules that turn what happened into notifications.
 //! - `cli`: the `otpgate` commands; `main.rs` only dispatches to it.
 //! - `files`: the modes of the database and key file (owner only).
+//! - `phone`: E.164 numbers (libphonenumber), masking, and the formats gateways want.
+//! - `template`: `{tag}` templates of prompts, SMS texts and gateway requests, parsed at load.
+//! - `time`: the wall clock in Unix milliseconds, shared by `auth` and `events`.
 //! - `logging`: the tracing subscriber, and `printable` for request values in logs and tables.
 
 pub mod auth;
@@ -19,6 +22,9 @@ pub mod events;
 pub mod files;
 pub mod limits;
 pub mod logging;
+pub mod phone;
 pub mod radius;
 pub mod sms;
 pub mod store;
+pub mod template;
+pub mod time;

@@ -5,7 +5,7 @@
 //! is not decided here: the store counts the sends.
 
 use crate::config::{LimitsConfig, NumberType};
-use crate::sms::{self, Phone};
+use crate::phone::{self, Phone};
 
 /// The region libphonenumber and CLDR write for "no known country".
 const UNKNOWN_REGION: &str = "ZZ";
@@ -53,7 +53,7 @@ impl NumberPolicy {
     /// Also loads libphonenumber's metadata (about 100 ms, once per process), so that the
     /// first login after start does not wait for it.
     pub fn new(limits: &LimitsConfig) -> NumberPolicy {
-        sms::numbering();
+        phone::numbering();
         NumberPolicy {
             allowed_countries: limits.allowed_countries.clone(),
             blocked_number_types: limits.blocked_number_types.clone(),
@@ -78,7 +78,7 @@ impl NumberPolicy {
         }
         if !self.blocked_number_types.is_empty() {
             let kind = number.map_or(NumberType::Unknown, |n| {
-                number_type(n.number_type(sms::numbering()))
+                number_type(n.number_type(phone::numbering()))
             });
             if self.blocked_number_types.contains(&kind) {
                 return Err(NumberRefused::Type {
@@ -101,7 +101,7 @@ impl NumberPolicy {
 /// only fails for a `Phone` from elsewhere; such a number counts as in no known country and
 /// of unknown type.
 fn parsed(phone: &Phone) -> Option<phonenumber::PhoneNumber> {
-    phonenumber::parse_with(sms::numbering(), None, phone.e164()).ok()
+    phonenumber::parse_with(phone::numbering(), None, phone.e164()).ok()
 }
 
 /// libphonenumber's types as `blocked_number_types` names them. The types it has only for
@@ -255,7 +255,7 @@ mod tests {
             start.elapsed() / (rounds * phones.len() as u32)
         };
         let german = per_check(&[phone("+491701234567")], 100_000);
-        let every_region: Vec<Phone> = sms::numbering()
+        let every_region: Vec<Phone> = phone::numbering()
             .iter()
             .filter_map(|meta| {
                 let example = meta.descriptors().mobile()?.example()?;

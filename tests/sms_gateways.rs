@@ -234,6 +234,31 @@ fn smtp_over_implicit_tls_with_templates_in_subject_and_body() {
 }
 
 #[test]
+fn smtp_non_ascii_text_arrives_as_utf_8_plain_text() {
+    // A receiving gateway decodes the body by its declared charset; without one it reads
+    // US-ASCII and garbles every umlaut and the euro sign.
+    let scratch = tempfile::tempdir().unwrap();
+    let (peer, _) = smtp_peer(scratch.path(), "tls");
+    let table = smtp_table(
+        &peer,
+        "tls",
+        "accept_invalid_certs = true",
+        GATEWAY_PASSWORD,
+    ) + "subject = \"Code äöü\"\nbody = \"{message}\"\n";
+    let (_dir, config) = Server::prepare(&options(table, "email"));
+    send_test(&config, "email", "äöü € 123456").unwrap();
+    let mail = peer.wait_for(1, Duration::from_secs(10));
+    assert_eq!(mail["content_type"], "text/plain", "{mail}");
+    assert_eq!(mail["charset"], "utf-8", "{mail}");
+    assert_eq!(
+        mail["text"].as_str().unwrap().trim_end(),
+        "äöü € 123456",
+        "{mail}"
+    );
+    assert_eq!(mail["subject"], "Code äöü", "{mail}");
+}
+
+#[test]
 fn smtp_refusals_and_untrusted_certificates_are_failures() {
     let scratch = tempfile::tempdir().unwrap();
     let (peer, cert) = smtp_peer(scratch.path(), "starttls");

@@ -141,6 +141,56 @@ fn requests_without_message_authenticator_are_dropped_when_required() {
 }
 
 #[test]
+fn a_client_without_message_authenticator_gets_one_warning_naming_it_and_the_fix() {
+    // Debian 12's pam_radius_auth 2.0 sends no Message-Authenticator: without a warning the
+    // operator sees only the NAS time out.
+    let (mut server, _) = Server::with_alice(&Options::default());
+    let client = Client::new(server.address());
+    for identifier in 0..20 {
+        client.send(&access_request(
+            identifier,
+            random_authenticator(),
+            "alice",
+            PIN,
+            false,
+            &[],
+        ));
+    }
+    let dropped = "client=test-nas reason=missing_message_authenticator";
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while server.log().matches(dropped).count() < 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "20 debug drop lines naming the client:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = server.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("Message-Authenticator"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning for 20 drops:\n{log}");
+    assert!(
+        warnings[0].contains("client test-nas sends no Message-Authenticator")
+            && warnings[0].contains("require_message_authenticator = false"),
+        "{}",
+        warnings[0]
+    );
+    server.terminate();
+    let stopped = server.log();
+    let counters = stopped
+        .lines()
+        .find(|l| l.contains("stopped") && l.contains("stats="))
+        .unwrap_or_else(|| panic!("a counters line at shutdown:\n{stopped}"));
+    assert!(
+        counters.contains("test-nas/missing_message_authenticator=20"),
+        "{counters}"
+    );
+}
+
+#[test]
 fn requests_without_message_authenticator_are_answered_when_not_required() {
     let options = Options {
         require_message_authenticator: false,

@@ -35,7 +35,7 @@ impl Engine {
         let (key, user, now) = (
             tid.as_str().to_string(),
             request.user_name.clone(),
-            super::engine::now_ms(),
+            crate::time::now_ms(),
         );
         let (max_attempts, failures) = (
             self.policy.challenge.max_attempts,
@@ -53,7 +53,7 @@ impl Engine {
                         target: ChallengeRef::Transaction(&key),
                         user: &user,
                         code_mac: &code_mac,
-                        now: super::engine::now_ms(),
+                        now: crate::time::now_ms(),
                         max_attempts,
                         failures,
                         claim_held: false,

@@ -12,7 +12,7 @@
 //! failure claim whose check never ran is refunded when its request is dropped.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio_util::task::TaskTracker;
 
@@ -24,12 +24,14 @@ use super::{Decision, Grants, Request, Verdict};
 use crate::auth::keys::Keys;
 use crate::config::{ChallengeConfig, Config, EventKind, LimitsConfig, LockoutConfig};
 use crate::events::{Event, Notifier};
-use crate::sms::template::Template;
-use crate::sms::{Gateways, Phone};
+use crate::phone::Phone;
+use crate::sms::Gateways;
 use crate::store::{
     FailureClaim, FailureRules, Refusal, Store, StoreError, StoreThread, TokenRow, Unusable,
     UserRow,
 };
+use crate::template::Template;
+use crate::time::now_ms;
 
 /// What the NAS sees for every failure whose reason it must not learn.
 pub const AUTHENTICATION_FAILED: &str = "Authentication failed.";
@@ -530,12 +532,4 @@ pub(super) fn accept(reason: &str, grants: Grants) -> Verdict {
 
 pub(super) fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Unix time in milliseconds.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

@@ -11,11 +11,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
 use super::keys::Keys;
-use crate::config::PinConfig;
-
-/// The most memory a PIN hash may ask for. The config refuses more, and a stored hash that
-/// asks for more is treated as damaged instead of allocated: each PIN thread would keep it.
-pub const MAX_MEMORY_KIB: u32 = 1024 * 1024;
+use crate::config::{MAX_MEMORY_KIB, PinConfig};
 
 /// Hashes and verifies PINs with one cost setting and pepper.
 #[derive(Clone)]

@@ -13,9 +13,9 @@ use super::engine::{
 };
 use super::{Decision, Request, TransactionId, Verdict, otp};
 use crate::config::{ClientMode, EventKind};
-use crate::sms::template::{Escape, Tag};
 use crate::sms::{Chain, Message};
 use crate::store::{ChallengeStart, Limit, OpenChallenge, Resend, Started, TokenRow, UserRow};
+use crate::template::{Escape, Tag};
 
 /// How often one limit may notify `sms_limited`: an attacker who keeps hitting a cap must
 /// not turn the admin's phone into the next target.
@@ -202,7 +202,7 @@ impl Engine {
     }
 
     /// Hands the code to the chain and waits at most `reply_within` for it.
-    async fn send(&self, chain: Chain, to: crate::sms::Phone, code: String) -> Step<Sent> {
+    async fn send(&self, chain: Chain, to: crate::phone::Phone, code: String) -> Step<Sent> {
         let text = self.policy.sms_text.render(|_| code.clone(), Escape::None);
         let deadline = Instant::now() + self.send_within;
         let message = Message { to, text };

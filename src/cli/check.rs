@@ -11,7 +11,7 @@ use crate::sms::Gateways;
 pub fn run(config_path: &Path) -> Result<()> {
     let config = super::load_config(config_path)?;
     Gateways::from_config(&config).map_err(|e| anyhow!(e))?;
-    for warning in config.warnings() {
+    for warning in crate::sms::cost::warnings(&config) {
         eprintln!("warning: {warning}");
     }
     println!(

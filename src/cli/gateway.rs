@@ -7,7 +7,8 @@ use clap::Subcommand;
 
 use super::output;
 use crate::config::GatewayKind;
-use crate::sms::{Gateways, Message, Phone};
+use crate::phone::Phone;
+use crate::sms::{Gateways, Message};
 
 #[derive(Debug, Subcommand)]
 pub enum GatewayCommand {

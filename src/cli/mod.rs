@@ -20,7 +20,8 @@ use clap::{Parser, Subcommand};
 use crate::auth::keys::Keys;
 use crate::config::{Config, EventKind};
 use crate::events::{Event, Notifier};
-use crate::sms::{Gateways, Phone};
+use crate::phone::Phone;
+use crate::sms::Gateways;
 use crate::store::{SqliteStore, Store, StoreThread};
 
 #[derive(Debug, Parser)]
@@ -150,5 +151,5 @@ fn read_csv(
 
 /// Unix time in milliseconds.
 fn now_ms() -> i64 {
-    crate::auth::engine::now_ms()
+    crate::time::now_ms()
 }

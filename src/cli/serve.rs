@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Engine;
-use crate::auth::engine::now_ms;
 use crate::config::Config;
 use crate::events::Notifier;
 use crate::radius::listener::{self, Server};
@@ -20,6 +19,7 @@ use crate::radius::socket::RadiusSocket;
 use crate::sms::Gateways;
 use crate::sms::breaker::Breakers;
 use crate::store::{GatewayStateRow, PURGE_AUDIT_BATCH, StoreThread};
+use crate::time::now_ms;
 
 /// How long shutdown waits for requests in flight, and then for SMS deliveries.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
@@ -43,7 +43,7 @@ pub fn run(config_path: &Path) -> Result<()> {
 
 async fn serve(config: Config) -> Result<()> {
     let (_, store, keys) = super::open(&config.path)?;
-    for warning in config.warnings() {
+    for warning in crate::sms::cost::warnings(&config) {
         tracing::warn!("{warning}");
     }
     let gateways = Gateways::from_config(&config).map_err(|e| anyhow!(e))?;

@@ -12,7 +12,7 @@ use crate::auth::enroll::{self, NewToken};
 use crate::auth::pin::PinHasher;
 use crate::config::EventKind;
 use crate::limits::NumberPolicy;
-use crate::sms::Phone;
+use crate::phone::Phone;
 use crate::store::TokenRow;
 
 #[derive(Debug, Subcommand)]

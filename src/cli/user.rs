@@ -7,7 +7,7 @@ use clap::Subcommand;
 
 use super::output;
 use crate::limits::NumberPolicy;
-use crate::sms::Phone;
+use crate::phone::Phone;
 use crate::store::UserRow;
 
 #[derive(Debug, Subcommand)]

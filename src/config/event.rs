@@ -3,8 +3,8 @@
 use serde::Deserialize;
 
 use super::{Problems, parse_template};
-use crate::sms::Phone;
-use crate::sms::template::{Tag, Template};
+use crate::phone::Phone;
+use crate::template::{Tag, Template};
 
 /// Tags a notification text may use.
 pub const EVENT_TAGS: &[Tag] = &[

@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{Problems, Secret, Span, parse_template, yes};
-use crate::sms::template::{Tag, Template};
-use crate::sms::{Phone, PhoneFormat, PhoneRewrite};
+use crate::phone::{Phone, PhoneFormat, PhoneRewrite};
+use crate::template::{Tag, Template};
 
 /// Tags a gateway's templates may use.
 const MESSAGE_TAGS: &[Tag] = &[Tag::Phone, Tag::Otp, Tag::Message];

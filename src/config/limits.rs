@@ -171,7 +171,7 @@ pub(super) fn check_limits(
                         format!("'{code}' is not an ISO 3166 alpha-2 country code, e.g. \"DE\""),
                     );
                     None
-                } else if crate::sms::region_id(&upper).is_none() {
+                } else if crate::phone::region_id(&upper).is_none() {
                     // A code no number is ever in ("UK" for GB) would refuse that country
                     // silently.
                     problems.add(

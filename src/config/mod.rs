@@ -28,7 +28,7 @@ pub use gateway::{
 pub use limits::{AuditConfig, LimitsConfig, NumberType, SendCaps};
 
 use crate::radius::dictionary::{Dictionary, WireAttribute};
-use crate::sms::template::{Escape, Tag, Template};
+use crate::template::{Tag, Template};
 
 /// A configuration that could not be loaded: one line per problem.
 #[derive(Debug, thiserror::Error)]
@@ -296,6 +296,10 @@ impl Default for LockoutConfig {
     }
 }
 
+/// The most memory a PIN hash may ask for. The config refuses more, and a stored hash that
+/// asks for more is treated as damaged instead of allocated: each PIN thread would keep it.
+pub const MAX_MEMORY_KIB: u32 = 1024 * 1024;
+
 /// `[pin]`: Argon2id cost for new PIN hashes (OWASP minimum by default).
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -464,40 +468,6 @@ impl Config {
                 problems: problems.list,
             })
         }
-    }
-}
-
-impl Config {
-    /// Things that work but cost: SMS texts needing several segments or UCS-2.
-    pub fn warnings(&self) -> Vec<String> {
-        let mut warnings = Vec::new();
-        let sample_otp = "0".repeat(self.challenge.otp_length as usize);
-        let mut check = |key: &str, text: String| {
-            let parts = crate::sms::encoding::split(&text);
-            if parts.encoding() == crate::sms::encoding::Encoding::Ucs2 {
-                warnings.push(format!(
-                    "{}: {key}: needs UCS-2 (a character outside the GSM alphabet): 70 characters per SMS",
-                    self.path.display()
-                ));
-            }
-            if parts.count() > 1 {
-                warnings.push(format!(
-                    "{}: {key}: needs {} SMS segments; gateways may bill each",
-                    self.path.display(),
-                    parts.count()
-                ));
-            }
-        };
-        check(
-            "challenge.sms_text",
-            self.sms_text.render(|_| sample_otp.clone(), Escape::None),
-        );
-        for (index, event) in self.events.iter().enumerate() {
-            // Tags stand for short values; each gets a typical length.
-            let text = event.text.render(|_| "x".repeat(12), Escape::None);
-            check(&format!("event[{index}] ({}).text", event.on.name()), text);
-        }
-        warnings
     }
 }
 
@@ -785,7 +755,7 @@ fn check_pin(pin: &PinConfig, problems: &mut Problems) {
     if let Err(e) = argon2::Params::new(pin.memory_kib, pin.iterations, pin.parallelism, None) {
         problems.add("pin", format!("Argon2 parameters are not valid: {e}"));
     }
-    let max = crate::auth::pin::MAX_MEMORY_KIB;
+    let max = MAX_MEMORY_KIB;
     if pin.memory_kib > max {
         problems.add(
             "pin.memory_kib",
@@ -820,7 +790,7 @@ fn check_sms(
         }
     }
     if let Some(region) = &raw.default_region
-        && crate::sms::region_id(region).is_none()
+        && crate::phone::region_id(region).is_none()
     {
         problems.add(
             "sms.default_region",
@@ -1044,19 +1014,5 @@ mod tests {
         let err =
             load(&example().replace("sms_text = \"{otp}\"", "sms_text = \"{pin}\"")).unwrap_err();
         assert!(err.to_string().contains("challenge.sms_text"), "{err}");
-    }
-
-    #[test]
-    fn clients_from_the_config_are_looked_up_most_specific_first() {
-        let text = example().replace(
-            "[challenge]",
-            "[[client]]\nname = \"wide\"\naddress = \"127.0.0.0/8\"\nsecret = \"another-long-secret-value\"\n\n[challenge]",
-        );
-        let config = load(&text).unwrap();
-        let clients = crate::radius::clients::ClientTable::new(&config.clients);
-        let name = |ip: &str| clients.lookup(ip.parse().unwrap()).map(|c| c.name.clone());
-        assert_eq!(name("127.0.0.1").as_deref(), Some("vpn"));
-        assert_eq!(name("127.0.0.2").as_deref(), Some("wide"));
-        assert_eq!(name("10.0.0.1"), None);
     }
 }

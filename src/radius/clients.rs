@@ -31,7 +31,7 @@ impl ClientTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ClientMode, Secret};
+    use crate::config::{ClientMode, Config, Secret};
 
     fn client(name: &str, network: &str) -> ClientConfig {
         ClientConfig {
@@ -70,5 +70,22 @@ mod tests {
         );
         assert_eq!(table.lookup("::1".parse().unwrap()).unwrap().name, "v6");
         assert!(table.lookup("192.0.2.1".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn clients_from_the_config_are_looked_up_most_specific_first() {
+        let example =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/otpgate.toml"))
+                .unwrap();
+        let text = example.replace(
+            "[challenge]",
+            "[[client]]\nname = \"wide\"\naddress = \"127.0.0.0/8\"\nsecret = \"another-long-secret-value\"\n\n[challenge]",
+        );
+        let config = Config::from_toml(&text, std::path::Path::new("test.toml")).unwrap();
+        let clients = ClientTable::new(&config.clients);
+        let name = |ip: &str| clients.lookup(ip.parse().unwrap()).map(|c| c.name.clone());
+        assert_eq!(name("127.0.0.1").as_deref(), Some("vpn"));
+        assert_eq!(name("127.0.0.2").as_deref(), Some("wide"));
+        assert_eq!(name("10.0.0.1"), None);
     }
 }

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use super::clients::ClientTable;
 use super::dedup::{DedupCache, DedupKey, Seen};
+use super::drop_warnings::DropWarnings;
 use super::guard::{self, DropReason, OwnedVerifiedRequest};
 use super::packet::MAX_PACKET_LEN;
 use super::reply::{self, ReplyContext, ReplyPolicy};
@@ -40,6 +41,8 @@ pub struct Server {
     request_timeout: Duration,
     replies: ReplyPolicy,
     pub stats: Stats,
+    /// The rate-limited warnings for drops a config change can fix.
+    warnings: DropWarnings,
     /// Request tasks, so shutdown can wait for them.
     tasks: TaskTracker,
 }
@@ -53,6 +56,8 @@ impl Server {
         {
             tracing::warn!(client = %client.name, "send_message_authenticator = false: replies to this client are open to forgery (BlastRADIUS)");
         }
+        let stats = Stats::new(config.clients.iter().map(|c| c.name.as_str()));
+        let warnings = DropWarnings::new(stats.bucket_count());
         Server {
             clients: ClientTable::new(&config.clients),
             engine,
@@ -64,7 +69,8 @@ impl Server {
             permits: Arc::new(Semaphore::new(config.server.max_in_flight)),
             request_timeout: config.server.request_timeout,
             replies: ReplyPolicy::from_config(config),
-            stats: Stats::default(),
+            stats,
+            warnings,
             tasks: TaskTracker::new(),
         }
     }
@@ -72,6 +78,22 @@ impl Server {
     /// Request tasks still running.
     pub fn tasks(&self) -> &TaskTracker {
         &self.tasks
+    }
+
+    /// Counts a drop, logs it at debug level and, for drops a config change can fix, warns
+    /// (rate-limited). `client` is `None` for a source that is no configured client.
+    fn drop_datagram(&self, client: Option<&ClientConfig>, source: SocketAddr, reason: DropReason) {
+        let name = client.map(|c| c.name.as_str());
+        let bucket = self.stats.bucket(name);
+        let count = self.stats.dropped(bucket, reason);
+        tracing::debug!(
+            source = %source,
+            client = %name.unwrap_or("-"),
+            reason = %reason.label(),
+            "dropped"
+        );
+        self.warnings
+            .note(bucket, client, source.ip(), reason, count);
     }
 
     /// The drop and reply counters, with the engine's (SMS limited, PIN queue full).
@@ -105,12 +127,14 @@ pub async fn run(socket: Arc<RadiusSocket>, server: Arc<Server>, shutdown: Cance
         let Some(datagram) = buffer.get(..received.len) else {
             continue;
         };
-        if let Err(reason) = receive(&socket, &server, datagram, received).await {
-            server.stats.dropped(reason);
-            tracing::debug!(source = %received.source, reason = reason.label(), "dropped");
+        if let Err((reason, client)) = receive(&socket, &server, datagram, received).await {
+            server.drop_datagram(client.as_deref(), received.source, reason);
         }
     }
 }
+
+/// Why a datagram was dropped, and from which configured client if it came from one.
+type Dropped = (DropReason, Option<Arc<ClientConfig>>);
 
 /// Handles one datagram up to the hand-off. An `Err` is a silent drop.
 async fn receive(
@@ -118,14 +142,15 @@ async fn receive(
     server: &Arc<Server>,
     datagram: &[u8],
     received: Received,
-) -> Result<(), DropReason> {
+) -> Result<(), Dropped> {
     let Received { source, local, .. } = received;
     let client = server
         .clients
         .lookup(source.ip())
-        .ok_or(DropReason::UnknownClient)?
+        .ok_or((DropReason::UnknownClient, None))?
         .clone();
-    let verified = guard::check(&client, datagram)?;
+    let from = |reason: DropReason| (reason, Some(client.clone()));
+    let verified = guard::check(&client, datagram).map_err(from)?;
     let packet = verified.packet();
     if verified.is_status_server() {
         let bytes = reply::status_accept(&ReplyContext::of(packet), &client);
@@ -139,7 +164,7 @@ async fn receive(
     };
     match server.dedup.check(key, Instant::now()) {
         Seen::New => {}
-        Seen::InFlight => return Err(DropReason::DuplicateInFlight),
+        Seen::InFlight => return Err(from(DropReason::DuplicateInFlight)),
         Seen::Answered(bytes) => {
             tracing::debug!(source = %source, id = packet.identifier, "retransmission answered from cache");
             send(socket, server, &bytes, source, local).await;
@@ -148,7 +173,7 @@ async fn receive(
     }
     let Ok(permit) = server.permits.clone().try_acquire_owned() else {
         server.dedup.abandon(key);
-        return Err(DropReason::Overloaded);
+        return Err(from(DropReason::Overloaded));
     };
     // Decoding the request's fields and naming its attributes happen in the task: the loop
     // only copies the verified bytes.
@@ -173,7 +198,7 @@ async fn handle(
 ) {
     let Some(verified) = owned.verified() else {
         server.dedup.abandon(key);
-        server.stats.dropped(DropReason::Malformed);
+        server.drop_datagram(Some(&client), key.source, DropReason::Malformed);
         return;
     };
     let context = ReplyContext::of(verified.packet());
@@ -187,13 +212,13 @@ async fn handle(
         Ok(Err(Overloaded)) => {
             // The PIN threads' queue is full: no reply, so the NAS retransmits.
             server.dedup.abandon(key);
-            server.stats.dropped(DropReason::Overloaded);
-            tracing::debug!(client = %client.name, reason = DropReason::Overloaded.label(), "dropped");
+            server.drop_datagram(Some(&client), key.source, DropReason::Overloaded);
             return;
         }
         Err(_) => {
             server.dedup.abandon(key);
-            server.stats.dropped(DropReason::TimedOut);
+            let bucket = server.stats.bucket(Some(&client.name));
+            server.stats.dropped(bucket, DropReason::TimedOut);
             tracing::warn!(client = %client.name, user = %printable(&request.user_name), "request timed out without a reply");
             return;
         }

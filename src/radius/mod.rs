@@ -6,6 +6,7 @@
 pub mod clients;
 pub mod dedup;
 pub mod dictionary;
+pub mod drop_warnings;
 pub mod fuzzing;
 pub mod guard;
 pub mod listener;

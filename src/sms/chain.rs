@@ -106,7 +106,8 @@ impl Chain {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sms::{GatewayError, Phone, SendFuture};
+    use crate::phone::Phone;
+    use crate::sms::{GatewayError, SendFuture};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 

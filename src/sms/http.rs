@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use super::template::{Escape, Tag};
 use super::{Gateway, GatewayError, Message, PhoneShape, SendFuture};
 use crate::config::{HttpBody, HttpGatewayConfig, HttpMethod};
+use crate::template::{Escape, Tag};
 
 /// The most of a response body read to look for return_success/return_fail.
 const MAX_RESPONSE_BODY: usize = 64 * 1024;

@@ -15,8 +15,9 @@ use tokio::time::{Instant, timeout_at};
 use tokio_serial::{SerialPortBuilderExt, SerialStream};
 
 use super::pdu::encode_submit;
-use super::{Gateway, GatewayError, Message, Phone, PhoneShape, SendFuture};
+use super::{Gateway, GatewayError, Message, PhoneShape, SendFuture};
 use crate::config::{ModemGatewayConfig, ModemMode};
+use crate::phone::Phone;
 
 /// Ctrl-Z ends the message after the `> ` prompt.
 const CTRL_Z: u8 = 0x1a;

@@ -2,8 +2,8 @@
 //! UCS-2 user data, and a concatenation User Data Header (IEI 0x00, 8-bit reference) when a
 //! text needs more than one SMS.
 
-use super::Phone;
 use super::encoding::{self, Parts};
+use crate::phone::Phone;
 
 /// One PDU as the modem takes it after `AT+CMGS=<tpdu_length>`.
 #[derive(Debug, Clone, PartialEq, Eq)]

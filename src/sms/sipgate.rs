@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use super::template::{Escape, push_escaped};
 use super::{Gateway, GatewayError, Message, PhoneShape, SendFuture, http};
 use crate::config::SipgateGatewayConfig;
+use crate::template::{Escape, push_escaped};
 
 /// The most of a response read.
 const MAX_RESPONSE_BODY: usize = 64 * 1024;

@@ -6,13 +6,14 @@
 //! phone number) or the text.
 
 use lettre::message::Mailbox;
+use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use super::template::Escape;
 use super::{Gateway, GatewayError, Message, PhoneShape, SendFuture};
 use crate::config::{SmtpGatewayConfig, SmtpServerConfig, SmtpTls};
+use crate::template::Escape;
 
 pub struct SmtpGateway {
     name: String,
@@ -40,7 +41,7 @@ impl SmtpGateway {
 
     async fn deliver(&self, message: &Message) -> Result<(), GatewayError> {
         let phone = self.shape.apply(&message.to);
-        let render = |template: &crate::sms::template::Template| {
+        let render = |template: &crate::template::Template| {
             template.render(|t| message.tag(t, &phone), Escape::None)
         };
         let to = render(&self.config.mailto)
@@ -52,6 +53,9 @@ impl SmtpGateway {
             .from(self.from.clone())
             .to(to)
             .subject(render(&self.config.subject))
+            // lettre picks base64 or quoted-printable for non-ASCII bodies but declares no
+            // charset; receivers then read US-ASCII and garble umlauts and the euro sign.
+            .header(ContentType::TEXT_PLAIN)
             .body(render(&self.config.body))
             .map_err(|e| GatewayError::Local(format!("cannot build the email: {e}")))?;
         self.transport.send(email).await.map(|_| ()).map_err(|e| {

@@ -86,7 +86,7 @@ impl Gateway for SpoolGateway {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sms::{Phone, PhoneFormat};
+    use crate::phone::{Phone, PhoneFormat};
 
     fn gateway(directory: PathBuf, file_mode: u32) -> SpoolGateway {
         let shape = PhoneShape {

@@ -2,9 +2,16 @@
 """A real SMTP server (aiosmtpd) for otpgate's tests: STARTTLS or implicit TLS with the
 given certificate, AUTH LOGIN/PLAIN against --user/--password, and every accepted mail
 recorded as one JSON line in --out. Prints its port on the first line of stdout.
+
+Each record also carries the mail as a receiving email-to-SMS gateway reads it: the
+subject, the body's Content-Type and charset, and the body decoded by its
+Content-Transfer-Encoding and declared charset (US-ASCII when none is declared, as RFC 2045
+says, so undeclared non-ASCII text arrives garbled, as it would at a real gateway).
 """
 import argparse
 import asyncio
+import email
+import email.policy
 import json
 import socket
 import ssl
@@ -30,9 +37,23 @@ parser.add_argument("--out", required=True)
 args = parser.parse_args()
 
 
+def read_mail(content):
+    """The subject, content type, charset and decoded text of a mail's single part."""
+    mail = email.message_from_bytes(content, policy=email.policy.default)
+    return {
+        "subject": str(mail["subject"]),
+        "content_type": mail.get_content_type(),
+        "charset": mail.get_content_charset(),
+        # get_content() decodes base64/quoted-printable, then the bytes by the declared
+        # charset (ASCII by default), replacing what does not decode.
+        "text": mail.get_content(),
+    }
+
+
 class Recorder:
     async def handle_DATA(self, server, session, envelope):
         record = {
+            **read_mail(envelope.original_content or envelope.content),
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
             "data": envelope.content.decode("utf-8", "replace"),
