@@ -7,10 +7,13 @@
 mod checkpoint;
 #[cfg(test)]
 pub(crate) mod contract;
+pub mod postgres;
+mod postgres_bounds;
 pub mod sqlite;
 mod sqlite_bounds;
 pub mod thread;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use thread::StoreThread;
 
