@@ -433,6 +433,10 @@ fn limit_from(key: Option<String>) -> StoreResult<Limit> {
 }
 
 impl Store for PostgresStore {
+    fn concurrency(&self) -> usize {
+        self.pool_size as usize
+    }
+
     fn add_user(&self, user: &UserRow) -> StoreResult<()> {
         self.add_users(std::slice::from_ref(user))
     }
