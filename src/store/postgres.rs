@@ -228,7 +228,51 @@ impl PostgresStore {
         })
     }
 
-    fn open_here(url: &str, options: &PgOptions) -> StoreResult<PostgresStore> {
+    /// Connects without changing anything, for `check-config`: the server's version and the
+    /// schema's, or an error that names the hosts and the problem.
+    pub fn probe(url: &str, options: &PgOptions) -> StoreResult<String> {
+        let (url, options) = (url.to_string(), options.clone());
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let (config, where_) = Self::client_config(&url, &options)?;
+                    let mut client = config.connect(NoTls).map_err(|e| {
+                        StoreError::Database(format!(
+                            "cannot connect to PostgreSQL at {where_}: {}",
+                            describe(&e)
+                        ))
+                    })?;
+                    let row = client.query_one(
+                        "SELECT current_setting('server_version'),
+                                (SELECT version FROM otpgate_schema WHERE to_regclass('otpgate_schema') IS NOT NULL)",
+                        &[],
+                    );
+                    // The schema table may not exist yet: ask again without it.
+                    let (server, schema) = match row {
+                        Ok(row) => (row.get::<_, String>(0), row.get::<_, Option<i64>>(1)),
+                        Err(_) => {
+                            let row = client
+                                .query_one("SELECT current_setting('server_version')", &[])?;
+                            (row.get(0), None)
+                        }
+                    };
+                    let schema = match schema {
+                        Some(v) if v as usize > MIGRATIONS.len() => format!(
+                            "schema version {v}, newer than this otpgate knows ({}): upgrade otpgate",
+                            MIGRATIONS.len()
+                        ),
+                        Some(v) => format!("schema version {v} of {}", MIGRATIONS.len()),
+                        None => "no otpgate schema yet (created at the first start)".into(),
+                    };
+                    Ok(format!("PostgreSQL {server} at {where_}, {schema}"))
+                })
+                .join()
+                .unwrap_or_else(|_| Err(StoreError::Database("probing the database panicked".into())))
+        })
+    }
+
+    /// The client config for `url` with the node's password and timeouts, and its hosts.
+    fn client_config(url: &str, options: &PgOptions) -> StoreResult<(postgres::Config, String)> {
         let mut config: postgres::Config = url.parse().map_err(|e| {
             StoreError::Database(format!("{}: not a PostgreSQL URL: {e}", masked_url(url)))
         })?;
@@ -244,6 +288,11 @@ impl PostgresStore {
         config.options(server_options.trim());
         config.connect_timeout(options.timeout);
         let where_ = hosts(&config);
+        Ok((config, where_))
+    }
+
+    fn open_here(url: &str, options: &PgOptions) -> StoreResult<PostgresStore> {
+        let (config, where_) = Self::client_config(url, options)?;
         let unreachable = |e: &postgres::Error| {
             StoreError::Database(format!(
                 "cannot connect to PostgreSQL at {where_}: {}",
