@@ -120,7 +120,8 @@ impl r2d2::ManageConnection for Manager {
 }
 
 pub struct PostgresStore {
-    pool: r2d2::Pool<Manager>,
+    /// Always Some; taken only by `Drop`.
+    pool: Option<r2d2::Pool<Manager>>,
     node: String,
     pool_size: u32,
 }
@@ -231,43 +232,36 @@ impl PostgresStore {
     /// Connects without changing anything, for `check-config`: the server's version and the
     /// schema's, or an error that names the hosts and the problem.
     pub fn probe(url: &str, options: &PgOptions) -> StoreResult<String> {
-        let (url, options) = (url.to_string(), options.clone());
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    let (config, where_) = Self::client_config(&url, &options)?;
-                    let mut client = config.connect(NoTls).map_err(|e| {
-                        StoreError::Database(format!(
-                            "cannot connect to PostgreSQL at {where_}: {}",
-                            describe(&e)
-                        ))
-                    })?;
-                    let row = client.query_one(
+        off_runtime(|| {
+            let (config, where_) = Self::client_config(url, options)?;
+            let mut client = config.connect(NoTls).map_err(|e| {
+                StoreError::Database(format!(
+                    "cannot connect to PostgreSQL at {where_}: {}",
+                    describe(&e)
+                ))
+            })?;
+            let row = client.query_one(
                         "SELECT current_setting('server_version'),
                                 (SELECT version FROM otpgate_schema WHERE to_regclass('otpgate_schema') IS NOT NULL)",
                         &[],
                     );
-                    // The schema table may not exist yet: ask again without it.
-                    let (server, schema) = match row {
-                        Ok(row) => (row.get::<_, String>(0), row.get::<_, Option<i64>>(1)),
-                        Err(_) => {
-                            let row = client
-                                .query_one("SELECT current_setting('server_version')", &[])?;
-                            (row.get(0), None)
-                        }
-                    };
-                    let schema = match schema {
-                        Some(v) if v as usize > MIGRATIONS.len() => format!(
-                            "schema version {v}, newer than this otpgate knows ({}): upgrade otpgate",
-                            MIGRATIONS.len()
-                        ),
-                        Some(v) => format!("schema version {v} of {}", MIGRATIONS.len()),
-                        None => "no otpgate schema yet (created at the first start)".into(),
-                    };
-                    Ok(format!("PostgreSQL {server} at {where_}, {schema}"))
-                })
-                .join()
-                .unwrap_or_else(|_| Err(StoreError::Database("probing the database panicked".into())))
+            // The schema table may not exist yet: ask again without it.
+            let (server, schema) = match row {
+                Ok(row) => (row.get::<_, String>(0), row.get::<_, Option<i64>>(1)),
+                Err(_) => {
+                    let row = client.query_one("SELECT current_setting('server_version')", &[])?;
+                    (row.get(0), None)
+                }
+            };
+            let schema = match schema {
+                Some(v) if v as usize > MIGRATIONS.len() => format!(
+                    "schema version {v}, newer than this otpgate knows ({}): upgrade otpgate",
+                    MIGRATIONS.len()
+                ),
+                Some(v) => format!("schema version {v} of {}", MIGRATIONS.len()),
+                None => "no otpgate schema yet (created at the first start)".into(),
+            };
+            Ok(format!("PostgreSQL {server} at {where_}, {schema}"))
         })
     }
 
@@ -311,7 +305,7 @@ impl PostgresStore {
             .connection_timeout(options.timeout)
             .build_unchecked(Manager { config });
         Ok(PostgresStore {
-            pool,
+            pool: Some(pool),
             node: options.node.clone(),
             pool_size: options.pool.max(1),
         })
@@ -324,6 +318,8 @@ impl PostgresStore {
 
     fn conn(&self) -> StoreResult<r2d2::PooledConnection<Manager>> {
         self.pool
+            .as_ref()
+            .expect("the pool is taken only on drop")
             .get()
             .map_err(|e| StoreError::Database(format!("no PostgreSQL connection: {e}")))
     }
@@ -331,6 +327,10 @@ impl PostgresStore {
     /// Records `fingerprint` of the key file at the first start; afterwards, an error unless
     /// it is the same: every node must seal and pepper with one key.
     pub fn check_key_fingerprint(&self, fingerprint: &str) -> StoreResult<KeyCheck> {
+        off_runtime(|| self.check_key_fingerprint_here(fingerprint))
+    }
+
+    fn check_key_fingerprint_here(&self, fingerprint: &str) -> StoreResult<KeyCheck> {
         let mut conn = self.conn()?;
         let row = conn.query_one(
             "WITH new AS (INSERT INTO otpgate_meta (key, value) VALUES ('key_fingerprint', $1)
@@ -347,6 +347,28 @@ impl PostgresStore {
             Some(existing) if existing == fingerprint => Ok(KeyCheck::Same),
             Some(existing) => Ok(KeyCheck::Other(existing)),
             None => Ok(KeyCheck::Recorded),
+        }
+    }
+}
+
+/// Runs `work` where the synchronous client may block: the client runs a runtime of its
+/// own per connection, which tokio refuses inside another's context (the server opens the
+/// store from async code). Store calls through `StoreThread` run on plain threads already.
+fn off_runtime<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return work();
+    }
+    std::thread::scope(|scope| match scope.spawn(work).join() {
+        Ok(result) => result,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+impl Drop for PostgresStore {
+    /// Closing a connection blocks too: close them off the runtime.
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            off_runtime(move || drop(pool));
         }
     }
 }
