@@ -28,6 +28,13 @@ pub fn run(config_path: &Path) -> Result<()> {
             .join(", ")
     );
     println!("{}", limits_line(&config.limits));
+    if let crate::config::Database::Postgres(pg) = &config.server.database {
+        // Connects, and changes nothing: the schema is brought up to date at start-up.
+        let found =
+            crate::store::PostgresStore::probe(pg.url.expose(), &super::pg_options(&config, pg))
+                .map_err(|e| anyhow!("database {}: {e}", pg.masked_url()))?;
+        println!("database: {found}; node {}", config.server.node_name);
+    }
     Ok(())
 }
 

@@ -8,7 +8,7 @@ pub fn run(config_path: &Path) -> Result<()> {
     let (config, _store, _keys) = super::open(config_path)?;
     println!(
         "database {} and key file {} are ready",
-        config.server.database.display(),
+        config.server.database,
         config.server.key_file.display()
     );
     Ok(())

@@ -18,11 +18,12 @@ use anyhow::{Context, Result, anyhow};
 use clap::{Parser, Subcommand};
 
 use crate::auth::keys::Keys;
-use crate::config::{Config, EventKind};
+use crate::config::{Config, Database, EventKind, PostgresConfig};
 use crate::events::{Event, Notifier};
 use crate::phone::Phone;
 use crate::sms::Gateways;
-use crate::store::{SqliteStore, Store, StoreThread};
+use crate::store::postgres::{KeyCheck, PgOptions};
+use crate::store::{PostgresStore, SqliteStore, Store, StoreThread};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -77,13 +78,67 @@ fn load_config(path: &Path) -> Result<Config> {
     Ok(Config::load(path)?)
 }
 
-/// The config, the store and the keys, creating database and key file if missing.
+/// The config, the store and the keys, creating database (or schema) and key file if
+/// missing. On PostgreSQL the key file's fingerprint is recorded at the first start, and a
+/// node with another key refuses to run: it would seal and pepper unlike the others.
 fn open(path: &Path) -> Result<(Config, Arc<dyn Store>, Keys)> {
     let config = load_config(path)?;
     let keys = Keys::load_or_create(&config.server.key_file).context("key file")?;
-    let store = SqliteStore::open(&config.server.database)
-        .with_context(|| format!("database {}", config.server.database.display()))?;
-    Ok((config, Arc::new(store), keys))
+    let store = open_store(&config)?;
+    if let Some(pg) = store.1 {
+        match pg
+            .check_key_fingerprint(&key_fingerprint(&keys))
+            .with_context(|| format!("database {}", config.server.database))?
+        {
+            KeyCheck::Recorded | KeyCheck::Same => {}
+            KeyCheck::Other(theirs) => anyhow::bail!(
+                "the key file {} (fingerprint {}) is not the one the database {} was set up with \
+                 (fingerprint {theirs}): every node needs the same key; copy the key file from \
+                 the first node to this one (mode 0600) and start again",
+                config.server.key_file.display(),
+                key_fingerprint(&keys),
+                config.server.database
+            ),
+        }
+    }
+    Ok((config, store.0, keys))
+}
+
+/// The store `[server] database` names, and on PostgreSQL the same store as itself.
+type Opened = (Arc<dyn Store>, Option<Arc<PostgresStore>>);
+
+fn open_store(config: &Config) -> Result<Opened> {
+    match &config.server.database {
+        Database::Sqlite(path) => {
+            let store =
+                SqliteStore::open(path).with_context(|| format!("database {}", path.display()))?;
+            Ok((Arc::new(store), None))
+        }
+        Database::Postgres(pg) => {
+            tracing::info!(database = %pg.masked_url(), pool = pg.pool, node = %config.server.node_name, "opening PostgreSQL");
+            let store = Arc::new(
+                PostgresStore::open(pg.url.expose(), &pg_options(config, pg))
+                    .with_context(|| format!("database {}", pg.masked_url()))?,
+            );
+            Ok((store.clone(), Some(store)))
+        }
+    }
+}
+
+fn pg_options(config: &Config, pg: &PostgresConfig) -> PgOptions {
+    PgOptions {
+        password: pg.password.as_ref().map(|p| p.expose().to_string()),
+        pool: pg.pool,
+        timeout: pg.timeout,
+        node: config.server.node_name.clone(),
+    }
+}
+
+/// A fingerprint of the key file that tells keys apart without revealing them: a MAC under
+/// the code key (derived from the key file like every other key) of a fixed message.
+fn key_fingerprint(keys: &Keys) -> String {
+    let mac = keys.code_mac("\0otpgate key fingerprint", b"v1");
+    hex::encode(&mac[..mac.len().min(16)])
 }
 
 /// Sends the notifications for an admin action on a token and waits for them. Failures are

@@ -15,6 +15,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+pub mod database;
 mod event;
 mod gateway;
 mod limits;
@@ -108,8 +109,19 @@ struct RawConfig {
 struct RawServer {
     /// UDP addresses to answer on, IPv4 and IPv6.
     listen: Vec<SocketAddr>,
-    /// SQLite database file; created on first start.
-    database: PathBuf,
+    /// SQLite database file (created on first start), or a `postgres://` /
+    /// `postgresql://` URL in libpq's format for a database that several nodes share.
+    database: String,
+    /// PostgreSQL only: a file whose first line is the password (instead of the URL's).
+    database_password_file: Option<PathBuf>,
+    /// PostgreSQL only: pooled connections, so store calls at once.
+    #[serde(default = "default_database_pool")]
+    database_pool: u32,
+    /// PostgreSQL only: connect timeout and statement timeout.
+    #[serde(default = "default_database_timeout")]
+    database_timeout: Span,
+    /// This node's name in the audit trail and the breaker states; default the host name.
+    node_name: Option<String>,
     /// Key file (32 random bytes, hex); created with mode 0600 on first start.
     key_file: PathBuf,
     /// Folder of run-time dictionaries (dictionaries issue).
@@ -157,6 +169,66 @@ fn default_max_in_flight() -> usize {
 }
 fn default_request_timeout() -> Span {
     Span(Duration::from_secs(10))
+}
+fn default_database_pool() -> u32 {
+    8
+}
+fn default_database_timeout() -> Span {
+    Span(Duration::from_secs(5))
+}
+
+/// The host name, for `node_name`.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "otpgate".into())
+}
+
+/// Where the store lives.
+#[derive(Debug, Clone)]
+pub enum Database {
+    Sqlite(PathBuf),
+    Postgres(PostgresConfig),
+}
+
+impl fmt::Display for Database {
+    /// The path, or the URL with its password masked: fit for logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "{}", path.display()),
+            Database::Postgres(pg) => f.write_str(&pg.masked_url()),
+        }
+    }
+}
+
+/// A PostgreSQL database shared by several nodes.
+#[derive(Clone)]
+pub struct PostgresConfig {
+    /// libpq URL; may hold a password, so it is never logged as it is.
+    pub url: Secret,
+    /// From `database_password_file`; overrides the URL's.
+    pub password: Option<Secret>,
+    pub pool: u32,
+    pub timeout: Duration,
+}
+
+impl PostgresConfig {
+    pub fn masked_url(&self) -> String {
+        database::masked_url(self.url.expose())
+    }
+}
+
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &self.masked_url())
+            .field("pool", &self.pool)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -404,7 +476,9 @@ pub const SERIAL_ATTRIBUTE: &str = "Otpgate-Serial";
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: Vec<SocketAddr>,
-    pub database: PathBuf,
+    pub database: Database,
+    /// `[server] node_name`, default the host name.
+    pub node_name: String,
     pub key_file: PathBuf,
     pub dictionaries: PathBuf,
     pub dedup_window: Duration,
@@ -592,6 +666,56 @@ fn check(raw: RawConfig, path: &Path, problems: &mut Problems) -> Config {
     }
 }
 
+/// `[server] database` and the keys that go with a PostgreSQL URL.
+fn check_database(raw: &RawServer, problems: &mut Problems) -> Database {
+    if !database::is_url(&raw.database) {
+        if raw.database_password_file.is_some() {
+            problems.add(
+                "server.database_password_file",
+                "is for a PostgreSQL database (a postgres:// URL) only",
+            );
+        }
+        if raw.database.contains("://") {
+            problems.add(
+                "server.database",
+                "is a file path or a postgres:// / postgresql:// URL",
+            );
+        }
+        return Database::Sqlite(PathBuf::from(&raw.database));
+    }
+    let masked = database::masked_url(&raw.database);
+    if let Err(e) = raw.database.parse::<postgres::Config>() {
+        problems.add("server.database", format!("{masked}: {e}"));
+    }
+    if raw.database_pool == 0 {
+        problems.add("server.database_pool", "must be at least 1");
+    }
+    if raw.database_timeout.0.is_zero() {
+        problems.add("server.database_timeout", "must be longer than 0s");
+    }
+    let password =
+        raw.database_password_file
+            .as_ref()
+            .and_then(|file| match std::fs::read_to_string(file) {
+                Ok(text) => Some(Secret::new(
+                    text.lines().next().unwrap_or_default().to_string(),
+                )),
+                Err(e) => {
+                    problems.add(
+                        "server.database_password_file",
+                        format!("cannot read {}: {e}", file.display()),
+                    );
+                    None
+                }
+            });
+    Database::Postgres(PostgresConfig {
+        url: Secret::new(raw.database.clone()),
+        password,
+        pool: raw.database_pool,
+        timeout: raw.database_timeout.0,
+    })
+}
+
 fn check_server(raw: RawServer, problems: &mut Problems) -> ServerConfig {
     if raw.listen.is_empty() {
         problems.add(
@@ -620,9 +744,11 @@ fn check_server(raw: RawServer, problems: &mut Problems) -> ServerConfig {
             format!("'{}' is not a log filter: {e}", raw.log_level),
         );
     }
+    let database = check_database(&raw, problems);
     ServerConfig {
         listen: raw.listen,
-        database: raw.database,
+        database,
+        node_name: raw.node_name.clone().unwrap_or_else(host_name),
         key_file: raw.key_file,
         dictionaries: raw.dictionaries,
         dedup_window: raw.dedup_window.0,
@@ -822,6 +948,67 @@ mod tests {
 
     fn load(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn the_database_is_a_path_or_a_postgres_url() {
+        let config = load(&example()).unwrap();
+        assert!(matches!(config.server.database, Database::Sqlite(_)));
+        assert!(
+            !config.server.node_name.is_empty(),
+            "defaults to the host name"
+        );
+        let with = |lines: &str| {
+            let mut text = example();
+            let start = text.find("database =").unwrap();
+            let end = start + text[start..].find('\n').unwrap();
+            text.replace_range(start..end, lines);
+            load(&text)
+        };
+        let url = "postgres://otp:s3cret@db1:5432,db2:5432/otpgate?target_session_attrs=read-write";
+        let config = with(&format!("database = \"{url}\"\nnode_name = \"a\"")).unwrap();
+        let Database::Postgres(pg) = &config.server.database else {
+            panic!("{:?}", config.server.database)
+        };
+        assert_eq!((pg.pool, pg.timeout), (8, Duration::from_secs(5)));
+        assert_eq!(config.server.node_name, "a");
+        let shown = format!("{} {:?}", config.server.database, config.server);
+        assert!(shown.contains("otp:****@db1:5432,db2:5432"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let config = with(&format!(
+            "database = \"postgresql://otp@db/otpgate\"\ndatabase_password_file = \"{}\"\n\
+             database_pool = 3\ndatabase_timeout = \"2s\"",
+            file.display()
+        ))
+        .unwrap();
+        let Database::Postgres(pg) = &config.server.database else {
+            panic!()
+        };
+        assert_eq!(pg.password.as_ref().map(|p| p.expose()), Some("from-file"));
+        assert_eq!((pg.pool, pg.timeout), (3, Duration::from_secs(2)));
+        let err = with("database = \"postgres://db/x?connect_timeout=soon\"\ndatabase_pool = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.database: postgres://db/x"), "{err}");
+        assert!(
+            err.contains("server.database_pool: must be at least 1"),
+            "{err}"
+        );
+        let err = with("database = \"x.db\"\ndatabase_password_file = \"pw\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("server.database_password_file: is for a PostgreSQL"),
+            "{err}"
+        );
+        let err = with("database = \"mysql://db/x\"").unwrap_err().to_string();
+        assert!(
+            err.contains("server.database: is a file path or a postgres://"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -576,6 +576,113 @@ pub fn otp_lengths_are_the_distinct_lengths_of_all_tokens(store: &dyn Store) {
     assert_eq!(store.otp_lengths().unwrap(), vec![6, 8, 10]);
 }
 
+/// Users, tokens, attributes, audit rows and breaker states come back as written.
+pub fn rows_come_back_as_written(store: &dyn Store) {
+    use super::{AuditRow, GatewayStateRow, StoreError};
+    store
+        .add_user(&UserRow {
+            name: "nobody-tokens".into(),
+            phone: "+491700000000".into(),
+            created: 7,
+            group: Some("staff".into()),
+        })
+        .unwrap();
+    let (user, tokens) = store.login_view("nobody-tokens").unwrap().unwrap();
+    assert_eq!((user.group.as_deref(), tokens.len()), (Some("staff"), 0));
+    assert!(store.login_view("ghost").unwrap().is_none());
+    enroll(store, "alice", "S2", "+491701234567");
+    enroll(store, "alice", "S1", "+491701234567");
+    let (_, tokens) = store.login_view("alice").unwrap().unwrap();
+    let serials: Vec<&str> = tokens.iter().map(|t| t.serial.as_str()).collect();
+    assert_eq!(serials, ["S1", "S2"], "ordered by serial");
+    assert_eq!(tokens[0], store.token("S1").unwrap().unwrap());
+    assert_eq!(tokens[0].sealed_seed, vec![1, 2, 3]);
+    assert_eq!(store.tokens(None).unwrap().len(), 2);
+    assert!(store.tokens(Some("nobody-tokens")).unwrap().is_empty());
+    assert!(matches!(
+        store.add_user(&user),
+        Err(StoreError::Conflict(_))
+    ));
+    let orphan = TokenRow {
+        user: "ghost".into(),
+        serial: "S9".into(),
+        ..tokens[0].clone()
+    };
+    assert!(matches!(
+        store.add_token(&orphan),
+        Err(StoreError::Conflict(_))
+    ));
+    let lines = vec!["Filter-Id=a".to_string(), "Class=0x01".to_string()];
+    assert!(store.set_user_attributes("alice", &lines).unwrap());
+    assert_eq!(store.user_attributes("alice").unwrap(), lines);
+    assert!(store.set_user_attributes("alice", &lines[1..]).unwrap());
+    assert_eq!(store.user_attributes("alice").unwrap(), &lines[1..]);
+    assert!(!store.set_user_attributes("ghost", &lines).unwrap());
+    assert!(store.unlock("S1").unwrap() && !store.unlock("S9").unwrap());
+    assert!(store.delete_token("S2").unwrap() && !store.delete_token("S2").unwrap());
+    let row = |time: i64, outcome: &str, station: Option<&str>| AuditRow {
+        time,
+        client: "vpn".into(),
+        calling_station_id: station.map(Into::into),
+        user: "alice".into(),
+        serial: Some("S1".into()),
+        outcome: outcome.into(),
+        reason: "r".into(),
+        duration_ms: 3,
+        attributes: vec!["User-Name=alice".into()],
+        ..AuditRow::default()
+    };
+    store
+        .append_audit(&row(100, "reject", Some("10.0.0.1")))
+        .unwrap();
+    store
+        .append_audit(&row(200, "accept", Some("10.0.0.2")))
+        .unwrap();
+    let rows = store.audit(Some("alice"), 10).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        rows[0],
+        row(200, "accept", Some("10.0.0.2")),
+        "newest first"
+    );
+    assert!(store.audit(Some("bob"), 10).unwrap().is_empty());
+    assert!(
+        store
+            .accepted_before("alice", "vpn", Some("10.0.0.2"))
+            .unwrap()
+    );
+    assert!(
+        !store
+            .accepted_before("alice", "vpn", Some("10.0.0.1"))
+            .unwrap()
+    );
+    assert!(!store.accepted_before("alice", "vpn", None).unwrap());
+    assert_eq!(store.purge_audit(150).unwrap(), 1);
+    assert_eq!(store.audit(None, 10).unwrap().len(), 1);
+    let state = |gateway: &str| GatewayStateRow {
+        gateway: gateway.into(),
+        state: "open".into(),
+        failures: 4,
+        last_error: Some("timeout".into()),
+        open_until: Some(9),
+        updated: 8,
+    };
+    store
+        .save_gateway_states(&[state("b"), state("a")])
+        .unwrap();
+    store
+        .save_gateway_states(&[state("c"), state("a")])
+        .unwrap();
+    assert_eq!(
+        store.gateway_states().unwrap(),
+        vec![state("a"), state("c")]
+    );
+    assert!(store.delete_user("alice").unwrap() && !store.delete_user("alice").unwrap());
+    assert!(
+        store.token("S1").unwrap().is_none() && store.user_attributes("alice").unwrap().is_empty()
+    );
+}
+
 /// Every check, each on a fresh store from `fresh`.
 pub fn run_all(fresh: &dyn Fn() -> Box<dyn Store>) {
     a_token_has_one_open_challenge_and_resends_wait(fresh().as_ref());
@@ -587,4 +694,5 @@ pub fn run_all(fresh: &dyn Fn() -> Box<dyn Store>) {
     a_held_claim_is_not_counted_twice(fresh().as_ref());
     pin_changes_disabling_and_deleting_end_the_open_challenge(fresh().as_ref());
     otp_lengths_are_the_distinct_lengths_of_all_tokens(fresh().as_ref());
+    rows_come_back_as_written(fresh().as_ref());
 }

@@ -7,10 +7,13 @@
 mod checkpoint;
 #[cfg(test)]
 pub(crate) mod contract;
+pub mod postgres;
+mod postgres_bounds;
 pub mod sqlite;
 mod sqlite_bounds;
 pub mod thread;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use thread::StoreThread;
 
@@ -348,6 +351,12 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// What the engine and the CLI need from a database.
 pub trait Store: Send + Sync {
+    /// How many store threads should run this store's calls at once (`StoreThread::start`):
+    /// 1 for SQLite, which serialises writers anyway; the pool's size for PostgreSQL.
+    fn concurrency(&self) -> usize {
+        1
+    }
+
     fn add_user(&self, user: &UserRow) -> StoreResult<()>;
     fn user(&self, name: &str) -> StoreResult<Option<UserRow>>;
     fn users(&self) -> StoreResult<Vec<UserRow>>;

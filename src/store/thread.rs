@@ -1,14 +1,16 @@
-//! The store thread: one OS thread that runs every store call of the server in turn
-//! (requests, notifications' audit rows, purging, breaker records).
+//! The store threads: OS threads that run every store call of the server (requests,
+//! notifications' audit rows, purging, breaker records) from one shared queue.
 //!
 //! The engine used to send each call to tokio's blocking pool, where the calls of
 //! concurrent requests then queued for the connection's mutex: two thread hand-offs and a
 //! contended lock per call, which a profile showed as the server's largest cost after
-//! Argon2. One thread owns the order instead; under load it takes call after call without
-//! sleeping, and SQLite serialises writers anyway.
+//! Argon2. Store threads own the order instead; under load they take call after call
+//! without sleeping. SQLite serialises writers anyway, so it gets exactly one thread (and
+//! calls run in the order queued); PostgreSQL gets one per pooled connection
+//! (`database_pool`), so that calls wait on the network side by side.
 
-use std::sync::Arc;
-use std::sync::mpsc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Barrier, Condvar, Mutex};
 
 use tokio::sync::Semaphore;
 
@@ -21,34 +23,111 @@ type Job = Box<dyn FnOnce(&dyn Store) + Send>;
 /// its audit row) could queue rows faster than the disk takes them.
 const MAX_SUBMITTED: usize = 4096;
 
+/// The jobs the threads take, first in first out.
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+struct QueueState {
+    jobs: VecDeque<Job>,
+    /// No more jobs come: the threads end once the queue is empty.
+    closed: bool,
+}
+
+impl Queue {
+    /// Queues `jobs` one after the other, with no other job between them.
+    fn push(&self, jobs: impl IntoIterator<Item = Job>) -> Result<(), StoreError> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.closed {
+            return Err(StoreError::Database("the store thread has stopped".into()));
+        }
+        state.jobs.extend(jobs);
+        drop(state);
+        self.ready.notify_all();
+        Ok(())
+    }
+
+    /// The next job, waiting for one; None once closed and empty.
+    fn take(&self) -> Option<Job> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                return Some(job);
+            }
+            if state.closed {
+                return None;
+            }
+            state = self.ready.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn close(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+        self.ready.notify_all();
+    }
+}
+
 pub struct StoreThread {
-    jobs: mpsc::Sender<Job>,
+    queue: Arc<Queue>,
+    threads: usize,
     /// One permit per submitted call not yet run; `submit` waits when none is left.
     submitted: Arc<Semaphore>,
 }
 
 impl StoreThread {
+    /// As many threads as the store runs calls at once (`Store::concurrency`): one for
+    /// SQLite, every call in the order queued.
     pub fn start(store: Arc<dyn Store>) -> std::io::Result<StoreThread> {
-        StoreThread::with_submit_limit(store, MAX_SUBMITTED)
+        let threads = store.concurrency();
+        StoreThread::with_threads(store, threads)
     }
 
-    fn with_submit_limit(store: Arc<dyn Store>, limit: usize) -> std::io::Result<StoreThread> {
-        let (jobs, receiver) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("otpgate-store".into())
-            .spawn(move || {
-                // Ends when every sender is gone, after the queued calls ran.
-                while let Ok(job) = receiver.recv() {
+    /// `threads` threads taking calls from one queue (PostgreSQL: one per pooled
+    /// connection), so calls run concurrently.
+    pub fn with_threads(store: Arc<dyn Store>, threads: usize) -> std::io::Result<StoreThread> {
+        StoreThread::with_submit_limit(store, threads, MAX_SUBMITTED)
+    }
+
+    fn with_submit_limit(
+        store: Arc<dyn Store>,
+        threads: usize,
+        limit: usize,
+    ) -> std::io::Result<StoreThread> {
+        let threads = threads.max(1);
+        let queue = Arc::new(Queue {
+            state: Mutex::new(QueueState {
+                jobs: VecDeque::new(),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        });
+        for n in 0..threads {
+            let (jobs, store) = (queue.clone(), store.clone());
+            let name = if threads == 1 {
+                "otpgate-store".to_string()
+            } else {
+                format!("otpgate-store-{n}")
+            };
+            let spawned = std::thread::Builder::new().name(name).spawn(move || {
+                // Ends when the StoreThread is dropped, after the queued calls ran.
+                while let Some(job) = jobs.take() {
                     job(store.as_ref());
                 }
-            })?;
+            });
+            if let Err(e) = spawned {
+                queue.close();
+                return Err(e);
+            }
+        }
         Ok(StoreThread {
-            jobs,
+            queue,
+            threads,
             submitted: Arc::new(Semaphore::new(limit)),
         })
     }
 
-    /// Runs `call` on the store thread. Cancel-safe: a dropped future leaves the call to
+    /// Runs `call` on a store thread. Cancel-safe: a dropped future leaves the call to
     /// finish on its own, which every store call can (each is atomic).
     pub async fn run<T, F>(&self, call: F) -> StoreResult<T>
     where
@@ -59,18 +138,16 @@ impl StoreThread {
         let job: Job = Box::new(move |store| {
             let _ = sender.send(call(store));
         });
-        self.jobs
-            .send(job)
-            .map_err(|_| StoreError::Database("the store thread has stopped".into()))?;
+        self.queue.push([job])?;
         receiver
             .await
             .map_err(|_| StoreError::Database("the store thread dropped a call".into()))?
     }
 
     /// Queues `call` without waiting for it to run, for a write whose result no reply
-    /// depends on (an audit row). It runs in order with every other call, so a later call,
-    /// and `flush`, see it done; a failure is logged with `what`. Waits only while
-    /// `MAX_SUBMITTED` calls are already queued.
+    /// depends on (an audit row). With one thread it runs in order with every other call,
+    /// so a later call sees it done; with several, `flush` does. A failure is logged with
+    /// `what`. Waits only while `MAX_SUBMITTED` calls are already queued.
     pub async fn submit<F>(&self, what: &'static str, call: F)
     where
         F: FnOnce(&dyn Store) -> StoreResult<()> + Send + 'static,
@@ -85,14 +162,46 @@ impl StoreThread {
             }
             drop(permit);
         });
-        if self.jobs.send(job).is_err() {
+        if self.queue.push([job]).is_err() {
             tracing::error!("cannot write {what}: the store thread has stopped");
         }
     }
 
-    /// Waits until every call queued before it has run.
+    /// Waits until every call queued before it has run, on every thread.
+    ///
+    /// It queues one barrier job per thread, together. The queue is first in first out, so
+    /// every earlier call is taken before any barrier job; a thread that takes one waits in
+    /// it, so it takes no other, and once all threads hold one, each has finished the call
+    /// it had before.
     pub async fn flush(&self) -> StoreResult<()> {
-        self.run(|_| Ok(())).await
+        let barrier = Arc::new(Barrier::new(self.threads));
+        let (sender, receiver) = tokio::sync::oneshot::channel::<()>();
+        let sender = Arc::new(Mutex::new(Some(sender)));
+        let jobs = (0..self.threads).map(|_| {
+            let (barrier, sender) = (barrier.clone(), sender.clone());
+            Box::new(move |_: &dyn Store| {
+                if barrier.wait().is_leader()
+                    && let Some(sender) = sender.lock().unwrap_or_else(|p| p.into_inner()).take()
+                {
+                    let _ = sender.send(());
+                }
+            }) as Job
+        });
+        self.queue.push(jobs)?;
+        receiver
+            .await
+            .map_err(|_| StoreError::Database("the store thread dropped a call".into()))
+    }
+
+    /// How many threads run calls.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+}
+
+impl Drop for StoreThread {
+    fn drop(&mut self) {
+        self.queue.close();
     }
 }
 
@@ -147,7 +256,7 @@ mod tests {
     #[tokio::test]
     async fn submit_waits_while_the_limit_of_queued_calls_is_reached() {
         let store = Arc::new(SqliteStore::in_memory().unwrap());
-        let thread = Arc::new(StoreThread::with_submit_limit(store, 2).unwrap());
+        let thread = Arc::new(StoreThread::with_submit_limit(store, 1, 2).unwrap());
         // Hold the store thread until the test lets go.
         let (release, held) = std::sync::mpsc::channel::<()>();
         let (started, running) = tokio::sync::oneshot::channel::<()>();
@@ -179,5 +288,66 @@ mod tests {
             .expect("room after the store thread ran the queued calls")
             .unwrap();
         blocked.await.unwrap().unwrap();
+    }
+
+    /// A slow store call, to show calls side by side.
+    fn pause() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    #[tokio::test]
+    async fn several_threads_run_calls_side_by_side() {
+        let thread = Arc::new(
+            StoreThread::with_threads(Arc::new(SqliteStore::in_memory().unwrap()), 8).unwrap(),
+        );
+        let started = std::time::Instant::now();
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let thread = thread.clone();
+                tokio::spawn(async move {
+                    thread
+                        .run(|s| {
+                            pause();
+                            s.users()
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+        let took = started.elapsed();
+        assert!(
+            took < std::time::Duration::from_millis(300),
+            "8 calls of 50 ms on 8 threads took {took:?}"
+        );
+    }
+
+    /// flush waits for slow submitted calls on every thread, not only the first to finish.
+    #[tokio::test]
+    async fn flush_waits_for_the_calls_of_every_thread() {
+        let store = Arc::new(SqliteStore::in_memory().unwrap());
+        let thread = StoreThread::with_threads(store.clone(), 4).unwrap();
+        for n in 0..40 {
+            let user = UserRow {
+                name: format!("u{n}"),
+                phone: "+491".into(),
+                created: 0,
+                group: None,
+            };
+            thread
+                .submit("a user", move |s| {
+                    if n % 10 == 0 {
+                        pause();
+                    }
+                    s.add_user(&user)
+                })
+                .await;
+        }
+        thread.flush().await.unwrap();
+        assert_eq!(store.users().unwrap().len(), 40);
+        // And again, with nothing queued.
+        thread.flush().await.unwrap();
     }
 }

@@ -8,6 +8,7 @@
 pub mod background;
 pub mod http_peer;
 pub mod peers;
+pub mod pg;
 pub mod radclient;
 pub mod raw;
 
@@ -45,6 +46,10 @@ pub struct Options {
     pub prompt: String,
     /// Where the database lives, if not in the test's temporary folder.
     pub database_dir: Option<PathBuf>,
+    /// `[server] database` as it is (a postgres:// URL), instead of a file.
+    pub database: Option<String>,
+    /// More `[server]` keys, one per line.
+    pub server_extra: String,
     /// More `[sms]` keys, one per line.
     pub sms_extra: String,
     /// The test client's `accept_attributes`.
@@ -76,6 +81,8 @@ impl Default for Options {
             log_format: "text",
             prompt: "Enter the code sent to {phone_masked}:".into(),
             database_dir: None,
+            database: None,
+            server_extra: String::new(),
             client_attributes: Vec::new(),
             sms_extra: String::new(),
             return_serial: false,
@@ -353,8 +360,9 @@ fn config_text(dir: &Path, o: &Options) -> String {
         r#"
 [server]
 listen = [{listen}]
-database = "{database_dir}/otpgate.db"
+database = "{database}"
 key_file = "{dir}/otpgate.key"
+{server_extra}
 dedup_window = "30s"
 log_format = "{log_format}"
 return_serial = {return_serial}
@@ -419,7 +427,11 @@ directory = "{dir}/spool"
         client_attributes = toml_strings(&o.client_attributes),
         return_serial = o.return_serial,
         sms_extra = o.sms_extra,
-        database_dir = o.database_dir.as_deref().unwrap_or(dir).display(),
+        database = o.database.clone().unwrap_or_else(|| format!(
+            "{}/otpgate.db",
+            o.database_dir.as_deref().unwrap_or(dir).display()
+        )),
+        server_extra = o.server_extra,
         otp_length = o.otp_length,
     )
 }

@@ -1,0 +1,1180 @@
+//! The PostgreSQL store, for several otpgate nodes sharing one database: a pool of
+//! connections (r2d2) of the synchronous `postgres` client, each with its own cache of
+//! prepared statements, and versioned migrations applied at start-up under an advisory lock.
+//!
+//! Every attack bound is one call of a plpgsql function (`postgres_bounds`), so one round
+//! trip that decides with the rows locked; the other calls are single statements or, for the
+//! admin's bulk writes, one transaction. TLS is not supported yet: connect over loopback, a
+//! private network or a TLS tunnel (NoTls).
+
+pub use crate::config::database::{is_url, masked_url};
+use std::collections::HashMap;
+use std::time::Duration;
+
+use postgres::error::SqlState;
+use postgres::types::ToSql;
+use postgres::{NoTls, Row, Statement};
+
+use super::postgres_bounds::MIGRATIONS;
+use super::{
+    Answer, AnswerClaim, AnswerOutcome, AuditRow, ChallengeRef, ChallengeStart, FailureClaim,
+    FailureRules, GatewayStateRow, Limit, OpenChallenge, Refusal, Resend, Started, Store,
+    StoreError, StoreResult, TokenRow, Unusable, UserRow,
+};
+
+/// The advisory lock key that migrations run under, the same on every node.
+const MIGRATION_LOCK: i64 = 0x6f74_7067_6174_6501;
+/// How long a new challenge may wait for its code MAC (the second round trip of
+/// `open_challenge`) before the next PIN request takes it for a dead node's and ends it.
+const MAC_GRACE_MS: i64 = 60_000;
+
+/// How a node connects.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Overrides the URL's password (`database_password_file`).
+    pub password: Option<String>,
+    /// Connections in the pool: the store threads' concurrency.
+    pub pool: u32,
+    /// Connect timeout, pool checkout timeout and statement timeout.
+    pub timeout: Duration,
+    /// This node's name, kept with its audit rows and breaker states.
+    pub node: String,
+}
+
+/// One pooled connection and the statements prepared on it.
+pub struct PgConnection {
+    client: postgres::Client,
+    statements: HashMap<&'static str, Statement>,
+}
+
+impl PgConnection {
+    /// The statement for `sql`, prepared on first use on this connection (one round trip,
+    /// once per connection).
+    fn prepared(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql)?;
+        self.statements.insert(sql, statement.clone());
+        Ok(statement)
+    }
+
+    fn query(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, postgres::Error> {
+        let statement = self.prepared(sql)?;
+        self.client.query(&statement, params)
+    }
+
+    fn query_one(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, postgres::Error> {
+        let statement = self.prepared(sql)?;
+        self.client.query_one(&statement, params)
+    }
+
+    fn query_opt(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, postgres::Error> {
+        let statement = self.prepared(sql)?;
+        self.client.query_opt(&statement, params)
+    }
+
+    fn execute(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, postgres::Error> {
+        let statement = self.prepared(sql)?;
+        self.client.execute(&statement, params)
+    }
+}
+
+pub struct Manager {
+    config: postgres::Config,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = PgConnection;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<PgConnection, postgres::Error> {
+        Ok(PgConnection {
+            client: self.config.connect(NoTls)?,
+            statements: HashMap::new(),
+        })
+    }
+
+    fn is_valid(&self, conn: &mut PgConnection) -> Result<(), postgres::Error> {
+        conn.client.simple_query("").map(|_| ())
+    }
+
+    fn has_broken(&self, conn: &mut PgConnection) -> bool {
+        conn.client.is_closed()
+    }
+}
+
+pub struct PostgresStore {
+    /// Always Some; taken only by `Drop`.
+    pool: Option<r2d2::Pool<Manager>>,
+    node: String,
+    pool_size: u32,
+}
+
+/// The hosts a config tries, for error messages.
+fn hosts(config: &postgres::Config) -> String {
+    let ports = config.get_ports();
+    config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match host {
+                postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+                #[cfg(unix)]
+                postgres::config::Host::Unix(path) => format!("{}:{port}", path.display()),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A postgres error with the server's message, which `Display` alone leaves out.
+fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                text.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            text
+        }
+    }
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        StoreError::Database(describe(&e))
+    }
+}
+
+fn conflict_or(e: postgres::Error, what: String) -> StoreError {
+    match e.code() {
+        Some(code)
+            if *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::FOREIGN_KEY_VIOLATION =>
+        {
+            StoreError::Conflict(what)
+        }
+        _ => e.into(),
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (libpq format, several hosts allowed), brings its
+    /// schema up to date under an advisory lock, and refuses a schema newer than this
+    /// binary. Runs on a thread of its own, so that it may be called from async code (the
+    /// synchronous client runs a runtime of its own per connection).
+    pub fn open(url: &str, options: &PgOptions) -> StoreResult<PostgresStore> {
+        let (url, options) = (url.to_string(), options.clone());
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| Self::open_here(&url, &options))
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Database("opening the database panicked".into()))
+                })
+        })
+    }
+
+    /// Connects without changing anything, for `check-config`: the server's version and the
+    /// schema's, or an error that names the hosts and the problem.
+    pub fn probe(url: &str, options: &PgOptions) -> StoreResult<String> {
+        off_runtime(|| {
+            let (config, where_) = Self::client_config(url, options)?;
+            let mut client = config.connect(NoTls).map_err(|e| {
+                StoreError::Database(format!(
+                    "cannot connect to PostgreSQL at {where_}: {}",
+                    describe(&e)
+                ))
+            })?;
+            let row = client.query_one(
+                        "SELECT current_setting('server_version'),
+                                (SELECT version FROM otpgate_schema WHERE to_regclass('otpgate_schema') IS NOT NULL)",
+                        &[],
+                    );
+            // The schema table may not exist yet: ask again without it.
+            let (server, schema) = match row {
+                Ok(row) => (row.get::<_, String>(0), row.get::<_, Option<i64>>(1)),
+                Err(_) => {
+                    let row = client.query_one("SELECT current_setting('server_version')", &[])?;
+                    (row.get(0), None)
+                }
+            };
+            let schema = match schema {
+                Some(v) if v as usize > MIGRATIONS.len() => format!(
+                    "schema version {v}, newer than this otpgate knows ({}): upgrade otpgate",
+                    MIGRATIONS.len()
+                ),
+                Some(v) => format!("schema version {v} of {}", MIGRATIONS.len()),
+                None => "no otpgate schema yet (created at the first start)".into(),
+            };
+            Ok(format!("PostgreSQL {server} at {where_}, {schema}"))
+        })
+    }
+
+    /// The client config for `url` with the node's password and timeouts, and its hosts.
+    fn client_config(url: &str, options: &PgOptions) -> StoreResult<(postgres::Config, String)> {
+        let mut config: postgres::Config = url.parse().map_err(|e| {
+            StoreError::Database(format!("{}: not a PostgreSQL URL: {e}", masked_url(url)))
+        })?;
+        if let Some(password) = &options.password {
+            config.password(password.as_bytes());
+        }
+        if config.get_application_name().is_none() {
+            config.application_name(&format!("otpgate {}", options.node));
+        }
+        let timeout_ms = options.timeout.as_millis().max(1);
+        let mut server_options = config.get_options().unwrap_or_default().to_string();
+        server_options.push_str(&format!(" -c statement_timeout={timeout_ms}"));
+        config.options(server_options.trim());
+        config.connect_timeout(options.timeout);
+        let where_ = hosts(&config);
+        Ok((config, where_))
+    }
+
+    fn open_here(url: &str, options: &PgOptions) -> StoreResult<PostgresStore> {
+        let (config, where_) = Self::client_config(url, options)?;
+        let unreachable = |e: &postgres::Error| {
+            StoreError::Database(format!(
+                "cannot connect to PostgreSQL at {where_}: {}",
+                describe(e)
+            ))
+        };
+        let mut first = config.connect(NoTls).map_err(|e| unreachable(&e))?;
+        migrate(&mut first)?;
+        drop(first);
+        let pool = r2d2::Pool::builder()
+            .max_size(options.pool.max(1))
+            .min_idle(Some(0))
+            // A broken connection shows at its next use, which then fails once; checking every
+            // checkout would cost a round trip per store call.
+            .test_on_check_out(false)
+            .connection_timeout(options.timeout)
+            .build_unchecked(Manager { config });
+        Ok(PostgresStore {
+            pool: Some(pool),
+            node: options.node.clone(),
+            pool_size: options.pool.max(1),
+        })
+    }
+
+    /// How many connections, so store threads, this store is meant to be used with.
+    pub fn pool_size(&self) -> u32 {
+        self.pool_size
+    }
+
+    fn conn(&self) -> StoreResult<r2d2::PooledConnection<Manager>> {
+        self.pool
+            .as_ref()
+            .expect("the pool is taken only on drop")
+            .get()
+            .map_err(|e| StoreError::Database(format!("no PostgreSQL connection: {e}")))
+    }
+
+    /// Records `fingerprint` of the key file at the first start; afterwards, an error unless
+    /// it is the same: every node must seal and pepper with one key.
+    pub fn check_key_fingerprint(&self, fingerprint: &str) -> StoreResult<KeyCheck> {
+        off_runtime(|| self.check_key_fingerprint_here(fingerprint))
+    }
+
+    fn check_key_fingerprint_here(&self, fingerprint: &str) -> StoreResult<KeyCheck> {
+        let mut conn = self.conn()?;
+        let row = conn.query_one(
+            "WITH new AS (INSERT INTO otpgate_meta (key, value) VALUES ('key_fingerprint', $1)
+                          ON CONFLICT (key) DO NOTHING RETURNING value)
+             SELECT (SELECT value FROM new), (SELECT value FROM otpgate_meta WHERE key = 'key_fingerprint')",
+            &[&fingerprint],
+        )?;
+        let stored_now: Option<String> = row.get(0);
+        let stored: Option<String> = row.get(1);
+        if stored_now.is_some() {
+            return Ok(KeyCheck::Recorded);
+        }
+        match stored {
+            Some(existing) if existing == fingerprint => Ok(KeyCheck::Same),
+            Some(existing) => Ok(KeyCheck::Other(existing)),
+            None => Ok(KeyCheck::Recorded),
+        }
+    }
+}
+
+/// Runs `work` where the synchronous client may block: the client runs a runtime of its
+/// own per connection, which tokio refuses inside another's context (the server opens the
+/// store from async code). Store calls through `StoreThread` run on plain threads already.
+fn off_runtime<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return work();
+    }
+    std::thread::scope(|scope| match scope.spawn(work).join() {
+        Ok(result) => result,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+impl Drop for PostgresStore {
+    /// Closing a connection blocks too: close them off the runtime.
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            off_runtime(move || drop(pool));
+        }
+    }
+}
+
+/// What `check_key_fingerprint` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// First start: this key's fingerprint is now the deployment's.
+    Recorded,
+    Same,
+    /// The database was set up with another key, whose fingerprint this is.
+    Other(String),
+}
+
+/// Applies the migrations this database lacks, one transaction each, under an advisory lock
+/// so that nodes starting at once take turns; refuses a schema newer than this binary.
+fn migrate(client: &mut postgres::Client) -> StoreResult<()> {
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
+    let result = migrate_locked(client);
+    let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+    result?;
+    unlocked?;
+    Ok(())
+}
+
+fn migrate_locked(client: &mut postgres::Client) -> StoreResult<()> {
+    client.batch_execute(
+        "CREATE TABLE IF NOT EXISTS otpgate_schema (version bigint NOT NULL);
+         INSERT INTO otpgate_schema (version) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM otpgate_schema);",
+    )?;
+    let version: i64 = client
+        .query_one("SELECT version FROM otpgate_schema", &[])?
+        .get(0);
+    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::Database(format!(
+            "schema version {version} is newer than this otpgate knows ({}); upgrade otpgate",
+            MIGRATIONS.len()
+        )));
+    }
+    for (step, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let mut tx = client.transaction()?;
+        tx.batch_execute(sql).map_err(|e| {
+            StoreError::Database(format!("schema step {}: {}", step + 1, describe(&e)))
+        })?;
+        tx.execute(
+            "UPDATE otpgate_schema SET version = $1",
+            &[&((step + 1) as i64)],
+        )?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn token_from(row: &Row) -> TokenRow {
+    token_at(row, 0)
+}
+
+fn token_at(row: &Row, at: usize) -> TokenRow {
+    TokenRow {
+        serial: row.get(at),
+        user: row.get(at + 1),
+        phone: row.get(at + 2),
+        pin_hash: row.get(at + 3),
+        sealed_seed: row.get(at + 4),
+        counter: row.get::<_, i64>(at + 5).max(0) as u64,
+        otp_length: to_u32(row.get(at + 6)),
+        fail_count: to_u32(row.get(at + 7)),
+        locked_at: row.get(at + 8),
+        disabled: row.get(at + 9),
+        gateway: row.get(at + 10),
+        created: row.get(at + 11),
+    }
+}
+
+fn to_u32(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+fn user_from(row: &Row) -> UserRow {
+    UserRow {
+        name: row.get(0),
+        phone: row.get(1),
+        created: row.get(2),
+        group: row.get(3),
+    }
+}
+
+fn audit_from(row: &Row) -> AuditRow {
+    AuditRow {
+        time: row.get(0),
+        client: row.get(1),
+        nas_ip: row.get(2),
+        nas_identifier: row.get(3),
+        calling_station_id: row.get(4),
+        user: row.get(5),
+        serial: row.get(6),
+        outcome: row.get(7),
+        reason: row.get(8),
+        phone_masked: row.get(9),
+        gateway: row.get(10),
+        duration_ms: row.get::<_, i64>(11).max(0) as u64,
+        attributes: row
+            .get::<_, Option<String>>(12)
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_default(),
+    }
+}
+
+fn claim_from(code: &str) -> FailureClaim {
+    match code {
+        "claimed" => FailureClaim::Claimed {
+            lock_cleared: false,
+        },
+        "claimed+cleared" => FailureClaim::Claimed { lock_cleared: true },
+        "usable" => FailureClaim::Usable {
+            lock_cleared: false,
+        },
+        "usable+cleared" => FailureClaim::Usable { lock_cleared: true },
+        "busy" => FailureClaim::Busy,
+        "disabled" => FailureClaim::Refused(Unusable::Disabled),
+        "locked" => FailureClaim::Refused(Unusable::Locked),
+        _ => FailureClaim::Missing,
+    }
+}
+
+fn limit_from(key: Option<String>) -> StoreResult<Limit> {
+    let key = key.unwrap_or_default();
+    Limit::ALL
+        .into_iter()
+        .find(|l| l.key() == key)
+        .ok_or_else(|| StoreError::Database(format!("unknown SMS limit '{key}'")))
+}
+
+impl Store for PostgresStore {
+    fn concurrency(&self) -> usize {
+        self.pool_size as usize
+    }
+
+    fn add_user(&self, user: &UserRow) -> StoreResult<()> {
+        self.add_users(std::slice::from_ref(user))
+    }
+
+    fn add_users(&self, users: &[UserRow]) -> StoreResult<()> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.client.transaction()?;
+        let insert = tx.prepare(
+            "INSERT INTO users (name, phone, created, user_group) VALUES ($1, $2, $3, $4)",
+        )?;
+        for user in users {
+            tx.execute(
+                &insert,
+                &[&user.name, &user.phone, &user.created, &user.group],
+            )
+            .map_err(|e| conflict_or(e, format!("user '{}'", user.name)))?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn user(&self, name: &str) -> StoreResult<Option<UserRow>> {
+        Ok(self
+            .conn()?
+            .query_opt(
+                "SELECT name, phone, created, user_group FROM users WHERE name = $1",
+                &[&name],
+            )?
+            .map(|r| user_from(&r)))
+    }
+
+    fn users(&self) -> StoreResult<Vec<UserRow>> {
+        Ok(self
+            .conn()?
+            .query(
+                "SELECT name, phone, created, user_group FROM users ORDER BY name",
+                &[],
+            )?
+            .iter()
+            .map(user_from)
+            .collect())
+    }
+
+    fn delete_user(&self, name: &str) -> StoreResult<bool> {
+        // Tokens and their challenges go with the user (ON DELETE CASCADE), token rows locked
+        // before their challenges, as everywhere.
+        Ok(self
+            .conn()?
+            .execute("DELETE FROM users WHERE name = $1", &[&name])?
+            > 0)
+    }
+
+    fn user_attributes(&self, name: &str) -> StoreResult<Vec<String>> {
+        Ok(self
+            .conn()?
+            .query(
+                "SELECT attribute FROM user_attributes WHERE user_name = $1 ORDER BY position",
+                &[&name],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    fn set_user_attributes(&self, name: &str, attributes: &[String]) -> StoreResult<bool> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.client.transaction()?;
+        let exists = tx
+            .query_opt("SELECT 1 FROM users WHERE name = $1 FOR UPDATE", &[&name])?
+            .is_some();
+        if !exists {
+            return Ok(false);
+        }
+        tx.execute("DELETE FROM user_attributes WHERE user_name = $1", &[&name])?;
+        let insert = tx.prepare(
+            "INSERT INTO user_attributes (user_name, position, attribute) VALUES ($1, $2, $3)",
+        )?;
+        for (position, attribute) in attributes.iter().enumerate() {
+            tx.execute(&insert, &[&name, &(position as i64), attribute])?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn add_token(&self, token: &TokenRow) -> StoreResult<()> {
+        self.add_tokens(std::slice::from_ref(token))
+    }
+
+    fn add_tokens(&self, tokens: &[TokenRow]) -> StoreResult<()> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.client.transaction()?;
+        let insert = tx.prepare(
+            "INSERT INTO tokens (serial, user_name, phone, pin_hash, sealed_seed, counter, otp_length,
+                                 fail_count, locked_at, disabled, gateway, created)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )?;
+        for t in tokens {
+            tx.execute(
+                &insert,
+                &[
+                    &t.serial,
+                    &t.user,
+                    &t.phone,
+                    &t.pin_hash,
+                    &t.sealed_seed,
+                    &(t.counter as i64),
+                    &i64::from(t.otp_length),
+                    &i64::from(t.fail_count),
+                    &t.locked_at,
+                    &t.disabled,
+                    &t.gateway,
+                    &t.created,
+                ],
+            )
+            .map_err(|e| {
+                conflict_or(e, format!("token '{}' (or its user is missing)", t.serial))
+            })?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn token(&self, serial: &str) -> StoreResult<Option<TokenRow>> {
+        Ok(self
+            .conn()?
+            .query_opt(
+                "SELECT serial, user_name, phone, pin_hash, sealed_seed, counter, otp_length, \
+                 fail_count, locked_at, disabled, gateway, created FROM tokens WHERE serial = $1",
+                &[&serial],
+            )?
+            .map(|r| token_from(&r)))
+    }
+
+    fn tokens(&self, user: Option<&str>) -> StoreResult<Vec<TokenRow>> {
+        Ok(self
+            .conn()?
+            .query(
+                "SELECT serial, user_name, phone, pin_hash, sealed_seed, counter, otp_length, \
+                 fail_count, locked_at, disabled, gateway, created FROM tokens
+                 WHERE $1::text IS NULL OR user_name = $1 ORDER BY serial",
+                &[&user],
+            )?
+            .iter()
+            .map(token_from)
+            .collect())
+    }
+
+    fn login_view(&self, name: &str) -> StoreResult<Option<(UserRow, Vec<TokenRow>)>> {
+        // One round trip: the user joined with their tokens (none: one row of NULL tokens).
+        let rows = self.conn()?.query(
+            "SELECT u.name, u.phone, u.created, u.user_group,
+                    t.serial, t.user_name, t.phone, t.pin_hash, t.sealed_seed, t.counter,
+                    t.otp_length, t.fail_count, t.locked_at, t.disabled, t.gateway, t.created
+             FROM users u LEFT JOIN tokens t ON t.user_name = u.name
+             WHERE u.name = $1 ORDER BY t.serial",
+            &[&name],
+        )?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let user = user_from(first);
+        let tokens = rows
+            .iter()
+            .filter(|r| r.get::<_, Option<String>>(4).is_some())
+            .map(|r| token_at(r, 4))
+            .collect();
+        Ok(Some((user, tokens)))
+    }
+
+    fn set_disabled(&self, serial: &str, disabled: bool) -> StoreResult<bool> {
+        let row = self.conn()?.query_one(
+            "WITH t AS (UPDATE tokens SET disabled = $2 WHERE serial = $1 RETURNING serial),
+                  c AS (UPDATE challenges SET used = true
+                        WHERE $2 AND serial IN (SELECT serial FROM t) AND NOT used)
+             SELECT count(*) FROM t",
+            &[&serial, &disabled],
+        )?;
+        Ok(row.get::<_, i64>(0) > 0)
+    }
+
+    fn unlock(&self, serial: &str) -> StoreResult<bool> {
+        Ok(self.conn()?.execute(
+            "UPDATE tokens SET fail_count = 0, pending = 0, locked_at = NULL WHERE serial = $1",
+            &[&serial],
+        )? > 0)
+    }
+
+    fn delete_token(&self, serial: &str) -> StoreResult<bool> {
+        Ok(self
+            .conn()?
+            .execute("DELETE FROM tokens WHERE serial = $1", &[&serial])?
+            > 0)
+    }
+
+    fn set_pin_hash(&self, serial: &str, pin_hash: &str) -> StoreResult<bool> {
+        let row = self.conn()?.query_one(
+            "WITH t AS (UPDATE tokens SET pin_hash = $2 WHERE serial = $1 RETURNING serial),
+                  c AS (UPDATE challenges SET used = true
+                        WHERE serial IN (SELECT serial FROM t) AND NOT used)
+             SELECT count(*) FROM t",
+            &[&serial, &pin_hash],
+        )?;
+        Ok(row.get::<_, i64>(0) > 0)
+    }
+
+    fn otp_lengths(&self) -> StoreResult<Vec<u32>> {
+        // A skip scan over the index: one seek per distinct length.
+        Ok(self
+            .conn()?
+            .query(
+                "WITH RECURSIVE lengths(n) AS (
+                     SELECT MIN(otp_length) FROM tokens
+                     UNION ALL
+                     SELECT (SELECT MIN(otp_length) FROM tokens WHERE otp_length > n) FROM lengths
+                     WHERE n IS NOT NULL
+                 )
+                 SELECT n FROM lengths WHERE n IS NOT NULL",
+                &[],
+            )?
+            .iter()
+            .map(|r| to_u32(r.get(0)))
+            .collect())
+    }
+
+    fn claim_failures(
+        &self,
+        serials: &[String],
+        now: i64,
+        rules: &FailureRules,
+    ) -> StoreResult<Vec<FailureClaim>> {
+        if serials.is_empty() {
+            return Ok(Vec::new());
+        }
+        let row = self.conn()?.query_one(
+            "SELECT otpgate_claim_failures($1, $2, $3, $4, $5, $6)",
+            &[
+                &serials,
+                &now,
+                &i64::from(rules.max_failures),
+                &rules.clear_after_ms,
+                &rules.count,
+                &rules.claim_ttl_ms,
+            ],
+        )?;
+        let codes: Vec<String> = row.get(0);
+        Ok(codes.iter().map(|c| claim_from(c)).collect())
+    }
+
+    fn refund_failures(&self, serials: &[String]) -> StoreResult<()> {
+        if serials.is_empty() {
+            return Ok(());
+        }
+        // A serial named twice is refunded twice, as on SQLite.
+        self.conn()?.execute(
+            "UPDATE tokens t SET fail_count = GREATEST(t.fail_count - r.n, 0),
+                                 pending = GREATEST(t.pending - r.n, 0)
+             FROM (SELECT s, count(*) AS n FROM unnest($1::text[]) AS s GROUP BY s) r
+             WHERE t.serial = r.s",
+            &[&serials],
+        )?;
+        Ok(())
+    }
+
+    fn settle_failures(
+        &self,
+        serials: &[String],
+        now: i64,
+        max_failures: u32,
+    ) -> StoreResult<Vec<String>> {
+        if serials.is_empty() {
+            return Ok(Vec::new());
+        }
+        let row = self.conn()?.query_one(
+            "SELECT otpgate_settle_failures($1, $2, $3)",
+            &[&serials, &now, &i64::from(max_failures)],
+        )?;
+        Ok(row.get(0))
+    }
+
+    /// Two round trips for a new challenge, one otherwise: the code MAC depends on the
+    /// counter the first one takes, and only otpgate can compute it (the seed is sealed). In
+    /// between, the new challenge has no MAC: no code can match it, and nobody can have
+    /// been sent one yet.
+    fn open_challenge(
+        &self,
+        start: &ChallengeStart<'_>,
+        code_mac: &dyn Fn(u64) -> Vec<u8>,
+    ) -> StoreResult<Started> {
+        let caps: Vec<i64> = Limit::ALL
+            .iter()
+            .map(|l| i64::from(l.cap(&start.caps).0))
+            .collect();
+        let mut conn = self.conn()?;
+        let row = conn.query_one(
+            "SELECT r_kind, r_transaction_id, r_counter, r_expires, r_limit
+             FROM otpgate_open_challenge($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            &[
+                &start.transaction_id,
+                &start.serial,
+                &start.user,
+                &start.client,
+                &start.phone,
+                &start.now,
+                &start.expires,
+                &start.resend_interval_ms,
+                &caps,
+                &MAC_GRACE_MS,
+            ],
+        )?;
+        let kind: String = row.get(0);
+        let open = || OpenChallenge {
+            transaction_id: row.get::<_, Option<String>>(1).unwrap_or_default(),
+            counter: row.get::<_, Option<i64>>(2).unwrap_or(0).max(0) as u64,
+            expires: row.get::<_, Option<i64>>(3).unwrap_or(0),
+        };
+        Ok(match kind.as_str() {
+            "new" => {
+                let open = open();
+                let mac = code_mac(open.counter);
+                let stored = conn.execute(
+                    "UPDATE challenges SET otp_mac = $2 WHERE transaction_id = $1 AND otp_mac IS NULL",
+                    &[&open.transaction_id, &mac],
+                );
+                if let Err(e) = stored {
+                    // Best effort: a challenge left without its MAC would only wait to be
+                    // taken for a dead node's.
+                    let _ = conn.execute(
+                        "DELETE FROM challenges WHERE transaction_id = $1 AND otp_mac IS NULL",
+                        &[&open.transaction_id],
+                    );
+                    return Err(e.into());
+                }
+                Started::New(open)
+            }
+            "too_soon" => Started::Again(open(), Resend::TooSoon),
+            "claimed" => Started::Again(open(), Resend::Claimed),
+            "again_limited" => Started::Again(open(), Resend::Limited(limit_from(row.get(4))?)),
+            "limited" => Started::Limited(limit_from(row.get(4))?),
+            _ => return Err(StoreError::NotFound(format!("token '{}'", start.serial))),
+        })
+    }
+
+    fn answer_challenge(&self, claim: &AnswerClaim<'_>) -> StoreResult<Answer> {
+        let (tid, serial) = match claim.target {
+            ChallengeRef::Transaction(tid) => (Some(tid), None),
+            ChallengeRef::OpenOf(serial) => (None, Some(serial)),
+        };
+        let row = self.conn()?.query_one(
+            "SELECT * FROM otpgate_answer($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            &[
+                &tid,
+                &serial,
+                &claim.user,
+                &claim.code_mac,
+                &claim.now,
+                &i64::from(claim.max_attempts),
+                &i64::from(claim.failures.max_failures),
+                &claim.failures.clear_after_ms,
+                &claim.failures.claim_ttl_ms,
+                &claim.claim_held,
+            ],
+        )?;
+        let outcome: String = row.get(0);
+        let outcome = match outcome.as_str() {
+            "accepted" => AnswerOutcome::Accepted {
+                attributes: row.get(24),
+            },
+            "wrong" => AnswerOutcome::Wrong {
+                attempts: to_u32(row.get(1)),
+                ended: row.get(2),
+                locked_now: row.get(3),
+                expires: row.get(4),
+            },
+            refusal => AnswerOutcome::Refused(match refusal {
+                "unknown_challenge" => Refusal::UnknownChallenge,
+                "no_open_challenge" => Refusal::NoOpenChallenge,
+                "other_user" => Refusal::OtherUser,
+                "used" => Refusal::Used,
+                "expired" => Refusal::Expired,
+                "no_attempts_left" => Refusal::NoAttemptsLeft,
+                "token_gone" => Refusal::TokenGone,
+                "disabled" => Refusal::Unusable(Unusable::Disabled),
+                "locked" => Refusal::Unusable(Unusable::Locked),
+                "busy" => Refusal::Busy,
+                other => {
+                    return Err(StoreError::Database(format!(
+                        "unknown answer outcome '{other}'"
+                    )));
+                }
+            }),
+        };
+        // As on SQLite: the owner comes with a comparison, and with the refusals that read it.
+        let with_owner = matches!(
+            outcome,
+            AnswerOutcome::Accepted { .. }
+                | AnswerOutcome::Wrong { .. }
+                | AnswerOutcome::Refused(Refusal::Busy | Refusal::Unusable(_))
+        );
+        let owner = (with_owner && row.get::<_, bool>(7)).then(|| {
+            (
+                UserRow {
+                    name: row.get(8),
+                    phone: row.get(9),
+                    created: row.get(10),
+                    group: row.get(11),
+                },
+                token_at(&row, 12),
+            )
+        });
+        Ok(Answer {
+            outcome,
+            serial: row.get(5),
+            owner,
+            lock_cleared: row.get::<_, Option<bool>>(6).unwrap_or(false),
+        })
+    }
+
+    fn delete_challenge(&self, transaction_id: &str) -> StoreResult<()> {
+        self.conn()?.execute(
+            "DELETE FROM challenges WHERE transaction_id = $1",
+            &[&transaction_id],
+        )?;
+        Ok(())
+    }
+
+    fn purge_challenges(&self, before: i64) -> StoreResult<usize> {
+        const DAY_MS: i64 = 24 * 3600 * 1000;
+        let mut conn = self.conn()?;
+        conn.execute(
+            "DELETE FROM sms_sends WHERE time < $1",
+            &[&before.saturating_sub(DAY_MS)],
+        )?;
+        Ok(conn.execute("DELETE FROM challenges WHERE expires < $1", &[&before])? as usize)
+    }
+
+    fn append_audit(&self, a: &AuditRow) -> StoreResult<()> {
+        let attributes = (!a.attributes.is_empty())
+            .then(|| serde_json::to_string(&a.attributes).unwrap_or_default());
+        self.conn()?.execute(
+            "INSERT INTO audit (time, client, nas_ip, nas_identifier, calling_station_id, user_name,
+                                serial, outcome, reason, phone_masked, gateway, duration_ms,
+                                attributes, node)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            &[
+                &a.time,
+                &a.client,
+                &a.nas_ip,
+                &a.nas_identifier,
+                &a.calling_station_id,
+                &a.user,
+                &a.serial,
+                &a.outcome,
+                &a.reason,
+                &a.phone_masked,
+                &a.gateway,
+                &(a.duration_ms as i64),
+                &attributes,
+                &self.node,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn accepted_before(
+        &self,
+        user: &str,
+        client: &str,
+        calling_station_id: Option<&str>,
+    ) -> StoreResult<bool> {
+        Ok(self
+            .conn()?
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM audit WHERE user_name = $1 AND outcome = 'accept'
+                    AND (calling_station_id = $3
+                         OR ($3::text IS NULL AND calling_station_id IS NULL AND client = $2)))",
+                &[&user, &client, &calling_station_id],
+            )?
+            .get(0))
+    }
+
+    fn audit(&self, user: Option<&str>, limit: usize) -> StoreResult<Vec<AuditRow>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        Ok(self
+            .conn()?
+            .query(
+                "SELECT time, client, nas_ip, nas_identifier, calling_station_id, user_name, serial,
+                        outcome, reason, phone_masked, gateway, duration_ms, attributes
+                 FROM audit WHERE $1::text IS NULL OR user_name = $1 ORDER BY id DESC LIMIT $2",
+                &[&user, &limit],
+            )?
+            .iter()
+            .map(audit_from)
+            .collect())
+    }
+
+    /// Replaces this node's breaker states; other nodes keep theirs.
+    fn save_gateway_states(&self, states: &[GatewayStateRow]) -> StoreResult<()> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.client.transaction()?;
+        tx.execute("DELETE FROM gateway_state WHERE node = $1", &[&self.node])?;
+        let insert = tx.prepare(
+            "INSERT INTO gateway_state (node, gateway, state, failures, last_error, open_until, updated)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )?;
+        for g in states {
+            tx.execute(
+                &insert,
+                &[
+                    &self.node,
+                    &g.gateway,
+                    &g.state,
+                    &i64::from(g.failures),
+                    &g.last_error,
+                    &g.open_until,
+                    &g.updated,
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// This node's breaker states.
+    fn gateway_states(&self) -> StoreResult<Vec<GatewayStateRow>> {
+        Ok(self
+            .conn()?
+            .query(
+                "SELECT gateway, state, failures, last_error, open_until, updated FROM gateway_state
+                 WHERE node = $1 ORDER BY gateway",
+                &[&self.node],
+            )?
+            .iter()
+            .map(|r| GatewayStateRow {
+                gateway: r.get(0),
+                state: r.get(1),
+                failures: to_u32(r.get(2)),
+                last_error: r.get(3),
+                open_until: r.get(4),
+                updated: r.get(5),
+            })
+            .collect())
+    }
+
+    fn purge_audit(&self, before: i64) -> StoreResult<usize> {
+        Ok(self.conn()?.execute(
+            "DELETE FROM audit WHERE id IN
+                (SELECT id FROM audit WHERE time < $1 ORDER BY id LIMIT $2)",
+            &[&before, &(super::PURGE_AUDIT_BATCH as i64)],
+        )? as usize)
+    }
+}
+
+#[cfg(test)]
+#[path = "../../tests/common/pg.rs"]
+mod pg_cluster;
+
+#[cfg(test)]
+mod tests {
+    use super::pg_cluster::PgCluster;
+    use super::*;
+    use crate::store::contract;
+
+    fn options(node: &str) -> PgOptions {
+        PgOptions {
+            password: None,
+            pool: 8,
+            timeout: Duration::from_secs(5),
+            node: node.into(),
+        }
+    }
+
+    #[test]
+    fn keeps_the_store_contract() {
+        let cluster = PgCluster::start();
+        contract::run_all(&|| {
+            Box::new(PostgresStore::open(&cluster.fresh_database(), &options("a")).unwrap())
+        });
+    }
+
+    /// 8 threads, each a store of its own (as 8 nodes would be), 50 wrong answers each on one
+    /// challenge: the locked rows make each answer one step for all of them.
+    #[test]
+    fn attempts_hold_across_connections_under_a_burst() {
+        use crate::store::contract::{answer, enroll, mac, start};
+        let cluster = PgCluster::start();
+        let url = cluster.fresh_database();
+        let first = PostgresStore::open(&url, &options("a")).unwrap();
+        enroll(&first, "alice", "S1", "+491701234567");
+        first
+            .open_challenge(&start("t1", "S1", "alice", 1_000), &mac)
+            .unwrap();
+        let shared = PostgresStore::open(&url, &options("b")).unwrap();
+        let compared = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for n in 0..8 {
+                let (url, shared, compared) = (&url, &shared, &compared);
+                scope.spawn(move || {
+                    // Half the threads share one pool, half have a store of their own.
+                    let own =
+                        (n % 2 == 0).then(|| PostgresStore::open(url, &options("c")).unwrap());
+                    let store = own.as_ref().unwrap_or(shared);
+                    for _ in 0..50 {
+                        let wrong = b"wrong".to_vec();
+                        let claim = answer(ChallengeRef::Transaction("t1"), "alice", &wrong, 2_000);
+                        if let AnswerOutcome::Wrong { .. } =
+                            store.answer_challenge(&claim).unwrap().outcome
+                        {
+                            compared.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(
+            compared.into_inner(),
+            3,
+            "max_attempts comparisons, of 400 tries"
+        );
+        let token = first.token("S1").unwrap().unwrap();
+        assert_eq!(token.fail_count, 3, "each comparison counted one failure");
+        assert!(token.locked_at.is_some(), "max_failures reached: locked");
+    }
+
+    /// Nodes starting at once on an empty database: one schema, both open; a schema newer
+    /// than the binary is refused.
+    #[test]
+    fn migrations_run_once_under_the_lock_and_newer_schemas_are_refused() {
+        let cluster = PgCluster::start();
+        let url = cluster.fresh_database();
+        std::thread::scope(|scope| {
+            let opened: Vec<_> = (0..4)
+                .map(|_| scope.spawn(|| PostgresStore::open(&url, &options("a")).map(|_| ())))
+                .collect();
+            for node in opened {
+                node.join().unwrap().unwrap();
+            }
+        });
+        let name = url.rsplit('/').next().unwrap();
+        assert_eq!(
+            cluster.psql(name, "SELECT version FROM otpgate_schema"),
+            MIGRATIONS.len().to_string()
+        );
+        assert_eq!(
+            cluster.psql(name, "SELECT count(*) FROM otpgate_schema"),
+            "1"
+        );
+        cluster.psql(name, "UPDATE otpgate_schema SET version = version + 1");
+        let refused = PostgresStore::open(&url, &options("a")).err().unwrap();
+        assert!(
+            refused
+                .to_string()
+                .contains("newer than this otpgate knows"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn the_first_key_fingerprint_is_kept_and_another_is_reported() {
+        let cluster = PgCluster::start();
+        let url = cluster.fresh_database();
+        let store = PostgresStore::open(&url, &options("a")).unwrap();
+        assert_eq!(
+            store.check_key_fingerprint("aa").unwrap(),
+            KeyCheck::Recorded
+        );
+        assert_eq!(store.check_key_fingerprint("aa").unwrap(), KeyCheck::Same);
+        assert_eq!(
+            store.check_key_fingerprint("bb").unwrap(),
+            KeyCheck::Other("aa".into())
+        );
+    }
+
+    #[test]
+    fn an_unreachable_database_is_reported_with_its_host() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("postgres://otp:s3cret@127.0.0.1:{port}/otpgate");
+        let error = PostgresStore::open(&url, &options("a"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
+        assert!(!error.contains("s3cret"), "{error}");
+    }
+
+    #[test]
+    fn urls_are_logged_with_the_password_masked() {
+        assert_eq!(
+            masked_url(
+                "postgres://otp:s3cret@db1:5432,db2:5432/otpgate?target_session_attrs=read-write"
+            ),
+            "postgres://otp:****@db1:5432,db2:5432/otpgate?target_session_attrs=read-write"
+        );
+        assert_eq!(
+            masked_url("postgresql://db/otpgate?user=otp&password=s3cret&sslmode=disable"),
+            "postgresql://db/otpgate?user=otp&password=****&sslmode=disable"
+        );
+        assert_eq!(masked_url("postgres://otp@db/x"), "postgres://otp@db/x");
+    }
+}

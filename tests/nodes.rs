@@ -1,0 +1,180 @@
+//! Several otpgate nodes sharing one PostgreSQL (a cluster of the test's own, see
+//! common/pg.rs): any node answers any step, the bounds hold across nodes, and a node with
+//! another key file refuses to start.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::pg::PgCluster;
+use common::raw::{Client, access_request, random_authenticator};
+use common::{Options, PIN, Server, cli, otp_of};
+use otpgate::radius::packet::{Packet, attr, code};
+
+/// Node `name` on the database at `url`; with `key_from`, that node's key file.
+fn node(url: &str, name: &str, key_from: Option<&Path>) -> (tempfile::TempDir, std::path::PathBuf) {
+    let (dir, config) = Server::prepare(&Options {
+        database: Some(url.to_string()),
+        server_extra: format!("node_name = \"{name}\"\ndatabase_pool = 4"),
+        resend_interval: "0s",
+        ..Options::default()
+    });
+    if let Some(key) = key_from {
+        std::fs::copy(key, dir.path().join("otpgate.key")).unwrap();
+    }
+    (dir, config)
+}
+
+/// Two nodes on one fresh database, alice enrolled through the first.
+fn two_nodes(cluster: &PgCluster) -> (Server, Server) {
+    let url = cluster.fresh_database();
+    let (dir_a, config_a) = node(&url, "node-a", None);
+    common::enroll_alice(&config_a);
+    let (dir_b, config_b) = node(&url, "node-b", Some(&dir_a.path().join("otpgate.key")));
+    (
+        Server::start(dir_a, config_a),
+        Server::start(dir_b, config_b),
+    )
+}
+
+#[test]
+fn a_challenge_opened_on_one_node_is_answered_on_the_other() {
+    let cluster = PgCluster::start();
+    let (a, b) = two_nodes(&cluster);
+    for (first, second) in [(&a, &b), (&b, &a)] {
+        let challenge = first.login(PIN);
+        assert_eq!(challenge.code, "Access-Challenge", "{}", challenge.output);
+        let (_, text) = first.wait_for_sms(1);
+        let otp = otp_of(&text);
+        let reply = second.answer(&challenge.state(), &otp);
+        assert_eq!(
+            reply.code, "Access-Accept",
+            "step 2 on the other node: {}",
+            reply.output
+        );
+        // The challenge is consumed for both nodes.
+        assert_eq!(first.answer(&challenge.state(), &otp).code, "Access-Reject");
+    }
+    // PIN + OTP on B after the PIN step on A.
+    let challenge = a.login(PIN);
+    assert_eq!(challenge.code, "Access-Challenge", "{}", challenge.output);
+    let (_, text) = a.wait_for_sms(2);
+    let otp = otp_of(&text);
+    assert_eq!(b.login(&format!("{PIN}{otp}")).code, "Access-Accept");
+    // Both nodes' rows are in the one audit trail.
+    let json = a.cli(&["audit", "--json", "--limit", "100"], None);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    let accepts = rows.iter().filter(|r| r["outcome"] == "accept").count();
+    assert!(accepts >= 2, "{json}");
+}
+
+#[test]
+fn wrong_guesses_split_over_two_nodes_are_compared_max_attempts_times() {
+    let cluster = PgCluster::start();
+    let (a, b) = two_nodes(&cluster);
+    let challenge = a.login(PIN);
+    assert_eq!(challenge.code, "Access-Challenge", "{}", challenge.output);
+    let state = hex::decode(challenge.state().trim_start_matches("0x")).unwrap();
+    let started = Instant::now();
+    let replies: Vec<u8> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..20)
+            .map(|w| {
+                let server = if w % 2 == 0 { a.address() } else { b.address() };
+                let state = state.clone();
+                scope.spawn(move || {
+                    let client = Client::new(server);
+                    (0..50)
+                        .map(|i| {
+                            let extra: Vec<(u8, &[u8])> = vec![(attr::STATE, &state)];
+                            let bytes = access_request(
+                                i as u8,
+                                random_authenticator(),
+                                "alice",
+                                "000000x",
+                                true,
+                                &extra,
+                            );
+                            // A NAS resends an unanswered request as it was.
+                            (0..5)
+                                .find_map(|_| client.exchange(&bytes))
+                                .map(|r| Packet::decode(&r).unwrap().code)
+                                .unwrap_or(0)
+                        })
+                        .collect::<Vec<u8>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    assert_eq!(replies.len(), 1000);
+    assert!(
+        replies
+            .iter()
+            .all(|&c| c == code::ACCESS_REJECT || c == code::ACCESS_CHALLENGE),
+        "every guess answered, none accepted: {:?}",
+        replies
+            .iter()
+            .filter(|&&c| c != code::ACCESS_REJECT)
+            .count()
+    );
+    // The audit rows are written off the reply path: wait for all 1,001.
+    let compared = loop {
+        let json = a.cli(&["audit", "--json", "--limit", "2000"], None);
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+        if rows.len() >= 1001 || started.elapsed() > Duration::from_secs(30) {
+            break rows
+                .iter()
+                .filter(|r| r["reason"].as_str().unwrap_or("").starts_with("wrong OTP"))
+                .count();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        compared, 3,
+        "max_attempts comparisons of 1,000 guesses on two nodes"
+    );
+}
+
+#[test]
+fn a_node_with_another_key_file_refuses_to_start() {
+    let cluster = PgCluster::start();
+    let url = cluster.fresh_database();
+    let (_dir_a, config_a) = node(&url, "node-a", None);
+    common::enroll_alice(&config_a);
+    let (_dir_c, config_c) = node(&url, "node-c", None);
+    let (ok, _, err) = cli(&config_c, &["serve"], None);
+    assert!(!ok, "started with another key");
+    assert!(
+        err.contains("copy the key file from the first node"),
+        "{err}"
+    );
+    let (ok, out, err) = cli(&config_a, &["check-config"], None);
+    assert!(ok, "{err}");
+    assert!(out.contains("database: PostgreSQL"), "{out}");
+    assert!(
+        out.contains(&format!("127.0.0.1:{}", cluster.port())),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_config_names_the_host_it_cannot_reach() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://otp:s3cret@127.0.0.1:{port}/otpgate");
+    let (_dir, config) = node(&url, "node-a", None);
+    let (ok, out, err) = cli(&config, &["check-config"], None);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains(&format!("cannot connect to PostgreSQL at 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret") && !out.contains("s3cret"), "{err}");
+}
