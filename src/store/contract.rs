@@ -683,6 +683,20 @@ pub fn rows_come_back_as_written(store: &dyn Store) {
     );
 }
 
+/// Sends `tries` wrong answers to challenge `tid` of alice; returns how many were compared.
+pub fn wrong_answers(store: &dyn Store, tid: &str, tries: usize) -> usize {
+    let wrong = b"wrong".to_vec();
+    (0..tries)
+        .filter(|_| {
+            let claim = answer(ChallengeRef::Transaction(tid), "alice", &wrong, 2_000);
+            matches!(
+                store.answer_challenge(&claim).unwrap().outcome,
+                AnswerOutcome::Wrong { .. }
+            )
+        })
+        .count()
+}
+
 /// Every check, each on a fresh store from `fresh`.
 pub fn run_all(fresh: &dyn Fn() -> Box<dyn Store>) {
     a_token_has_one_open_challenge_and_resends_wait(fresh().as_ref());
