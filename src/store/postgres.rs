@@ -17,9 +17,9 @@ use postgres::{NoTls, Row, Statement};
 
 use super::postgres_bounds::MIGRATIONS;
 use super::{
-    Answer, AnswerClaim, AnswerOutcome, AuditRow, ChallengeRef, ChallengeStart, FailureClaim,
-    FailureRules, GatewayStateRow, Limit, OpenChallenge, Refusal, Resend, Started, Store,
-    StoreError, StoreResult, TokenRow, Unusable, UserRow,
+    Answer, AnswerClaim, AnswerOutcome, AuditRow, ChallengeRef, ChallengeStart, Expected,
+    FailureClaim, FailureRules, GatewayStateRow, Limit, LoginStart, OpenChallenge, Refusal, Resend,
+    Started, Store, StoreError, StoreResult, TokenRow, Unusable, UserRow,
 };
 
 /// The advisory lock key that migrations run under, the same on every node.
@@ -125,6 +125,9 @@ pub struct PostgresStore {
     pool: Option<r2d2::Pool<Manager>>,
     node: String,
     pool_size: u32,
+    /// How often `start_challenge` found the counter moved by another request and took the
+    /// two-step path.
+    counter_moved: std::sync::atomic::AtomicU64,
 }
 
 /// The hosts a config tries, for error messages.
@@ -275,7 +278,15 @@ impl PostgresStore {
             pool: Some(pool),
             node: options.node.clone(),
             pool_size: options.pool.max(1),
+            counter_moved: Default::default(),
         })
+    }
+
+    /// How often a new challenge found its token's counter moved since the login read it (by
+    /// another node, or a concurrent login on this one), so took two round trips.
+    pub fn counter_moved(&self) -> u64 {
+        self.counter_moved
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many connections, so store threads, this store is meant to be used with.
@@ -468,6 +479,49 @@ fn limit_from(key: Option<String>) -> StoreResult<Limit> {
         .into_iter()
         .find(|l| l.key() == key)
         .ok_or_else(|| StoreError::Database(format!("unknown SMS limit '{key}'")))
+}
+
+/// What `otpgate_open_challenge` or `otpgate_start_challenge` returned; a new challenge
+/// without its MAC gets it stored here (the second round trip).
+fn started_from(
+    conn: &mut PgConnection,
+    row: &Row,
+    start: &ChallengeStart<'_>,
+    code_mac: &dyn Fn(u64) -> Vec<u8>,
+) -> StoreResult<Started> {
+    let kind: String = row.get(0);
+    let open = || OpenChallenge {
+        transaction_id: row.get::<_, Option<String>>(1).unwrap_or_default(),
+        counter: row.get::<_, Option<i64>>(2).unwrap_or(0).max(0) as u64,
+        expires: row.get::<_, Option<i64>>(3).unwrap_or(0),
+    };
+    Ok(match kind.as_str() {
+        "new" => {
+            let open = open();
+            let mac = code_mac(open.counter);
+            let stored = conn.execute(
+                "UPDATE challenges SET otp_mac = $2 WHERE transaction_id = $1 AND otp_mac IS NULL",
+                &[&open.transaction_id, &mac],
+            );
+            if let Err(e) = stored {
+                // Best effort: a challenge left without its MAC would only wait to be
+                // taken for a dead node's.
+                let _ = conn.execute(
+                    "DELETE FROM challenges WHERE transaction_id = $1 AND otp_mac IS NULL",
+                    &[&open.transaction_id],
+                );
+                return Err(e.into());
+            }
+            Started::New(open)
+        }
+        // New, with the MAC stored in the same round trip (`otpgate_start_challenge`).
+        "opened" => Started::New(open()),
+        "too_soon" => Started::Again(open(), Resend::TooSoon),
+        "claimed" => Started::Again(open(), Resend::Claimed),
+        "again_limited" => Started::Again(open(), Resend::Limited(limit_from(row.get(4))?)),
+        "limited" => Started::Limited(limit_from(row.get(4))?),
+        _ => return Err(StoreError::NotFound(format!("token '{}'", start.serial))),
+    })
 }
 
 impl Store for PostgresStore {
@@ -723,6 +777,55 @@ impl Store for PostgresStore {
         Ok(codes.iter().map(|c| claim_from(c)).collect())
     }
 
+    /// One round trip: `otpgate_begin_login`.
+    fn begin_login(&self, user: &str, now: i64, rules: &FailureRules) -> StoreResult<LoginStart> {
+        let rows = self.conn()?.query(
+            "SELECT * FROM otpgate_begin_login($1, $2, $3, $4, $5, $6)",
+            &[
+                &user,
+                &now,
+                &i64::from(rules.max_failures),
+                &rules.clear_after_ms,
+                &rules.count,
+                &rules.claim_ttl_ms,
+            ],
+        )?;
+        let otp_lengths = rows
+            .first()
+            .map(|r| r.get::<_, Vec<i64>>(0))
+            .unwrap_or_default()
+            .into_iter()
+            .map(to_u32)
+            .collect();
+        let view = match rows.first() {
+            Some(first) if first.get::<_, Option<String>>(1).is_some() => {
+                let user = UserRow {
+                    name: first.get(1),
+                    phone: first.get(2),
+                    created: first.get(3),
+                    group: first.get(4),
+                };
+                let tokens = rows
+                    .iter()
+                    .filter(|r| r.get::<_, Option<String>>(5).is_some())
+                    .map(|r| token_at(r, 5))
+                    .collect();
+                Some((user, tokens))
+            }
+            _ => None,
+        };
+        let claims = rows
+            .iter()
+            .filter_map(|r| r.get::<_, Option<String>>(17))
+            .map(|code| claim_from(&code))
+            .collect();
+        Ok(LoginStart {
+            otp_lengths,
+            view,
+            claims,
+        })
+    }
+
     fn refund_failures(&self, serials: &[String]) -> StoreResult<()> {
         if serials.is_empty() {
             return Ok(());
@@ -784,37 +887,51 @@ impl Store for PostgresStore {
                 &MAC_GRACE_MS,
             ],
         )?;
-        let kind: String = row.get(0);
-        let open = || OpenChallenge {
-            transaction_id: row.get::<_, Option<String>>(1).unwrap_or_default(),
-            counter: row.get::<_, Option<i64>>(2).unwrap_or(0).max(0) as u64,
-            expires: row.get::<_, Option<i64>>(3).unwrap_or(0),
-        };
-        Ok(match kind.as_str() {
-            "new" => {
-                let open = open();
-                let mac = code_mac(open.counter);
-                let stored = conn.execute(
-                    "UPDATE challenges SET otp_mac = $2 WHERE transaction_id = $1 AND otp_mac IS NULL",
-                    &[&open.transaction_id, &mac],
-                );
-                if let Err(e) = stored {
-                    // Best effort: a challenge left without its MAC would only wait to be
-                    // taken for a dead node's.
-                    let _ = conn.execute(
-                        "DELETE FROM challenges WHERE transaction_id = $1 AND otp_mac IS NULL",
-                        &[&open.transaction_id],
-                    );
-                    return Err(e.into());
-                }
-                Started::New(open)
-            }
-            "too_soon" => Started::Again(open(), Resend::TooSoon),
-            "claimed" => Started::Again(open(), Resend::Claimed),
-            "again_limited" => Started::Again(open(), Resend::Limited(limit_from(row.get(4))?)),
-            "limited" => Started::Limited(limit_from(row.get(4))?),
-            _ => return Err(StoreError::NotFound(format!("token '{}'", start.serial))),
-        })
+        started_from(&mut conn, &row, start, code_mac)
+    }
+
+    /// One round trip when the token's counter is still the one the login read (the MAC
+    /// comes along), else the refund in it and `open_challenge`'s two.
+    fn start_challenge(
+        &self,
+        start: &ChallengeStart<'_>,
+        refund: &[String],
+        expected: &Expected<'_>,
+        code_mac: &dyn Fn(u64) -> Vec<u8>,
+    ) -> StoreResult<Started> {
+        let caps: Vec<i64> = Limit::ALL
+            .iter()
+            .map(|l| i64::from(l.cap(&start.caps).0))
+            .collect();
+        let expected_counter = i64::try_from(expected.counter).unwrap_or(-1);
+        let mut conn = self.conn()?;
+        let row = conn.query_one(
+            "SELECT r_kind, r_transaction_id, r_counter, r_expires, r_limit
+             FROM otpgate_start_challenge($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            &[
+                &refund,
+                &expected_counter,
+                &expected.code_mac,
+                &start.transaction_id,
+                &start.serial,
+                &start.user,
+                &start.client,
+                &start.phone,
+                &start.now,
+                &start.expires,
+                &start.resend_interval_ms,
+                &caps,
+                &MAC_GRACE_MS,
+            ],
+        )?;
+        if row.get::<_, String>(0) == "counter_moved" {
+            self.counter_moved
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(serial = %start.serial, expected = expected.counter, "the token's counter moved since the login read it: opening the challenge in two steps");
+            drop(conn);
+            return self.open_challenge(start, code_mac);
+        }
+        started_from(&mut conn, &row, start, code_mac)
     }
 
     fn answer_challenge(&self, claim: &AnswerClaim<'_>) -> StoreResult<Answer> {
