@@ -28,10 +28,14 @@ fn node(url: &str, name: &str, key_from: Option<&Path>) -> (tempfile::TempDir, s
 
 /// Two nodes on one fresh database, alice enrolled through the first.
 fn two_nodes(cluster: &PgCluster) -> (Server, Server) {
-    let url = cluster.fresh_database();
-    let (dir_a, config_a) = node(&url, "node-a", None);
+    two_nodes_on(&cluster.fresh_database())
+}
+
+/// Two nodes on the database at `url`, alice enrolled through the first.
+fn two_nodes_on(url: &str) -> (Server, Server) {
+    let (dir_a, config_a) = node(url, "node-a", None);
     common::enroll_alice(&config_a);
-    let (dir_b, config_b) = node(&url, "node-b", Some(&dir_a.path().join("otpgate.key")));
+    let (dir_b, config_b) = node(url, "node-b", Some(&dir_a.path().join("otpgate.key")));
     (
         Server::start(dir_a, config_a),
         Server::start(dir_b, config_b),
@@ -177,4 +181,71 @@ fn check_config_names_the_host_it_cannot_reach() {
         "{err}"
     );
     assert!(!err.contains("s3cret") && !out.contains("s3cret"), "{err}");
+}
+
+/// The statements otpgate ran on the reply path in database `name` since the last reset
+/// (pg_stat_statements: one call per statement executed, so per round trip once the
+/// statement is prepared on the connection), as (calls, query) rows. Left out: the audit
+/// row, written after the reply, and the periodic purges and breaker records.
+fn reply_path_statements(cluster: &PgCluster, name: &str) -> Vec<(u64, String)> {
+    let rows = cluster.psql(
+        name,
+        "SELECT calls, regexp_replace(query, '\\s+', ' ', 'g') FROM pg_stat_statements
+         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND query NOT LIKE '%pg_stat_statements%'
+           AND query NOT LIKE 'INSERT INTO audit%'
+           AND query NOT LIKE 'DELETE FROM%'
+           AND query NOT LIKE '%gateway_state%'",
+    );
+    rows.lines()
+        .filter_map(|line| line.split_once('|'))
+        .map(|(calls, query)| (calls.parse().unwrap(), query.to_string()))
+        .collect()
+}
+
+fn total(statements: &[(u64, String)]) -> u64 {
+    statements.iter().map(|(calls, _)| calls).sum()
+}
+
+#[test]
+fn the_pin_step_takes_two_round_trips_and_the_answer_one() {
+    let cluster = PgCluster::start();
+    let url = cluster.fresh_database();
+    let (a, _b) = two_nodes_on(&url);
+    let name = url.rsplit('/').next().unwrap();
+    cluster.psql(name, "CREATE EXTENSION pg_stat_statements");
+    // Warm up: the statements get prepared on the connections that run them.
+    for n in 1..=2 {
+        let challenge = a.login(PIN);
+        assert_eq!(challenge.code, "Access-Challenge", "{}", challenge.output);
+        let otp = otp_of(&a.wait_for_sms(n).1);
+        assert_eq!(a.answer(&challenge.state(), &otp).code, "Access-Accept");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.psql(name, "SELECT pg_stat_statements_reset()");
+    let challenge = a.login(PIN);
+    assert_eq!(challenge.code, "Access-Challenge", "{}", challenge.output);
+    std::thread::sleep(Duration::from_millis(300));
+    let pin_step = reply_path_statements(&cluster, name);
+    assert!(total(&pin_step) <= 2, "PIN step: {pin_step:?}");
+    assert!(
+        pin_step
+            .iter()
+            .any(|(_, q)| q.contains("otpgate_begin_login"))
+            && pin_step
+                .iter()
+                .any(|(_, q)| q.contains("otpgate_start_challenge")),
+        "{pin_step:?}"
+    );
+    let otp = otp_of(&a.wait_for_sms(3).1);
+    cluster.psql(name, "SELECT pg_stat_statements_reset()");
+    assert_eq!(a.answer(&challenge.state(), &otp).code, "Access-Accept");
+    std::thread::sleep(Duration::from_millis(300));
+    let answer_step = reply_path_statements(&cluster, name);
+    assert_eq!(total(&answer_step), 1, "answer step: {answer_step:?}");
+    eprintln!(
+        "round trips: PIN step {} {pin_step:?}, answer step {} {answer_step:?}",
+        total(&pin_step),
+        total(&answer_step)
+    );
 }

@@ -1215,6 +1215,15 @@ mod tests {
         assert!(token.locked_at.is_some(), "max_failures reached: locked");
     }
 
+    /// The contract's moved-counter case takes the two-step path once, and counts it.
+    #[test]
+    fn a_moved_counter_is_counted() {
+        let cluster = PgCluster::start();
+        let store = PostgresStore::open(&cluster.fresh_database(), &options("a")).unwrap();
+        contract::start_challenge_takes_the_expected_counter_or_the_one_there_is(&store);
+        assert_eq!(store.counter_moved(), 1);
+    }
+
     /// Nodes starting at once on an empty database: one schema, both open; a schema newer
     /// than the binary is refused.
     #[test]

@@ -70,7 +70,8 @@ fn check(what: &str, output: std::io::Result<Output>) -> Output {
 }
 
 impl PgCluster {
-    /// Starts a new cluster with a superuser `otpgate` that connects without a password.
+    /// Starts a new cluster with a superuser `otpgate` that connects without a password, with
+    /// pg_stat_statements loaded (`CREATE EXTENSION` it in a database to count statements).
     pub fn start() -> PgCluster {
         let bin = bin_dir();
         let dir = tempfile::Builder::new()
@@ -121,7 +122,8 @@ impl PgCluster {
             let port = free_port();
             let options = format!(
                 "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off \
-                 -c synchronous_commit=off -c max_connections=300",
+                 -c synchronous_commit=off -c max_connections=300 \
+                 -c shared_preload_libraries=pg_stat_statements",
                 cluster.dir.path().display()
             );
             let log = format!("{}/log", cluster.dir.path().display());
