@@ -24,6 +24,8 @@ use super::{
 
 /// The advisory lock key that migrations run under, the same on every node.
 const MIGRATION_LOCK: i64 = 0x6f74_7067_6174_6501;
+/// The advisory lock key the periodic purges run under, so that one node at a time purges.
+pub(crate) const PURGE_LOCK: i64 = 0x6f74_7067_6174_6502;
 /// How long a new challenge may wait for its code MAC (the second round trip of
 /// `open_challenge`) before the next PIN request takes it for a dead node's and ends it.
 const MAC_GRACE_MS: i64 = 60_000;
@@ -1017,14 +1019,17 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    /// Under the purge lock; 0 when another node holds it (it is purging).
     fn purge_challenges(&self, before: i64) -> StoreResult<usize> {
         const DAY_MS: i64 = 24 * 3600 * 1000;
         let mut conn = self.conn()?;
-        conn.execute(
-            "DELETE FROM sms_sends WHERE time < $1",
-            &[&before.saturating_sub(DAY_MS)],
-        )?;
-        Ok(conn.execute("DELETE FROM challenges WHERE expires < $1", &[&before])? as usize)
+        under_purge_lock(&mut conn, "challenges", |conn| {
+            conn.execute(
+                "DELETE FROM sms_sends WHERE time < $1",
+                &[&before.saturating_sub(DAY_MS)],
+            )?;
+            Ok(conn.execute("DELETE FROM challenges WHERE expires < $1", &[&before])? as usize)
+        })
     }
 
     fn append_audit(&self, a: &AuditRow) -> StoreResult<()> {
@@ -1135,13 +1140,39 @@ impl Store for PostgresStore {
             .collect())
     }
 
+    /// Under the purge lock; 0 when another node holds it (it is purging).
     fn purge_audit(&self, before: i64) -> StoreResult<usize> {
-        Ok(self.conn()?.execute(
-            "DELETE FROM audit WHERE id IN
-                (SELECT id FROM audit WHERE time < $1 ORDER BY id LIMIT $2)",
-            &[&before, &(super::PURGE_AUDIT_BATCH as i64)],
-        )? as usize)
+        let mut conn = self.conn()?;
+        under_purge_lock(&mut conn, "audit rows", |conn| {
+            Ok(conn.execute(
+                "DELETE FROM audit WHERE id IN
+                    (SELECT id FROM audit WHERE time < $1 ORDER BY id LIMIT $2)",
+                &[&before, &(super::PURGE_AUDIT_BATCH as i64)],
+            )? as usize)
+        })
     }
+}
+
+/// Runs a purge holding `PURGE_LOCK` on this connection (`pg_try_advisory_lock`, released
+/// after it, or with the session if the connection breaks): when another node holds it,
+/// that node is purging, and this one deletes nothing (0).
+fn under_purge_lock(
+    conn: &mut PgConnection,
+    what: &str,
+    purge: impl FnOnce(&mut PgConnection) -> StoreResult<usize>,
+) -> StoreResult<usize> {
+    let locked: bool = conn
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&PURGE_LOCK])?
+        .get(0);
+    if !locked {
+        tracing::debug!("another node is purging {what}: skipped");
+        return Ok(0);
+    }
+    let purged = purge(conn);
+    let unlocked = conn.execute("SELECT pg_advisory_unlock($1)", &[&PURGE_LOCK]);
+    let purged = purged?;
+    unlocked?;
+    Ok(purged)
 }
 
 #[cfg(test)]
@@ -1213,6 +1244,51 @@ mod tests {
         let token = first.token("S1").unwrap().unwrap();
         assert_eq!(token.fail_count, 3, "each comparison counted one failure");
         assert!(token.locked_at.is_some(), "max_failures reached: locked");
+    }
+
+    /// While another node holds the purge lock, a purge deletes nothing; once it is
+    /// released, the next purge does the work.
+    #[test]
+    fn purges_run_on_one_node_at_a_time() {
+        use crate::store::contract::{enroll, mac, start};
+        let cluster = PgCluster::start();
+        let url = cluster.fresh_database();
+        let store = PostgresStore::open(&url, &options("a")).unwrap();
+        enroll(&store, "alice", "S1", "+491701234567");
+        store
+            .open_challenge(&start("t1", "S1", "alice", 1_000), &mac)
+            .unwrap();
+        let row = AuditRow {
+            time: 1_000,
+            client: "vpn".into(),
+            user: "alice".into(),
+            outcome: "reject".into(),
+            reason: "wrong PIN".into(),
+            ..AuditRow::default()
+        };
+        store.append_audit(&row).unwrap();
+        let later = 100 * 60_000;
+        // The other node, purging: it holds the lock.
+        let mut other =
+            off_runtime(|| url.parse::<postgres::Config>().unwrap().connect(NoTls)).unwrap();
+        other
+            .execute("SELECT pg_advisory_lock($1)", &[&PURGE_LOCK])
+            .unwrap();
+        assert_eq!(store.purge_challenges(later).unwrap(), 0);
+        assert_eq!(store.purge_audit(later).unwrap(), 0);
+        assert_eq!(store.audit(None, 10).unwrap().len(), 1, "not purged");
+        other
+            .execute("SELECT pg_advisory_unlock($1)", &[&PURGE_LOCK])
+            .unwrap();
+        assert_eq!(store.purge_challenges(later).unwrap(), 1);
+        assert_eq!(store.purge_audit(later).unwrap(), 1);
+        assert!(store.audit(None, 10).unwrap().is_empty());
+        // This node released the lock: the other one may take it now.
+        let got: bool = other
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&PURGE_LOCK])
+            .unwrap()
+            .get(0);
+        assert!(got, "the purge lock was released");
     }
 
     /// The contract's moved-counter case takes the two-step path once, and counts it.
