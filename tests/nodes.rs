@@ -8,15 +8,17 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::pg::PgCluster;
-use common::raw::{Client, access_request, random_authenticator};
+use common::raw::{Client, access_request, random_authenticator, verified_reply};
 use common::{Options, PIN, Server, cli, otp_of};
-use otpgate::radius::packet::{Packet, attr, code};
+use otpgate::radius::packet::{Packet, PacketBuilder, attr, code};
 
 /// Node `name` on the database at `url`; with `key_from`, that node's key file.
 fn node(url: &str, name: &str, key_from: Option<&Path>) -> (tempfile::TempDir, std::path::PathBuf) {
     let (dir, config) = Server::prepare(&Options {
         database: Some(url.to_string()),
-        server_extra: format!("node_name = \"{name}\"\ndatabase_pool = 4"),
+        server_extra: format!(
+            "node_name = \"{name}\"\ndatabase_pool = 4\ndatabase_timeout = \"1s\""
+        ),
         resend_interval: "0s",
         ..Options::default()
     });
@@ -248,4 +250,82 @@ fn the_pin_step_takes_two_round_trips_and_the_answer_one() {
         total(&pin_step),
         total(&answer_step)
     );
+}
+
+/// Status-Server, answered on the receive loop without the store.
+fn status_server_answers(server: &Server) -> bool {
+    let authenticator = random_authenticator();
+    let mut builder = PacketBuilder::new(code::STATUS_SERVER, 7);
+    builder.message_authenticator();
+    let status = builder.finish_request(&authenticator, common::SECRET.as_bytes());
+    Client::new(server.address())
+        .exchange(&status)
+        .is_some_and(|reply| verified_reply(&reply, &authenticator).code == code::ACCESS_ACCEPT)
+}
+
+#[test]
+fn postgres_stopped_mid_run_rejects_and_the_first_login_after_its_restart_works() {
+    let cluster = PgCluster::start();
+    let (a, _b) = two_nodes(&cluster);
+    let challenge = a.login(PIN);
+    assert_eq!(challenge.code, "Access-Challenge", "{}", challenge.output);
+    let otp = otp_of(&a.wait_for_sms(1).1);
+    cluster.stop();
+    // Both steps need the database: Reject, never Accept, and the node keeps running.
+    let reply = a.answer(&challenge.state(), &otp);
+    assert_eq!(reply.code, "Access-Reject", "{}", reply.output);
+    let reply = a.login(PIN);
+    assert_eq!(reply.code, "Access-Reject", "{}", reply.output);
+    assert!(
+        status_server_answers(&a),
+        "Status-Server without the database"
+    );
+    assert!(a.log().contains("request failed on an internal error"));
+    cluster.start_again();
+    // The pooled connections are to the stopped server: the first login must not pay.
+    let challenge = a.login(PIN);
+    assert_eq!(
+        challenge.code, "Access-Challenge",
+        "first PIN step after the restart: {}",
+        challenge.output
+    );
+    let otp = otp_of(&a.wait_for_sms(2).1);
+    let reply = a.answer(&challenge.state(), &otp);
+    assert_eq!(reply.code, "Access-Accept", "{}", reply.output);
+}
+
+#[test]
+fn postgres_restarted_between_requests_costs_no_login() {
+    let cluster = PgCluster::start();
+    let (a, _b) = two_nodes(&cluster);
+    // Warm connections, then a restart no request sees.
+    for n in 1..=2 {
+        let challenge = a.login(PIN);
+        let otp = otp_of(&a.wait_for_sms(n).1);
+        assert_eq!(a.answer(&challenge.state(), &otp).code, "Access-Accept");
+    }
+    cluster.stop();
+    cluster.start_again();
+    let challenge = a.login(PIN);
+    assert_eq!(challenge.code, "Access-Challenge", "{}", challenge.output);
+    let otp = otp_of(&a.wait_for_sms(3).1);
+    let reply = a.answer(&challenge.state(), &otp);
+    assert_eq!(reply.code, "Access-Accept", "{}", reply.output);
+    assert!(
+        a.log()
+            .contains("PostgreSQL connection lost: connecting again")
+    );
+}
+
+#[test]
+fn a_node_killed_between_the_steps_leaves_step_2_to_the_other() {
+    let cluster = PgCluster::start();
+    let (a, b) = two_nodes(&cluster);
+    let challenge = a.login(PIN);
+    assert_eq!(challenge.code, "Access-Challenge", "{}", challenge.output);
+    let otp = otp_of(&a.wait_for_sms(1).1);
+    common::signal(a.pid(), "KILL");
+    drop(a);
+    let reply = b.answer(&challenge.state(), &otp);
+    assert_eq!(reply.code, "Access-Accept", "{}", reply.output);
 }

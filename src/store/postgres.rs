@@ -47,6 +47,21 @@ pub struct PgOptions {
 pub struct PgConnection {
     client: postgres::Client,
     statements: HashMap<&'static str, Statement>,
+    /// To connect again when the first statement of a call finds the connection lost.
+    config: postgres::Config,
+    /// No statement of the current call has run yet (set at each checkout).
+    first: bool,
+}
+
+/// Whether `e` says that the connection was lost, not that the statement failed: the client
+/// closed, or the server shutting down or restarting.
+fn connection_lost(e: &postgres::Error, client: &postgres::Client) -> bool {
+    client.is_closed()
+        || e.code().is_some_and(|code| {
+            *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+        })
 }
 
 impl PgConnection {
@@ -61,13 +76,38 @@ impl PgConnection {
         Ok(statement)
     }
 
+    /// Runs `sql` with `run`. When it is the call's first statement and the connection
+    /// turns out lost (PostgreSQL restarted since the connection was last used: the pool
+    /// cannot tell without a round trip per checkout), connects again and runs it once more.
+    /// Every statement here is a transaction of its own, so a lost connection means it did
+    /// not commit, unless the server went away between its commit and the reply.
+    fn run<T>(
+        &mut self,
+        sql: &'static str,
+        run: impl Fn(&mut postgres::Client, &Statement) -> Result<T, postgres::Error>,
+    ) -> Result<T, postgres::Error> {
+        let first = std::mem::replace(&mut self.first, false);
+        let result = self
+            .prepared(sql)
+            .and_then(|statement| run(&mut self.client, &statement));
+        match result {
+            Err(e) if first && connection_lost(&e, &self.client) => {
+                tracing::warn!(error = %describe(&e), "PostgreSQL connection lost: connecting again");
+                self.client = self.config.connect(NoTls)?;
+                self.statements.clear();
+                let statement = self.prepared(sql)?;
+                run(&mut self.client, &statement)
+            }
+            other => other,
+        }
+    }
+
     fn query(
         &mut self,
         sql: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, postgres::Error> {
-        let statement = self.prepared(sql)?;
-        self.client.query(&statement, params)
+        self.run(sql, |client, statement| client.query(statement, params))
     }
 
     fn query_one(
@@ -75,8 +115,7 @@ impl PgConnection {
         sql: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, postgres::Error> {
-        let statement = self.prepared(sql)?;
-        self.client.query_one(&statement, params)
+        self.run(sql, |client, statement| client.query_one(statement, params))
     }
 
     fn query_opt(
@@ -84,8 +123,7 @@ impl PgConnection {
         sql: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, postgres::Error> {
-        let statement = self.prepared(sql)?;
-        self.client.query_opt(&statement, params)
+        self.run(sql, |client, statement| client.query_opt(statement, params))
     }
 
     fn execute(
@@ -93,8 +131,7 @@ impl PgConnection {
         sql: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, postgres::Error> {
-        let statement = self.prepared(sql)?;
-        self.client.execute(&statement, params)
+        self.run(sql, |client, statement| client.execute(statement, params))
     }
 }
 
@@ -110,6 +147,8 @@ impl r2d2::ManageConnection for Manager {
         Ok(PgConnection {
             client: self.config.connect(NoTls)?,
             statements: HashMap::new(),
+            config: self.config.clone(),
+            first: true,
         })
     }
 
@@ -301,6 +340,10 @@ impl PostgresStore {
             .as_ref()
             .expect("the pool is taken only on drop")
             .get()
+            .map(|mut conn| {
+                conn.first = true;
+                conn
+            })
             .map_err(|e| StoreError::Database(format!("no PostgreSQL connection: {e}")))
     }
 
