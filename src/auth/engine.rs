@@ -154,6 +154,11 @@ impl Engine {
         })
     }
 
+    /// The store's own counters (`Store::counters`), for the counters line.
+    pub fn store_counters(&self) -> String {
+        self.store_thread.counters()
+    }
+
     /// SMS deliveries still running in the background; serve waits for them at shutdown.
     pub fn background(&self) -> &TaskTracker {
         &self.background

@@ -378,6 +378,12 @@ pub trait Store: Send + Sync {
         1
     }
 
+    /// The store's own counters for the periodic counters line, `name=n` non-zero only;
+    /// empty by default.
+    fn counters(&self) -> String {
+        String::new()
+    }
+
     fn add_user(&self, user: &UserRow) -> StoreResult<()>;
     fn user(&self, name: &str) -> StoreResult<Option<UserRow>>;
     fn users(&self) -> StoreResult<Vec<UserRow>>;

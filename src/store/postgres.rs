@@ -574,6 +574,15 @@ impl Store for PostgresStore {
         self.pool_size as usize
     }
 
+    /// `pg_counter_moved=N`: new challenges that took two round trips because their token's
+    /// counter moved since the login read it.
+    fn counters(&self) -> String {
+        match self.counter_moved() {
+            0 => String::new(),
+            n => format!("pg_counter_moved={n}"),
+        }
+    }
+
     fn add_user(&self, user: &UserRow) -> StoreResult<()> {
         self.add_users(std::slice::from_ref(user))
     }
@@ -1341,6 +1350,7 @@ mod tests {
         let store = PostgresStore::open(&cluster.fresh_database(), &options("a")).unwrap();
         contract::start_challenge_takes_the_expected_counter_or_the_one_there_is(&store);
         assert_eq!(store.counter_moved(), 1);
+        assert_eq!(store.counters(), "pg_counter_moved=1");
     }
 
     /// Nodes starting at once on an empty database: one schema, both open; a schema newer
