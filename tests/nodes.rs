@@ -188,7 +188,8 @@ fn check_config_names_the_host_it_cannot_reach() {
 /// The statements otpgate ran on the reply path in database `name` since the last reset
 /// (pg_stat_statements: one call per statement executed, so per round trip once the
 /// statement is prepared on the connection), as (calls, query) rows. Left out: the audit
-/// row, written after the reply, and the periodic purges and breaker records.
+/// row, written after the reply, and the periodic purges (with their lock) and breaker
+/// records.
 fn reply_path_statements(cluster: &PgCluster, name: &str) -> Vec<(u64, String)> {
     let rows = cluster.psql(
         name,
@@ -197,7 +198,8 @@ fn reply_path_statements(cluster: &PgCluster, name: &str) -> Vec<(u64, String)> 
            AND query NOT LIKE '%pg_stat_statements%'
            AND query NOT LIKE 'INSERT INTO audit%'
            AND query NOT LIKE 'DELETE FROM%'
-           AND query NOT LIKE '%gateway_state%'",
+           AND query NOT LIKE '%gateway_state%'
+           AND query NOT LIKE '%advisory%'",
     );
     rows.lines()
         .filter_map(|line| line.split_once('|'))
