@@ -8,15 +8,17 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::pg::PgCluster;
-use common::raw::{Client, access_request, random_authenticator};
+use common::raw::{Client, access_request, random_authenticator, verified_reply};
 use common::{Options, PIN, Server, cli, otp_of};
-use otpgate::radius::packet::{Packet, attr, code};
+use otpgate::radius::packet::{Packet, PacketBuilder, attr, code};
 
 /// Node `name` on the database at `url`; with `key_from`, that node's key file.
 fn node(url: &str, name: &str, key_from: Option<&Path>) -> (tempfile::TempDir, std::path::PathBuf) {
     let (dir, config) = Server::prepare(&Options {
         database: Some(url.to_string()),
-        server_extra: format!("node_name = \"{name}\"\ndatabase_pool = 4"),
+        server_extra: format!(
+            "node_name = \"{name}\"\ndatabase_pool = 4\ndatabase_timeout = \"1s\""
+        ),
         resend_interval: "0s",
         ..Options::default()
     });
@@ -28,10 +30,14 @@ fn node(url: &str, name: &str, key_from: Option<&Path>) -> (tempfile::TempDir, s
 
 /// Two nodes on one fresh database, alice enrolled through the first.
 fn two_nodes(cluster: &PgCluster) -> (Server, Server) {
-    let url = cluster.fresh_database();
-    let (dir_a, config_a) = node(&url, "node-a", None);
+    two_nodes_on(&cluster.fresh_database())
+}
+
+/// Two nodes on the database at `url`, alice enrolled through the first.
+fn two_nodes_on(url: &str) -> (Server, Server) {
+    let (dir_a, config_a) = node(url, "node-a", None);
     common::enroll_alice(&config_a);
-    let (dir_b, config_b) = node(&url, "node-b", Some(&dir_a.path().join("otpgate.key")));
+    let (dir_b, config_b) = node(url, "node-b", Some(&dir_a.path().join("otpgate.key")));
     (
         Server::start(dir_a, config_a),
         Server::start(dir_b, config_b),
@@ -177,4 +183,151 @@ fn check_config_names_the_host_it_cannot_reach() {
         "{err}"
     );
     assert!(!err.contains("s3cret") && !out.contains("s3cret"), "{err}");
+}
+
+/// The statements otpgate ran on the reply path in database `name` since the last reset
+/// (pg_stat_statements: one call per statement executed, so per round trip once the
+/// statement is prepared on the connection), as (calls, query) rows. Left out: the audit
+/// row, written after the reply, and the periodic purges (with their lock) and breaker
+/// records.
+fn reply_path_statements(cluster: &PgCluster, name: &str) -> Vec<(u64, String)> {
+    let rows = cluster.psql(
+        name,
+        "SELECT calls, regexp_replace(query, '\\s+', ' ', 'g') FROM pg_stat_statements
+         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND query NOT LIKE '%pg_stat_statements%'
+           AND query NOT LIKE 'INSERT INTO audit%'
+           AND query NOT LIKE 'DELETE FROM%'
+           AND query NOT LIKE '%gateway_state%'
+           AND query NOT LIKE '%advisory%'",
+    );
+    rows.lines()
+        .filter_map(|line| line.split_once('|'))
+        .map(|(calls, query)| (calls.parse().unwrap(), query.to_string()))
+        .collect()
+}
+
+fn total(statements: &[(u64, String)]) -> u64 {
+    statements.iter().map(|(calls, _)| calls).sum()
+}
+
+#[test]
+fn the_pin_step_takes_two_round_trips_and_the_answer_one() {
+    let cluster = PgCluster::start();
+    let url = cluster.fresh_database();
+    let (a, _b) = two_nodes_on(&url);
+    let name = url.rsplit('/').next().unwrap();
+    cluster.psql(name, "CREATE EXTENSION pg_stat_statements");
+    // Warm up: the statements get prepared on the connections that run them.
+    for n in 1..=2 {
+        let challenge = a.login(PIN);
+        assert_eq!(challenge.code, "Access-Challenge", "{}", challenge.output);
+        let otp = otp_of(&a.wait_for_sms(n).1);
+        assert_eq!(a.answer(&challenge.state(), &otp).code, "Access-Accept");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.psql(name, "SELECT pg_stat_statements_reset()");
+    let challenge = a.login(PIN);
+    assert_eq!(challenge.code, "Access-Challenge", "{}", challenge.output);
+    std::thread::sleep(Duration::from_millis(300));
+    let pin_step = reply_path_statements(&cluster, name);
+    assert!(total(&pin_step) <= 2, "PIN step: {pin_step:?}");
+    assert!(
+        pin_step
+            .iter()
+            .any(|(_, q)| q.contains("otpgate_begin_login"))
+            && pin_step
+                .iter()
+                .any(|(_, q)| q.contains("otpgate_start_challenge")),
+        "{pin_step:?}"
+    );
+    let otp = otp_of(&a.wait_for_sms(3).1);
+    cluster.psql(name, "SELECT pg_stat_statements_reset()");
+    assert_eq!(a.answer(&challenge.state(), &otp).code, "Access-Accept");
+    std::thread::sleep(Duration::from_millis(300));
+    let answer_step = reply_path_statements(&cluster, name);
+    assert_eq!(total(&answer_step), 1, "answer step: {answer_step:?}");
+    eprintln!(
+        "round trips: PIN step {} {pin_step:?}, answer step {} {answer_step:?}",
+        total(&pin_step),
+        total(&answer_step)
+    );
+}
+
+/// Status-Server, answered on the receive loop without the store.
+fn status_server_answers(server: &Server) -> bool {
+    let authenticator = random_authenticator();
+    let mut builder = PacketBuilder::new(code::STATUS_SERVER, 7);
+    builder.message_authenticator();
+    let status = builder.finish_request(&authenticator, common::SECRET.as_bytes());
+    Client::new(server.address())
+        .exchange(&status)
+        .is_some_and(|reply| verified_reply(&reply, &authenticator).code == code::ACCESS_ACCEPT)
+}
+
+#[test]
+fn postgres_stopped_mid_run_rejects_and_the_first_login_after_its_restart_works() {
+    let cluster = PgCluster::start();
+    let (a, _b) = two_nodes(&cluster);
+    let challenge = a.login(PIN);
+    assert_eq!(challenge.code, "Access-Challenge", "{}", challenge.output);
+    let otp = otp_of(&a.wait_for_sms(1).1);
+    cluster.stop();
+    // Both steps need the database: Reject, never Accept, and the node keeps running.
+    let reply = a.answer(&challenge.state(), &otp);
+    assert_eq!(reply.code, "Access-Reject", "{}", reply.output);
+    let reply = a.login(PIN);
+    assert_eq!(reply.code, "Access-Reject", "{}", reply.output);
+    assert!(
+        status_server_answers(&a),
+        "Status-Server without the database"
+    );
+    assert!(a.log().contains("request failed on an internal error"));
+    cluster.start_again();
+    // The pooled connections are to the stopped server: the first login must not pay.
+    let challenge = a.login(PIN);
+    assert_eq!(
+        challenge.code, "Access-Challenge",
+        "first PIN step after the restart: {}",
+        challenge.output
+    );
+    let otp = otp_of(&a.wait_for_sms(2).1);
+    let reply = a.answer(&challenge.state(), &otp);
+    assert_eq!(reply.code, "Access-Accept", "{}", reply.output);
+}
+
+#[test]
+fn postgres_restarted_between_requests_costs_no_login() {
+    let cluster = PgCluster::start();
+    let (a, _b) = two_nodes(&cluster);
+    // Warm connections, then a restart no request sees.
+    for n in 1..=2 {
+        let challenge = a.login(PIN);
+        let otp = otp_of(&a.wait_for_sms(n).1);
+        assert_eq!(a.answer(&challenge.state(), &otp).code, "Access-Accept");
+    }
+    cluster.stop();
+    cluster.start_again();
+    let challenge = a.login(PIN);
+    assert_eq!(challenge.code, "Access-Challenge", "{}", challenge.output);
+    let otp = otp_of(&a.wait_for_sms(3).1);
+    let reply = a.answer(&challenge.state(), &otp);
+    assert_eq!(reply.code, "Access-Accept", "{}", reply.output);
+    assert!(
+        a.log()
+            .contains("PostgreSQL connection lost: connecting again")
+    );
+}
+
+#[test]
+fn a_node_killed_between_the_steps_leaves_step_2_to_the_other() {
+    let cluster = PgCluster::start();
+    let (a, b) = two_nodes(&cluster);
+    let challenge = a.login(PIN);
+    assert_eq!(challenge.code, "Access-Challenge", "{}", challenge.output);
+    let otp = otp_of(&a.wait_for_sms(1).1);
+    common::signal(a.pid(), "KILL");
+    drop(a);
+    let reply = b.answer(&challenge.state(), &otp);
+    assert_eq!(reply.code, "Access-Accept", "{}", reply.output);
 }

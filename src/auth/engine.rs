@@ -154,6 +154,11 @@ impl Engine {
         })
     }
 
+    /// The store's own counters (`Store::counters`), for the counters line.
+    pub fn store_counters(&self) -> String {
+        self.store_thread.counters()
+    }
+
     /// SMS deliveries still running in the background; serve waits for them at shutdown.
     pub fn background(&self) -> &TaskTracker {
         &self.background
@@ -209,7 +214,7 @@ impl Engine {
 
     /// PIN only (trigger) or PIN + OTP (answer).
     ///
-    /// One store call reads the user and claims a failure on each token that may be checked;
+    /// One store call (`begin_login`) reads the user and claims a failure on each token that may be checked;
     /// one job on the PIN threads checks the password (its cost the same for every user, see
     /// `pin_check`); a match refunds the claims in the store call that goes on.
     async fn without_state(&self, request: &Request, password: &[u8]) -> Step<Verdict> {
@@ -218,21 +223,11 @@ impl Engine {
             .policy
             .failure_rules(self.policy.lockout.count_wrong_pin);
         let name = request.user_name.clone();
-        let (view, otp_lengths, mut claims) = self
-            .db(move |s| {
-                let otp_lengths = s.otp_lengths()?;
-                let view = s.login_view(&name)?;
-                let claims = match &view {
-                    Some((_, tokens)) => {
-                        let serials: Vec<String> =
-                            tokens.iter().map(|t| t.serial.clone()).collect();
-                        s.claim_failures(&serials, now, &rules)?
-                    }
-                    None => Vec::new(),
-                };
-                Ok((view, otp_lengths, claims))
-            })
-            .await?;
+        let crate::store::LoginStart {
+            otp_lengths,
+            view,
+            mut claims,
+        } = self.db(move |s| s.begin_login(&name, now, &rules)).await?;
         let (user, tokens) = match view {
             Some((user, tokens)) => (Some(user), tokens),
             None => (None, Vec::new()),

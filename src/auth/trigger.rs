@@ -14,7 +14,9 @@ use super::engine::{
 use super::{Decision, Request, TransactionId, Verdict, otp};
 use crate::config::{ClientMode, EventKind};
 use crate::sms::{Chain, Message};
-use crate::store::{ChallengeStart, Limit, OpenChallenge, Resend, Started, TokenRow, UserRow};
+use crate::store::{
+    ChallengeStart, Expected, Limit, OpenChallenge, Resend, Started, TokenRow, UserRow,
+};
 use crate::template::{Escape, Tag};
 
 /// How often one limit may notify `sms_limited`: an attacker who keeps hitting a cap must
@@ -97,10 +99,16 @@ impl Engine {
             self.policy.limits.sends,
         );
         let mac_seed = seed.clone();
+        // The counter the login read: if no other request took it meanwhile, the store opens
+        // the challenge with this MAC in one round trip.
+        let expected_counter = token.counter;
+        let expected_mac = keys.code_mac(
+            &user.name,
+            otp::hotp(&seed, expected_counter, digits).as_bytes(),
+        );
         let started = self
             .db(move |s| {
                 let (tid, serial, user, client, phone) = &owned;
-                s.refund_failures(&refund)?;
                 let start = ChallengeStart {
                     transaction_id: tid,
                     serial,
@@ -114,7 +122,11 @@ impl Engine {
                 };
                 let mac =
                     |counter| keys.code_mac(user, otp::hotp(&mac_seed, counter, digits).as_bytes());
-                s.open_challenge(&start, &mac)
+                let expected = Expected {
+                    counter: expected_counter,
+                    code_mac: &expected_mac,
+                };
+                s.start_challenge(&start, &refund, &expected, &mac)
             })
             .await?;
         let base = Verdict {

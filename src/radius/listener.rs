@@ -96,14 +96,18 @@ impl Server {
             .note(bucket, client, source.ip(), reason, count);
     }
 
-    /// The drop and reply counters, with the engine's (SMS limited, PIN queue full).
+    /// The drop and reply counters, with the engine's (SMS limited, PIN queue full) and
+    /// the store's (PostgreSQL: challenges opened after their counter moved).
     pub fn counters(&self) -> String {
-        let engine = self.engine.stats.summary();
-        if engine.is_empty() {
-            self.stats.summary()
-        } else {
-            format!("{} {engine}", self.stats.summary())
-        }
+        [
+            self.stats.summary(),
+            self.engine.stats.summary(),
+            self.engine.store_counters(),
+        ]
+        .into_iter()
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
     }
 }
 

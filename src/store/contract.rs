@@ -4,8 +4,8 @@
 //! re-arm. Each check takes a fresh, empty store.
 
 use super::{
-    AnswerClaim, AnswerOutcome, ChallengeRef, ChallengeStart, FailureClaim, FailureRules, Limit,
-    Refusal, Resend, Started, Store, TokenRow, Unusable, UserRow,
+    AnswerClaim, AnswerOutcome, ChallengeRef, ChallengeStart, Expected, FailureClaim, FailureRules,
+    Limit, Refusal, Resend, Started, Store, TokenRow, Unusable, UserRow,
 };
 use crate::config::SendCaps;
 
@@ -697,6 +697,145 @@ pub fn wrong_answers(store: &dyn Store, tid: &str, tries: usize) -> usize {
         .count()
 }
 
+/// `begin_login` is `otp_lengths`, `login_view` (read before the claims) and
+/// `claim_failures` in one.
+pub fn begin_login_reads_the_view_and_claims_in_one(store: &dyn Store) {
+    enroll(store, "alice", "S2", "+491701234567");
+    enroll(store, "alice", "S1", "+491701234567");
+    let begun = store.begin_login("alice", 1_000, &RULES).unwrap();
+    assert_eq!(begun.otp_lengths, vec![6]);
+    let (user, tokens) = begun.view.expect("alice");
+    assert_eq!(user.name, "alice");
+    let serials: Vec<&str> = tokens.iter().map(|t| t.serial.as_str()).collect();
+    assert_eq!(serials, ["S1", "S2"]);
+    assert!(
+        tokens.iter().all(|t| t.fail_count == 0),
+        "read before the claims"
+    );
+    assert_eq!(
+        begun.claims,
+        vec![
+            FailureClaim::Claimed {
+                lock_cleared: false
+            };
+            2
+        ]
+    );
+    assert_eq!(store.token("S1").unwrap().unwrap().fail_count, 1);
+    let unknown = store.begin_login("mallory", 1_000, &RULES).unwrap();
+    assert_eq!(
+        (unknown.otp_lengths, unknown.view, unknown.claims),
+        (vec![6], None, vec![])
+    );
+    store
+        .add_user(&UserRow {
+            name: "bob".into(),
+            phone: "+491701234568".into(),
+            created: 1,
+            group: None,
+        })
+        .unwrap();
+    let tokenless = store.begin_login("bob", 1_000, &RULES).unwrap();
+    let (user, tokens) = tokenless.view.expect("bob");
+    assert_eq!((user.name.as_str(), tokens.len()), ("bob", 0));
+    assert!(tokenless.claims.is_empty());
+}
+
+/// `start_challenge` refunds and opens as `refund_failures` + `open_challenge` do, whether
+/// the counter the caller expected is still the token's or another request moved it: then
+/// the MAC computed for the expected counter is never stored.
+pub fn start_challenge_takes_the_expected_counter_or_the_one_there_is(store: &dyn Store) {
+    enroll(store, "alice", "S1", "+491701234567");
+    enroll(store, "bob", "S2", "+491701234568");
+    let now = 1_000_000;
+    let refund = vec!["S1".to_string()];
+    // The expected counter: one round trip where the store can.
+    store.claim_failures(&refund, now, &RULES).unwrap();
+    let right = mac(0);
+    let expected = Expected {
+        counter: 0,
+        code_mac: &right,
+    };
+    let (tid, counter) = opened(
+        store
+            .start_challenge(&start("t1", "S1", "alice", now), &refund, &expected, &mac)
+            .unwrap(),
+    );
+    assert_eq!((tid.as_str(), counter), ("t1", 0));
+    assert_eq!(
+        store.token("S1").unwrap().unwrap().fail_count,
+        0,
+        "refunded"
+    );
+    let claim = answer(ChallengeRef::Transaction("t1"), "alice", &right, now + 1);
+    assert!(matches!(
+        store.answer_challenge(&claim).unwrap().outcome,
+        AnswerOutcome::Accepted { .. }
+    ));
+    // Another request took counters 0 and 1 since the login read 0: the challenge gets the
+    // counter there is, with its own MAC, not the one computed for 0.
+    store
+        .open_challenge(&start("t2", "S2", "bob", now), &mac)
+        .unwrap();
+    store.delete_challenge("t2").unwrap();
+    store
+        .open_challenge(&start("t3", "S2", "bob", now), &mac)
+        .unwrap();
+    store.delete_challenge("t3").unwrap();
+    let refund = vec!["S2".to_string()];
+    store.claim_failures(&refund, now, &RULES).unwrap();
+    let stale = mac(0);
+    let expected = Expected {
+        counter: 0,
+        code_mac: &stale,
+    };
+    let (tid, counter) = opened(
+        store
+            .start_challenge(&start("t4", "S2", "bob", now), &refund, &expected, &mac)
+            .unwrap(),
+    );
+    assert_eq!((tid.as_str(), counter), ("t4", 2));
+    assert_eq!(store.token("S2").unwrap().unwrap().counter, 3);
+    assert_eq!(
+        store.token("S2").unwrap().unwrap().fail_count,
+        0,
+        "refunded"
+    );
+    let claim = answer(ChallengeRef::Transaction("t4"), "bob", &stale, now + 1);
+    assert!(matches!(
+        store.answer_challenge(&claim).unwrap().outcome,
+        AnswerOutcome::Wrong { .. }
+    ));
+    let fresh = mac(2);
+    let claim = answer(ChallengeRef::Transaction("t4"), "bob", &fresh, now + 2);
+    assert!(matches!(
+        store.answer_challenge(&claim).unwrap().outcome,
+        AnswerOutcome::Accepted { .. }
+    ));
+    // A challenge already open is answered again, the refund given back all the same.
+    store.claim_failures(&refund, now, &RULES).unwrap();
+    store
+        .open_challenge(&start("t5", "S2", "bob", now), &mac)
+        .unwrap();
+    let next = mac(3);
+    let expected = Expected {
+        counter: 4,
+        code_mac: &next,
+    };
+    match store
+        .start_challenge(&start("t6", "S2", "bob", now + 1), &refund, &expected, &mac)
+        .unwrap()
+    {
+        Started::Again(open, Resend::TooSoon) => assert_eq!(open.transaction_id, "t5"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store.token("S2").unwrap().unwrap().fail_count,
+        0,
+        "refunded"
+    );
+}
+
 /// Every check, each on a fresh store from `fresh`.
 pub fn run_all(fresh: &dyn Fn() -> Box<dyn Store>) {
     a_token_has_one_open_challenge_and_resends_wait(fresh().as_ref());
@@ -709,4 +848,6 @@ pub fn run_all(fresh: &dyn Fn() -> Box<dyn Store>) {
     pin_changes_disabling_and_deleting_end_the_open_challenge(fresh().as_ref());
     otp_lengths_are_the_distinct_lengths_of_all_tokens(fresh().as_ref());
     rows_come_back_as_written(fresh().as_ref());
+    begin_login_reads_the_view_and_claims_in_one(fresh().as_ref());
+    start_challenge_takes_the_expected_counter_or_the_one_there_is(fresh().as_ref());
 }

@@ -236,6 +236,27 @@ impl Limit {
     }
 }
 
+/// What a login reads and claims before its PIN is checked (`Store::begin_login`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginStart {
+    /// `otp_lengths`.
+    pub otp_lengths: Vec<u32>,
+    /// `login_view`, read before the claims.
+    pub view: Option<(UserRow, Vec<TokenRow>)>,
+    /// `claim_failures` on the view's tokens, in their order; empty without a user.
+    pub claims: Vec<FailureClaim>,
+}
+
+/// The counter a caller expects a token to be at (read with `login_view`) and the code MAC
+/// for it, so that a new challenge can be opened in one step when nobody took the counter
+/// in between (`Store::start_challenge`).
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    pub counter: u64,
+    /// `code_mac(counter)`.
+    pub code_mac: &'a [u8],
+}
+
 /// Which challenge an answer is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChallengeRef<'a> {
@@ -357,6 +378,12 @@ pub trait Store: Send + Sync {
         1
     }
 
+    /// The store's own counters for the periodic counters line, `name=n` non-zero only;
+    /// empty by default.
+    fn counters(&self) -> String {
+        String::new()
+    }
+
     fn add_user(&self, user: &UserRow) -> StoreResult<()>;
     fn user(&self, name: &str) -> StoreResult<Option<UserRow>>;
     fn users(&self) -> StoreResult<Vec<UserRow>>;
@@ -397,6 +424,25 @@ pub trait Store: Send + Sync {
         now: i64,
         rules: &FailureRules,
     ) -> StoreResult<Vec<FailureClaim>>;
+    /// `otp_lengths`, `login_view` and `claim_failures` on the user's tokens, for the start
+    /// of a login. By default, the three calls (in-process on SQLite); a networked store
+    /// makes it one round trip.
+    fn begin_login(&self, user: &str, now: i64, rules: &FailureRules) -> StoreResult<LoginStart> {
+        let otp_lengths = self.otp_lengths()?;
+        let view = self.login_view(user)?;
+        let claims = match &view {
+            Some((_, tokens)) => {
+                let serials: Vec<String> = tokens.iter().map(|t| t.serial.clone()).collect();
+                self.claim_failures(&serials, now, rules)?
+            }
+            None => Vec::new(),
+        };
+        Ok(LoginStart {
+            otp_lengths,
+            view,
+            claims,
+        })
+    }
     /// Gives back claims whose check succeeded (or never ran).
     fn refund_failures(&self, serials: &[String]) -> StoreResult<()>;
     /// The claimed checks failed: their failures stand. Locks the tokens whose count
@@ -415,6 +461,22 @@ pub trait Store: Send + Sync {
         start: &ChallengeStart<'_>,
         code_mac: &dyn Fn(u64) -> Vec<u8>,
     ) -> StoreResult<Started>;
+    /// Gives back `refund` (`refund_failures`), then `open_challenge`. `expected` is the
+    /// token's counter as the caller read it, with its MAC: a store that can take the counter
+    /// only if it is still that one (PostgreSQL) opens a new challenge in one round trip, and
+    /// falls back to `code_mac` when another request moved the counter in between. The
+    /// outcome is the same either way; by default, the two calls.
+    fn start_challenge(
+        &self,
+        start: &ChallengeStart<'_>,
+        refund: &[String],
+        expected: &Expected<'_>,
+        code_mac: &dyn Fn(u64) -> Vec<u8>,
+    ) -> StoreResult<Started> {
+        let _ = expected;
+        self.refund_failures(refund)?;
+        self.open_challenge(start, code_mac)
+    }
     /// Answers a challenge, in one transaction: checks that it is open, unexpired, of this
     /// user, below `max_attempts`, and its token usable; claims the attempt (and a failure,
     /// unless the request holds one); compares the code's MAC; consumes the challenge on a

@@ -17,13 +17,15 @@ use postgres::{NoTls, Row, Statement};
 
 use super::postgres_bounds::MIGRATIONS;
 use super::{
-    Answer, AnswerClaim, AnswerOutcome, AuditRow, ChallengeRef, ChallengeStart, FailureClaim,
-    FailureRules, GatewayStateRow, Limit, OpenChallenge, Refusal, Resend, Started, Store,
-    StoreError, StoreResult, TokenRow, Unusable, UserRow,
+    Answer, AnswerClaim, AnswerOutcome, AuditRow, ChallengeRef, ChallengeStart, Expected,
+    FailureClaim, FailureRules, GatewayStateRow, Limit, LoginStart, OpenChallenge, Refusal, Resend,
+    Started, Store, StoreError, StoreResult, TokenRow, Unusable, UserRow,
 };
 
 /// The advisory lock key that migrations run under, the same on every node.
 const MIGRATION_LOCK: i64 = 0x6f74_7067_6174_6501;
+/// The advisory lock key the periodic purges run under, so that one node at a time purges.
+pub(crate) const PURGE_LOCK: i64 = 0x6f74_7067_6174_6502;
 /// How long a new challenge may wait for its code MAC (the second round trip of
 /// `open_challenge`) before the next PIN request takes it for a dead node's and ends it.
 const MAC_GRACE_MS: i64 = 60_000;
@@ -45,6 +47,21 @@ pub struct PgOptions {
 pub struct PgConnection {
     client: postgres::Client,
     statements: HashMap<&'static str, Statement>,
+    /// To connect again when the first statement of a call finds the connection lost.
+    config: postgres::Config,
+    /// No statement of the current call has run yet (set at each checkout).
+    first: bool,
+}
+
+/// Whether `e` says that the connection was lost, not that the statement failed: the client
+/// closed, or the server shutting down or restarting.
+fn connection_lost(e: &postgres::Error, client: &postgres::Client) -> bool {
+    client.is_closed()
+        || e.code().is_some_and(|code| {
+            *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+        })
 }
 
 impl PgConnection {
@@ -59,13 +76,38 @@ impl PgConnection {
         Ok(statement)
     }
 
+    /// Runs `sql` with `run`. When it is the call's first statement and the connection
+    /// turns out lost (PostgreSQL restarted since the connection was last used: the pool
+    /// cannot tell without a round trip per checkout), connects again and runs it once more.
+    /// Every statement here is a transaction of its own, so a lost connection means it did
+    /// not commit, unless the server went away between its commit and the reply.
+    fn run<T>(
+        &mut self,
+        sql: &'static str,
+        run: impl Fn(&mut postgres::Client, &Statement) -> Result<T, postgres::Error>,
+    ) -> Result<T, postgres::Error> {
+        let first = std::mem::replace(&mut self.first, false);
+        let result = self
+            .prepared(sql)
+            .and_then(|statement| run(&mut self.client, &statement));
+        match result {
+            Err(e) if first && connection_lost(&e, &self.client) => {
+                tracing::warn!(error = %describe(&e), "PostgreSQL connection lost: connecting again");
+                self.client = self.config.connect(NoTls)?;
+                self.statements.clear();
+                let statement = self.prepared(sql)?;
+                run(&mut self.client, &statement)
+            }
+            other => other,
+        }
+    }
+
     fn query(
         &mut self,
         sql: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, postgres::Error> {
-        let statement = self.prepared(sql)?;
-        self.client.query(&statement, params)
+        self.run(sql, |client, statement| client.query(statement, params))
     }
 
     fn query_one(
@@ -73,8 +115,7 @@ impl PgConnection {
         sql: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, postgres::Error> {
-        let statement = self.prepared(sql)?;
-        self.client.query_one(&statement, params)
+        self.run(sql, |client, statement| client.query_one(statement, params))
     }
 
     fn query_opt(
@@ -82,8 +123,7 @@ impl PgConnection {
         sql: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, postgres::Error> {
-        let statement = self.prepared(sql)?;
-        self.client.query_opt(&statement, params)
+        self.run(sql, |client, statement| client.query_opt(statement, params))
     }
 
     fn execute(
@@ -91,8 +131,7 @@ impl PgConnection {
         sql: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, postgres::Error> {
-        let statement = self.prepared(sql)?;
-        self.client.execute(&statement, params)
+        self.run(sql, |client, statement| client.execute(statement, params))
     }
 }
 
@@ -108,6 +147,8 @@ impl r2d2::ManageConnection for Manager {
         Ok(PgConnection {
             client: self.config.connect(NoTls)?,
             statements: HashMap::new(),
+            config: self.config.clone(),
+            first: true,
         })
     }
 
@@ -125,6 +166,9 @@ pub struct PostgresStore {
     pool: Option<r2d2::Pool<Manager>>,
     node: String,
     pool_size: u32,
+    /// How often `start_challenge` found the counter moved by another request and took the
+    /// two-step path.
+    counter_moved: std::sync::atomic::AtomicU64,
 }
 
 /// The hosts a config tries, for error messages.
@@ -275,7 +319,15 @@ impl PostgresStore {
             pool: Some(pool),
             node: options.node.clone(),
             pool_size: options.pool.max(1),
+            counter_moved: Default::default(),
         })
+    }
+
+    /// How often a new challenge found its token's counter moved since the login read it (by
+    /// another node, or a concurrent login on this one), so took two round trips.
+    pub fn counter_moved(&self) -> u64 {
+        self.counter_moved
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many connections, so store threads, this store is meant to be used with.
@@ -288,6 +340,10 @@ impl PostgresStore {
             .as_ref()
             .expect("the pool is taken only on drop")
             .get()
+            .map(|mut conn| {
+                conn.first = true;
+                conn
+            })
             .map_err(|e| StoreError::Database(format!("no PostgreSQL connection: {e}")))
     }
 
@@ -470,9 +526,61 @@ fn limit_from(key: Option<String>) -> StoreResult<Limit> {
         .ok_or_else(|| StoreError::Database(format!("unknown SMS limit '{key}'")))
 }
 
+/// What `otpgate_open_challenge` or `otpgate_start_challenge` returned; a new challenge
+/// without its MAC gets it stored here (the second round trip).
+fn started_from(
+    conn: &mut PgConnection,
+    row: &Row,
+    start: &ChallengeStart<'_>,
+    code_mac: &dyn Fn(u64) -> Vec<u8>,
+) -> StoreResult<Started> {
+    let kind: String = row.get(0);
+    let open = || OpenChallenge {
+        transaction_id: row.get::<_, Option<String>>(1).unwrap_or_default(),
+        counter: row.get::<_, Option<i64>>(2).unwrap_or(0).max(0) as u64,
+        expires: row.get::<_, Option<i64>>(3).unwrap_or(0),
+    };
+    Ok(match kind.as_str() {
+        "new" => {
+            let open = open();
+            let mac = code_mac(open.counter);
+            let stored = conn.execute(
+                "UPDATE challenges SET otp_mac = $2 WHERE transaction_id = $1 AND otp_mac IS NULL",
+                &[&open.transaction_id, &mac],
+            );
+            if let Err(e) = stored {
+                // Best effort: a challenge left without its MAC would only wait to be
+                // taken for a dead node's.
+                let _ = conn.execute(
+                    "DELETE FROM challenges WHERE transaction_id = $1 AND otp_mac IS NULL",
+                    &[&open.transaction_id],
+                );
+                return Err(e.into());
+            }
+            Started::New(open)
+        }
+        // New, with the MAC stored in the same round trip (`otpgate_start_challenge`).
+        "opened" => Started::New(open()),
+        "too_soon" => Started::Again(open(), Resend::TooSoon),
+        "claimed" => Started::Again(open(), Resend::Claimed),
+        "again_limited" => Started::Again(open(), Resend::Limited(limit_from(row.get(4))?)),
+        "limited" => Started::Limited(limit_from(row.get(4))?),
+        _ => return Err(StoreError::NotFound(format!("token '{}'", start.serial))),
+    })
+}
+
 impl Store for PostgresStore {
     fn concurrency(&self) -> usize {
         self.pool_size as usize
+    }
+
+    /// `pg_counter_moved=N`: new challenges that took two round trips because their token's
+    /// counter moved since the login read it.
+    fn counters(&self) -> String {
+        match self.counter_moved() {
+            0 => String::new(),
+            n => format!("pg_counter_moved={n}"),
+        }
     }
 
     fn add_user(&self, user: &UserRow) -> StoreResult<()> {
@@ -723,6 +831,55 @@ impl Store for PostgresStore {
         Ok(codes.iter().map(|c| claim_from(c)).collect())
     }
 
+    /// One round trip: `otpgate_begin_login`.
+    fn begin_login(&self, user: &str, now: i64, rules: &FailureRules) -> StoreResult<LoginStart> {
+        let rows = self.conn()?.query(
+            "SELECT * FROM otpgate_begin_login($1, $2, $3, $4, $5, $6)",
+            &[
+                &user,
+                &now,
+                &i64::from(rules.max_failures),
+                &rules.clear_after_ms,
+                &rules.count,
+                &rules.claim_ttl_ms,
+            ],
+        )?;
+        let otp_lengths = rows
+            .first()
+            .map(|r| r.get::<_, Vec<i64>>(0))
+            .unwrap_or_default()
+            .into_iter()
+            .map(to_u32)
+            .collect();
+        let view = match rows.first() {
+            Some(first) if first.get::<_, Option<String>>(1).is_some() => {
+                let user = UserRow {
+                    name: first.get(1),
+                    phone: first.get(2),
+                    created: first.get(3),
+                    group: first.get(4),
+                };
+                let tokens = rows
+                    .iter()
+                    .filter(|r| r.get::<_, Option<String>>(5).is_some())
+                    .map(|r| token_at(r, 5))
+                    .collect();
+                Some((user, tokens))
+            }
+            _ => None,
+        };
+        let claims = rows
+            .iter()
+            .filter_map(|r| r.get::<_, Option<String>>(17))
+            .map(|code| claim_from(&code))
+            .collect();
+        Ok(LoginStart {
+            otp_lengths,
+            view,
+            claims,
+        })
+    }
+
     fn refund_failures(&self, serials: &[String]) -> StoreResult<()> {
         if serials.is_empty() {
             return Ok(());
@@ -784,37 +941,51 @@ impl Store for PostgresStore {
                 &MAC_GRACE_MS,
             ],
         )?;
-        let kind: String = row.get(0);
-        let open = || OpenChallenge {
-            transaction_id: row.get::<_, Option<String>>(1).unwrap_or_default(),
-            counter: row.get::<_, Option<i64>>(2).unwrap_or(0).max(0) as u64,
-            expires: row.get::<_, Option<i64>>(3).unwrap_or(0),
-        };
-        Ok(match kind.as_str() {
-            "new" => {
-                let open = open();
-                let mac = code_mac(open.counter);
-                let stored = conn.execute(
-                    "UPDATE challenges SET otp_mac = $2 WHERE transaction_id = $1 AND otp_mac IS NULL",
-                    &[&open.transaction_id, &mac],
-                );
-                if let Err(e) = stored {
-                    // Best effort: a challenge left without its MAC would only wait to be
-                    // taken for a dead node's.
-                    let _ = conn.execute(
-                        "DELETE FROM challenges WHERE transaction_id = $1 AND otp_mac IS NULL",
-                        &[&open.transaction_id],
-                    );
-                    return Err(e.into());
-                }
-                Started::New(open)
-            }
-            "too_soon" => Started::Again(open(), Resend::TooSoon),
-            "claimed" => Started::Again(open(), Resend::Claimed),
-            "again_limited" => Started::Again(open(), Resend::Limited(limit_from(row.get(4))?)),
-            "limited" => Started::Limited(limit_from(row.get(4))?),
-            _ => return Err(StoreError::NotFound(format!("token '{}'", start.serial))),
-        })
+        started_from(&mut conn, &row, start, code_mac)
+    }
+
+    /// One round trip when the token's counter is still the one the login read (the MAC
+    /// comes along), else the refund in it and `open_challenge`'s two.
+    fn start_challenge(
+        &self,
+        start: &ChallengeStart<'_>,
+        refund: &[String],
+        expected: &Expected<'_>,
+        code_mac: &dyn Fn(u64) -> Vec<u8>,
+    ) -> StoreResult<Started> {
+        let caps: Vec<i64> = Limit::ALL
+            .iter()
+            .map(|l| i64::from(l.cap(&start.caps).0))
+            .collect();
+        let expected_counter = i64::try_from(expected.counter).unwrap_or(-1);
+        let mut conn = self.conn()?;
+        let row = conn.query_one(
+            "SELECT r_kind, r_transaction_id, r_counter, r_expires, r_limit
+             FROM otpgate_start_challenge($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            &[
+                &refund,
+                &expected_counter,
+                &expected.code_mac,
+                &start.transaction_id,
+                &start.serial,
+                &start.user,
+                &start.client,
+                &start.phone,
+                &start.now,
+                &start.expires,
+                &start.resend_interval_ms,
+                &caps,
+                &MAC_GRACE_MS,
+            ],
+        )?;
+        if row.get::<_, String>(0) == "counter_moved" {
+            self.counter_moved
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(serial = %start.serial, expected = expected.counter, "the token's counter moved since the login read it: opening the challenge in two steps");
+            drop(conn);
+            return self.open_challenge(start, code_mac);
+        }
+        started_from(&mut conn, &row, start, code_mac)
     }
 
     fn answer_challenge(&self, claim: &AnswerClaim<'_>) -> StoreResult<Answer> {
@@ -900,14 +1071,17 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    /// Under the purge lock; 0 when another node holds it (it is purging).
     fn purge_challenges(&self, before: i64) -> StoreResult<usize> {
         const DAY_MS: i64 = 24 * 3600 * 1000;
         let mut conn = self.conn()?;
-        conn.execute(
-            "DELETE FROM sms_sends WHERE time < $1",
-            &[&before.saturating_sub(DAY_MS)],
-        )?;
-        Ok(conn.execute("DELETE FROM challenges WHERE expires < $1", &[&before])? as usize)
+        under_purge_lock(&mut conn, "challenges", |conn| {
+            conn.execute(
+                "DELETE FROM sms_sends WHERE time < $1",
+                &[&before.saturating_sub(DAY_MS)],
+            )?;
+            Ok(conn.execute("DELETE FROM challenges WHERE expires < $1", &[&before])? as usize)
+        })
     }
 
     fn append_audit(&self, a: &AuditRow) -> StoreResult<()> {
@@ -1018,13 +1192,39 @@ impl Store for PostgresStore {
             .collect())
     }
 
+    /// Under the purge lock; 0 when another node holds it (it is purging).
     fn purge_audit(&self, before: i64) -> StoreResult<usize> {
-        Ok(self.conn()?.execute(
-            "DELETE FROM audit WHERE id IN
-                (SELECT id FROM audit WHERE time < $1 ORDER BY id LIMIT $2)",
-            &[&before, &(super::PURGE_AUDIT_BATCH as i64)],
-        )? as usize)
+        let mut conn = self.conn()?;
+        under_purge_lock(&mut conn, "audit rows", |conn| {
+            Ok(conn.execute(
+                "DELETE FROM audit WHERE id IN
+                    (SELECT id FROM audit WHERE time < $1 ORDER BY id LIMIT $2)",
+                &[&before, &(super::PURGE_AUDIT_BATCH as i64)],
+            )? as usize)
+        })
     }
+}
+
+/// Runs a purge holding `PURGE_LOCK` on this connection (`pg_try_advisory_lock`, released
+/// after it, or with the session if the connection breaks): when another node holds it,
+/// that node is purging, and this one deletes nothing (0).
+fn under_purge_lock(
+    conn: &mut PgConnection,
+    what: &str,
+    purge: impl FnOnce(&mut PgConnection) -> StoreResult<usize>,
+) -> StoreResult<usize> {
+    let locked: bool = conn
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&PURGE_LOCK])?
+        .get(0);
+    if !locked {
+        tracing::debug!("another node is purging {what}: skipped");
+        return Ok(0);
+    }
+    let purged = purge(conn);
+    let unlocked = conn.execute("SELECT pg_advisory_unlock($1)", &[&PURGE_LOCK]);
+    let purged = purged?;
+    unlocked?;
+    Ok(purged)
 }
 
 #[cfg(test)]
@@ -1089,6 +1289,61 @@ mod tests {
         let token = first.token("S1").unwrap().unwrap();
         assert_eq!(token.fail_count, 3, "each comparison counted one failure");
         assert!(token.locked_at.is_some(), "max_failures reached: locked");
+    }
+
+    /// While another node holds the purge lock, a purge deletes nothing; once it is
+    /// released, the next purge does the work.
+    #[test]
+    fn purges_run_on_one_node_at_a_time() {
+        use crate::store::contract::{enroll, mac, start};
+        let cluster = PgCluster::start();
+        let url = cluster.fresh_database();
+        let store = PostgresStore::open(&url, &options("a")).unwrap();
+        enroll(&store, "alice", "S1", "+491701234567");
+        store
+            .open_challenge(&start("t1", "S1", "alice", 1_000), &mac)
+            .unwrap();
+        let row = AuditRow {
+            time: 1_000,
+            client: "vpn".into(),
+            user: "alice".into(),
+            outcome: "reject".into(),
+            reason: "wrong PIN".into(),
+            ..AuditRow::default()
+        };
+        store.append_audit(&row).unwrap();
+        let later = 100 * 60_000;
+        // The other node, purging: it holds the lock.
+        let mut other =
+            off_runtime(|| url.parse::<postgres::Config>().unwrap().connect(NoTls)).unwrap();
+        other
+            .execute("SELECT pg_advisory_lock($1)", &[&PURGE_LOCK])
+            .unwrap();
+        assert_eq!(store.purge_challenges(later).unwrap(), 0);
+        assert_eq!(store.purge_audit(later).unwrap(), 0);
+        assert_eq!(store.audit(None, 10).unwrap().len(), 1, "not purged");
+        other
+            .execute("SELECT pg_advisory_unlock($1)", &[&PURGE_LOCK])
+            .unwrap();
+        assert_eq!(store.purge_challenges(later).unwrap(), 1);
+        assert_eq!(store.purge_audit(later).unwrap(), 1);
+        assert!(store.audit(None, 10).unwrap().is_empty());
+        // This node released the lock: the other one may take it now.
+        let got: bool = other
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&PURGE_LOCK])
+            .unwrap()
+            .get(0);
+        assert!(got, "the purge lock was released");
+    }
+
+    /// The contract's moved-counter case takes the two-step path once, and counts it.
+    #[test]
+    fn a_moved_counter_is_counted() {
+        let cluster = PgCluster::start();
+        let store = PostgresStore::open(&cluster.fresh_database(), &options("a")).unwrap();
+        contract::start_challenge_takes_the_expected_counter_or_the_one_there_is(&store);
+        assert_eq!(store.counter_moved(), 1);
+        assert_eq!(store.counters(), "pg_counter_moved=1");
     }
 
     /// Nodes starting at once on an empty database: one schema, both open; a schema newer

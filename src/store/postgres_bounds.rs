@@ -13,7 +13,8 @@
 
 /// Schema steps; entry N brings the schema from version N to N + 1. Never edit a shipped
 /// step: add one.
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     name       text PRIMARY KEY,
     phone      text NOT NULL,
@@ -435,4 +436,139 @@ BEGIN
     END IF;
     RETURN NEXT;
 END $$;
-"#];
+"#,
+    r#"
+-- The start of a login in one round trip (Store::begin_login): the distinct OTP lengths, the
+-- user joined with their tokens as read before the claims (no user: one row of NULL user
+-- columns; no token: one row of NULL token columns), and each token's failure claim,
+-- taken in serial order as otpgate_claim_failures does.
+CREATE FUNCTION otpgate_begin_login(p_user text, p_now bigint, p_max bigint,
+        p_clear_after bigint, p_count boolean, p_ttl bigint)
+    RETURNS TABLE (r_lengths bigint[], u_name text, u_phone text, u_created bigint,
+                   u_group text, t_serial text, t_user text, t_phone text, t_pin_hash text,
+                   t_sealed_seed bytea, t_counter bigint, t_otp_length bigint,
+                   t_fail_count bigint, t_locked_at bigint, t_disabled boolean,
+                   t_gateway text, t_created bigint, r_claim text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_lengths bigint[];
+    r record;
+BEGIN
+    WITH RECURSIVE lengths(n) AS (
+        SELECT MIN(otp_length) FROM tokens
+        UNION ALL
+        SELECT (SELECT MIN(tk.otp_length) FROM tokens tk WHERE tk.otp_length > lengths.n)
+            FROM lengths WHERE lengths.n IS NOT NULL
+    )
+    SELECT coalesce(array_agg(n ORDER BY n), '{}') INTO v_lengths
+        FROM lengths WHERE n IS NOT NULL;
+    r_lengths := v_lengths;
+    FOR r IN SELECT u.name, u.phone AS uphone, u.created AS ucreated, u.user_group,
+                    tk.serial, tk.user_name, tk.phone, tk.pin_hash, tk.sealed_seed, tk.counter,
+                    tk.otp_length, tk.fail_count, tk.locked_at, tk.disabled, tk.gateway,
+                    tk.created
+             FROM users u LEFT JOIN tokens tk ON tk.user_name = u.name
+             WHERE u.name = p_user ORDER BY tk.serial LOOP
+        u_name := r.name; u_phone := r.uphone; u_created := r.ucreated; u_group := r.user_group;
+        t_serial := r.serial; t_user := r.user_name; t_phone := r.phone;
+        t_pin_hash := r.pin_hash; t_sealed_seed := r.sealed_seed; t_counter := r.counter;
+        t_otp_length := r.otp_length; t_fail_count := r.fail_count;
+        t_locked_at := r.locked_at; t_disabled := r.disabled; t_gateway := r.gateway;
+        t_created := r.created;
+        r_claim := NULL;
+        IF r.serial IS NOT NULL THEN
+            r_claim := otpgate_claim_failure(r.serial, p_now, p_max, p_clear_after, p_count,
+                                             p_ttl);
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+    IF NOT FOUND THEN
+        RETURN NEXT;
+    END IF;
+END $$;
+
+-- A right PIN's challenge in one round trip (Store::start_challenge): gives back p_refund,
+-- then does what otpgate_open_challenge does, except that a new challenge takes the token's
+-- counter only if it is still p_expected, and stores p_mac, computed for it, at once (kind
+-- 'opened' rather than 'new'). Another
+-- request moved the counter in between: kind 'counter_moved', nothing opened (the refund
+-- stands), and the caller takes the two-step path of otpgate_open_challenge.
+CREATE FUNCTION otpgate_start_challenge(p_refund text[], p_expected bigint, p_mac bytea,
+        p_tid text, p_serial text, p_user text, p_client text,
+        p_phone text, p_now bigint, p_expires bigint, p_resend bigint, p_caps bigint[],
+        p_stale bigint)
+    RETURNS TABLE (r_kind text, r_transaction_id text, r_counter bigint, r_expires bigint,
+                   r_limit text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    o record;
+    v_limit text;
+    v_counter bigint;
+    v_record boolean := false;
+BEGIN
+    -- Every token this touches, locked in serial order as the claims lock them.
+    PERFORM 1 FROM tokens WHERE serial = ANY (array_append(p_refund, p_serial))
+        ORDER BY serial FOR UPDATE;
+    -- A serial named twice is refunded twice, as refund_failures does.
+    UPDATE tokens t SET fail_count = GREATEST(t.fail_count - r.n, 0),
+                        pending = GREATEST(t.pending - r.n, 0)
+        FROM (SELECT s, count(*) AS n FROM unnest(p_refund) AS s GROUP BY s) r
+        WHERE t.serial = r.s;
+    FOR i IN 1..6 LOOP
+        IF p_caps[i] > 0 THEN v_record := true; END IF;
+        IF i >= 3 AND p_caps[i] > 0 THEN
+            PERFORM pg_advisory_xact_lock(hashtext('otpgate-sms-sends'));
+            EXIT;
+        END IF;
+    END LOOP;
+    UPDATE challenges SET used = true WHERE serial = p_serial AND NOT used
+        AND (expires <= p_now OR (otp_mac IS NULL AND created <= p_now - p_stale));
+    SELECT transaction_id, counter, expires, last_sent INTO o FROM challenges
+        WHERE serial = p_serial AND NOT used;
+    IF FOUND THEN
+        IF p_now - o.last_sent < p_resend THEN
+            RETURN QUERY SELECT 'too_soon', o.transaction_id, o.counter, o.expires, NULL::text;
+            RETURN;
+        END IF;
+        v_limit := otpgate_limit_reached(p_serial, p_phone, p_client, p_now, p_caps);
+        IF v_limit IS NOT NULL THEN
+            RETURN QUERY SELECT 'again_limited', o.transaction_id, o.counter, o.expires, v_limit;
+            RETURN;
+        END IF;
+        UPDATE challenges SET last_sent = p_now, sends = sends + 1
+            WHERE transaction_id = o.transaction_id;
+        IF v_record THEN
+            INSERT INTO sms_sends (time, serial, phone, client)
+                VALUES (p_now, p_serial, p_phone, p_client);
+        END IF;
+        RETURN QUERY SELECT 'claimed', o.transaction_id, o.counter, o.expires, NULL::text;
+        RETURN;
+    END IF;
+    v_limit := otpgate_limit_reached(p_serial, p_phone, p_client, p_now, p_caps);
+    IF v_limit IS NOT NULL THEN
+        RETURN QUERY SELECT 'limited', NULL::text, NULL::bigint, NULL::bigint, v_limit;
+        RETURN;
+    END IF;
+    UPDATE tokens SET counter = counter + 1 WHERE serial = p_serial AND counter = p_expected
+        RETURNING counter - 1 INTO v_counter;
+    IF v_counter IS NULL THEN
+        IF EXISTS (SELECT 1 FROM tokens WHERE serial = p_serial) THEN
+            RETURN QUERY SELECT 'counter_moved', NULL::text, NULL::bigint, NULL::bigint,
+                                NULL::text;
+        ELSE
+            RETURN QUERY SELECT 'missing', NULL::text, NULL::bigint, NULL::bigint, NULL::text;
+        END IF;
+        RETURN;
+    END IF;
+    INSERT INTO challenges (transaction_id, serial, user_name, client, counter, created, expires,
+                            attempts, sends, used, otp_mac, last_sent)
+        VALUES (p_tid, p_serial, p_user, p_client, v_counter, p_now, p_expires, 0, 1, false,
+                p_mac, p_now);
+    IF v_record THEN
+        INSERT INTO sms_sends (time, serial, phone, client)
+            VALUES (p_now, p_serial, p_phone, p_client);
+    END IF;
+    RETURN QUERY SELECT 'opened', p_tid, v_counter, p_expires, NULL::text;
+END $$;
+"#,
+];

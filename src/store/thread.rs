@@ -69,6 +69,8 @@ impl Queue {
 }
 
 pub struct StoreThread {
+    /// For `counters`; the threads hold their own.
+    store: Arc<dyn Store>,
     queue: Arc<Queue>,
     threads: usize,
     /// One permit per submitted call not yet run; `submit` waits when none is left.
@@ -121,10 +123,17 @@ impl StoreThread {
             }
         }
         Ok(StoreThread {
+            store,
             queue,
             threads,
             submitted: Arc::new(Semaphore::new(limit)),
         })
+    }
+
+    /// The store's own counters (`Store::counters`), read here, off the store threads: they
+    /// are atomics.
+    pub fn counters(&self) -> String {
+        self.store.counters()
     }
 
     /// Runs `call` on a store thread. Cancel-safe: a dropped future leaves the call to

@@ -18,6 +18,8 @@ pub struct PgCluster {
     port: u16,
     run_as: Option<String>,
     databases: AtomicUsize,
+    /// The server options it started with, to start it again on the same port.
+    options: String,
 }
 
 /// The directory of the newest installed PostgreSQL's programs.
@@ -70,7 +72,8 @@ fn check(what: &str, output: std::io::Result<Output>) -> Output {
 }
 
 impl PgCluster {
-    /// Starts a new cluster with a superuser `otpgate` that connects without a password.
+    /// Starts a new cluster with a superuser `otpgate` that connects without a password, with
+    /// pg_stat_statements loaded (`CREATE EXTENSION` it in a database to count statements).
     pub fn start() -> PgCluster {
         let bin = bin_dir();
         let dir = tempfile::Builder::new()
@@ -99,6 +102,7 @@ impl PgCluster {
             port: 0,
             run_as,
             databases: AtomicUsize::new(0),
+            options: String::new(),
         };
         let data = cluster.data();
         cluster.run(
@@ -121,7 +125,8 @@ impl PgCluster {
             let port = free_port();
             let options = format!(
                 "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off \
-                 -c synchronous_commit=off -c max_connections=300",
+                 -c synchronous_commit=off -c max_connections=300 \
+                 -c shared_preload_libraries=pg_stat_statements",
                 cluster.dir.path().display()
             );
             let log = format!("{}/log", cluster.dir.path().display());
@@ -134,6 +139,7 @@ impl PgCluster {
                 .expect("cannot run pg_ctl");
             if output.status.success() {
                 cluster.port = port;
+                cluster.options = options;
                 return cluster;
             }
             last = format!(
@@ -146,6 +152,31 @@ impl PgCluster {
         panic!(
             "cannot start PostgreSQL with {}: {last}",
             cluster.bin.display()
+        );
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast`: sessions are ended), keeping its data.
+    pub fn stop(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    /// Starts the stopped server again, on the same port.
+    pub fn start_again(&self) {
+        let log = format!("{}/log", self.dir.path().display());
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &self.options,
+                "start",
+            ],
         );
     }
 
