@@ -562,6 +562,23 @@ impl Store for SqliteStore {
         self.immediate(|tx| sqlite_bounds::open_challenge(tx, start, code_mac))
     }
 
+    /// The refund and the challenge in one transaction: one commit on the PIN step's path,
+    /// not two. The counter is taken inside the transaction, so `expected` is not needed.
+    fn start_challenge(
+        &self,
+        start: &ChallengeStart<'_>,
+        refund: &[String],
+        _expected: &super::Expected<'_>,
+        code_mac: &dyn Fn(u64) -> Vec<u8>,
+    ) -> StoreResult<Started> {
+        self.immediate(|tx| {
+            for serial in refund {
+                sqlite_bounds::refund(tx, serial)?;
+            }
+            sqlite_bounds::open_challenge(tx, start, code_mac)
+        })
+    }
+
     fn answer_challenge(&self, claim: &AnswerClaim<'_>) -> StoreResult<Answer> {
         self.immediate(|tx| sqlite_bounds::answer_challenge(tx, claim))
     }
