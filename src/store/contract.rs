@@ -142,6 +142,21 @@ fn only(limit: Limit, n: u32) -> SendCaps {
     caps
 }
 
+pub fn no_resend_interval_means_no_wait_even_for_an_earlier_clock(store: &dyn Store) {
+    enroll(store, "alice", "S1", "+491701234567");
+    let now = 1_000_000;
+    let at = |tid, t| ChallengeStart {
+        resend_interval_ms: 0,
+        ..start(tid, "S1", "alice", t)
+    };
+    opened(store.open_challenge(&at("t1", now), &mac).unwrap());
+    // Another request read the clock a little before the send above was recorded.
+    match store.open_challenge(&at("t2", now - 5), &mac).unwrap() {
+        Started::Again(open, Resend::Claimed) => assert_eq!(open.transaction_id, "t1"),
+        other => panic!("{other:?}"),
+    }
+}
+
 pub fn sending_caps_stop_sms_per_token_phone_client_and_globally(store: &dyn Store) {
     enroll(store, "alice", "S1", "+491701234567");
     enroll(store, "bob", "S2", "+491701234567");
@@ -840,6 +855,7 @@ pub fn start_challenge_takes_the_expected_counter_or_the_one_there_is(store: &dy
 pub fn run_all(fresh: &dyn Fn() -> Box<dyn Store>) {
     a_token_has_one_open_challenge_and_resends_wait(fresh().as_ref());
     sending_caps_stop_sms_per_token_phone_client_and_globally(fresh().as_ref());
+    no_resend_interval_means_no_wait_even_for_an_earlier_clock(fresh().as_ref());
     an_answer_is_compared_at_most_max_attempts_times_and_accepted_once(fresh().as_ref());
     answers_are_refused_for_other_users_expired_unknown_and_locked(fresh().as_ref());
     failure_claims_lock_at_max_and_the_lock_re_arms(fresh().as_ref());

@@ -263,7 +263,7 @@ BEGIN
     SELECT transaction_id, counter, expires, last_sent INTO o FROM challenges
         WHERE serial = p_serial AND NOT used;
     IF FOUND THEN
-        IF p_now - o.last_sent < p_resend THEN
+        IF p_resend > 0 AND p_now - o.last_sent < p_resend THEN
             RETURN QUERY SELECT 'too_soon', o.transaction_id, o.counter, o.expires, NULL::text;
             RETURN;
         END IF;
@@ -526,7 +526,7 @@ BEGIN
     SELECT transaction_id, counter, expires, last_sent INTO o FROM challenges
         WHERE serial = p_serial AND NOT used;
     IF FOUND THEN
-        IF p_now - o.last_sent < p_resend THEN
+        IF p_resend > 0 AND p_now - o.last_sent < p_resend THEN
             RETURN QUERY SELECT 'too_soon', o.transaction_id, o.counter, o.expires, NULL::text;
             RETURN;
         END IF;
