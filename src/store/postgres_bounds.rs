@@ -232,78 +232,6 @@ BEGIN
     RETURN NULL;
 END $$;
 
--- The PIN was right (sqlite_bounds::open_challenge). A new challenge is stored without its
--- code MAC, which the caller computes from the returned counter and stores with
--- otpgate_set_code_mac; an open challenge still without one after p_stale ms (its node
--- died in between) is ended. kind: new, too_soon, claimed, again_limited, limited, missing.
-CREATE FUNCTION otpgate_open_challenge(p_tid text, p_serial text, p_user text, p_client text,
-        p_phone text, p_now bigint, p_expires bigint, p_resend bigint, p_caps bigint[],
-        p_stale bigint)
-    RETURNS TABLE (r_kind text, r_transaction_id text, r_counter bigint, r_expires bigint,
-                   r_limit text)
-LANGUAGE plpgsql AS $$
-DECLARE
-    o record;
-    v_limit text;
-    v_counter bigint;
-    v_record boolean := false;
-BEGIN
-    PERFORM 1 FROM tokens WHERE serial = p_serial FOR UPDATE;
-    FOR i IN 1..6 LOOP
-        IF p_caps[i] > 0 THEN v_record := true; END IF;
-        -- Caps over more than this token: count them one send at a time, on every node.
-        IF i >= 3 AND p_caps[i] > 0 THEN
-            PERFORM pg_advisory_xact_lock(hashtext('otpgate-sms-sends'));
-            EXIT;
-        END IF;
-    END LOOP;
-    -- An expired challenge is no longer the token's open one.
-    UPDATE challenges SET used = true WHERE serial = p_serial AND NOT used
-        AND (expires <= p_now OR (otp_mac IS NULL AND created <= p_now - p_stale));
-    SELECT transaction_id, counter, expires, last_sent INTO o FROM challenges
-        WHERE serial = p_serial AND NOT used;
-    IF FOUND THEN
-        IF p_resend > 0 AND p_now - o.last_sent < p_resend THEN
-            RETURN QUERY SELECT 'too_soon', o.transaction_id, o.counter, o.expires, NULL::text;
-            RETURN;
-        END IF;
-        v_limit := otpgate_limit_reached(p_serial, p_phone, p_client, p_now, p_caps);
-        IF v_limit IS NOT NULL THEN
-            RETURN QUERY SELECT 'again_limited', o.transaction_id, o.counter, o.expires, v_limit;
-            RETURN;
-        END IF;
-        UPDATE challenges SET last_sent = p_now, sends = sends + 1
-            WHERE transaction_id = o.transaction_id;
-        IF v_record THEN
-            INSERT INTO sms_sends (time, serial, phone, client)
-                VALUES (p_now, p_serial, p_phone, p_client);
-        END IF;
-        RETURN QUERY SELECT 'claimed', o.transaction_id, o.counter, o.expires, NULL::text;
-        RETURN;
-    END IF;
-    v_limit := otpgate_limit_reached(p_serial, p_phone, p_client, p_now, p_caps);
-    IF v_limit IS NOT NULL THEN
-        RETURN QUERY SELECT 'limited', NULL::text, NULL::bigint, NULL::bigint, v_limit;
-        RETURN;
-    END IF;
-    UPDATE tokens SET counter = counter + 1 WHERE serial = p_serial
-        RETURNING counter - 1 INTO v_counter;
-    IF v_counter IS NULL THEN
-        RETURN QUERY SELECT 'missing', NULL::text, NULL::bigint, NULL::bigint, NULL::text;
-        RETURN;
-    END IF;
-    v_counter := GREATEST(v_counter, 0);
-    INSERT INTO challenges (transaction_id, serial, user_name, client, counter, created, expires,
-                            attempts, sends, used, otp_mac, last_sent)
-        VALUES (p_tid, p_serial, p_user, p_client, v_counter, p_now, p_expires, 0, 1, false,
-                NULL, p_now);
-    IF v_record THEN
-        INSERT INTO sms_sends (time, serial, phone, client)
-            VALUES (p_now, p_serial, p_phone, p_client);
-    END IF;
-    RETURN QUERY SELECT 'new', p_tid, v_counter, p_expires, NULL::text;
-END $$;
-
 -- Constant-time equality of two MACs.
 CREATE FUNCTION otpgate_macs_equal(a bytea, b bytea) RETURNS boolean
 LANGUAGE plpgsql IMMUTABLE AS $$
@@ -487,12 +415,16 @@ BEGIN
     END IF;
 END $$;
 
--- A right PIN's challenge in one round trip (Store::start_challenge): gives back p_refund,
--- then does what otpgate_open_challenge does, except that a new challenge takes the token's
--- counter only if it is still p_expected, and stores p_mac, computed for it, at once (kind
--- 'opened' rather than 'new'). Another
+-- The PIN was right (sqlite_bounds::open_challenge), in one round trip
+-- (Store::start_challenge): gives back p_refund, then returns the token's open challenge
+-- or opens one. With p_expected, a new challenge takes the token's counter only if it is
+-- still that one and stores p_mac, computed for it, at once (kind 'opened'); another
 -- request moved the counter in between: kind 'counter_moved', nothing opened (the refund
--- stands), and the caller takes the two-step path of otpgate_open_challenge.
+-- stands), and the caller takes the two-step path, otpgate_open_challenge below. Without
+-- p_expected (that path) the challenge is stored without its MAC, which the caller computes
+-- from the returned counter and stores with otpgate_set_code_mac (kind 'new'); an open
+-- challenge still without one after p_stale ms (its node died in between) is ended.
+-- Other kinds: too_soon, claimed, again_limited, limited, missing.
 CREATE FUNCTION otpgate_start_challenge(p_refund text[], p_expected bigint, p_mac bytea,
         p_tid text, p_serial text, p_user text, p_client text,
         p_phone text, p_now bigint, p_expires bigint, p_resend bigint, p_caps bigint[],
@@ -549,8 +481,9 @@ BEGIN
         RETURN QUERY SELECT 'limited', NULL::text, NULL::bigint, NULL::bigint, v_limit;
         RETURN;
     END IF;
-    UPDATE tokens SET counter = counter + 1 WHERE serial = p_serial AND counter = p_expected
-        RETURNING counter - 1 INTO v_counter;
+    UPDATE tokens SET counter = counter + 1
+        WHERE serial = p_serial AND (p_expected IS NULL OR counter = p_expected)
+        RETURNING GREATEST(counter - 1, 0) INTO v_counter;
     IF v_counter IS NULL THEN
         IF EXISTS (SELECT 1 FROM tokens WHERE serial = p_serial) THEN
             RETURN QUERY SELECT 'counter_moved', NULL::text, NULL::bigint, NULL::bigint,
@@ -568,7 +501,19 @@ BEGIN
         INSERT INTO sms_sends (time, serial, phone, client)
             VALUES (p_now, p_serial, p_phone, p_client);
     END IF;
-    RETURN QUERY SELECT 'opened', p_tid, v_counter, p_expires, NULL::text;
+    RETURN QUERY SELECT CASE WHEN p_mac IS NULL THEN 'new' ELSE 'opened' END,
+        p_tid, v_counter, p_expires, NULL::text;
 END $$;
+
+-- The two-step path of otpgate_start_challenge: no refund, any counter, the MAC after.
+CREATE FUNCTION otpgate_open_challenge(p_tid text, p_serial text, p_user text, p_client text,
+        p_phone text, p_now bigint, p_expires bigint, p_resend bigint, p_caps bigint[],
+        p_stale bigint)
+    RETURNS TABLE (r_kind text, r_transaction_id text, r_counter bigint, r_expires bigint,
+                   r_limit text)
+LANGUAGE sql AS $$
+    SELECT * FROM otpgate_start_challenge(ARRAY[]::text[], NULL, NULL, p_tid, p_serial,
+        p_user, p_client, p_phone, p_now, p_expires, p_resend, p_caps, p_stale)
+$$;
 "#,
 ];
