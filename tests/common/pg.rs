@@ -214,23 +214,25 @@ impl PgCluster {
         format!("postgres://otpgate@127.0.0.1:{}/{name}", self.port)
     }
 
+    /// A client program of the cluster (createdb, psql), connecting as `otpgate` over
+    /// loopback.
+    fn client(&self, program: &str) -> Command {
+        let mut command = Command::new(self.bin.join(program));
+        command.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "otpgate",
+        ]);
+        command
+    }
+
     /// Creates a new, empty database and returns its URL.
     pub fn fresh_database(&self) -> String {
         let name = format!("t{}", self.databases.fetch_add(1, Ordering::Relaxed));
-        check(
-            "createdb",
-            Command::new(self.bin.join("createdb"))
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &self.port.to_string(),
-                    "-U",
-                    "otpgate",
-                    &name,
-                ])
-                .output(),
-        );
+        check("createdb", self.client("createdb").arg(&name).output());
         self.url(&name)
     }
 
@@ -238,15 +240,7 @@ impl PgCluster {
     pub fn psql(&self, name: &str, sql: &str) -> String {
         let output = check(
             "psql",
-            Command::new(self.bin.join("psql"))
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &self.port.to_string(),
-                    "-U",
-                    "otpgate",
-                ])
+            self.client("psql")
                 .args([
                     "-X",
                     "-A",
