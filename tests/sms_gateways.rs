@@ -215,8 +215,9 @@ fn smtp_with_starttls_auth_and_a_private_ca_delivers_the_otp() {
     );
 }
 
-#[test]
-fn smtp_over_implicit_tls_with_templates_in_subject_and_body() {
+/// Sends `text` through an SMTP gateway over implicit TLS with the `extra` gateway keys, and
+/// returns the mail as the peer received it.
+fn mail_over_implicit_tls(extra: &str, text: &str) -> serde_json::Value {
     let scratch = tempfile::tempdir().unwrap();
     let (peer, _) = smtp_peer(scratch.path(), "tls");
     let table = smtp_table(
@@ -224,10 +225,18 @@ fn smtp_over_implicit_tls_with_templates_in_subject_and_body() {
         "tls",
         "accept_invalid_certs = true",
         GATEWAY_PASSWORD,
-    ) + "subject = \"OTP for {phone}\"\nbody = \"Message: {message}\"\n";
+    ) + extra;
     let (_dir, config) = Server::prepare(&options(table, "email"));
-    send_test(&config, "email", "hello").unwrap();
-    let mail = peer.wait_for(1, Duration::from_secs(10));
+    send_test(&config, "email", text).unwrap();
+    peer.wait_for(1, Duration::from_secs(10))
+}
+
+#[test]
+fn smtp_over_implicit_tls_with_templates_in_subject_and_body() {
+    let mail = mail_over_implicit_tls(
+        "subject = \"OTP for {phone}\"\nbody = \"Message: {message}\"\n",
+        "hello",
+    );
     let data = mail["data"].as_str().unwrap();
     assert!(data.contains("Subject: OTP for 491701234567"), "{data}");
     assert!(data.contains("Message: hello"), "{data}");
@@ -237,17 +246,10 @@ fn smtp_over_implicit_tls_with_templates_in_subject_and_body() {
 fn smtp_non_ascii_text_arrives_as_utf_8_plain_text() {
     // A receiving gateway decodes the body by its declared charset; without one it reads
     // US-ASCII and garbles every umlaut and the euro sign.
-    let scratch = tempfile::tempdir().unwrap();
-    let (peer, _) = smtp_peer(scratch.path(), "tls");
-    let table = smtp_table(
-        &peer,
-        "tls",
-        "accept_invalid_certs = true",
-        GATEWAY_PASSWORD,
-    ) + "subject = \"Code äöü\"\nbody = \"{message}\"\n";
-    let (_dir, config) = Server::prepare(&options(table, "email"));
-    send_test(&config, "email", "äöü € 123456").unwrap();
-    let mail = peer.wait_for(1, Duration::from_secs(10));
+    let mail = mail_over_implicit_tls(
+        "subject = \"Code äöü\"\nbody = \"{message}\"\n",
+        "äöü € 123456",
+    );
     assert_eq!(mail["content_type"], "text/plain", "{mail}");
     assert_eq!(mail["charset"], "utf-8", "{mail}");
     assert_eq!(
