@@ -4,9 +4,9 @@
 //!
 //! Neither path unseals a seed or runs Argon2, so answers never wait behind PIN work.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::engine::{BUSY_WAIT, Engine, Step, WRONG_CODE, accept, reject};
+use super::engine::{BusyWait, Engine, Step, WRONG_CODE, accept, reject};
 use super::{Decision, Request, TransactionId, Verdict};
 use crate::store::{Answer, AnswerClaim, AnswerOutcome, ChallengeRef, Refusal, TokenRow, UserRow};
 
@@ -43,8 +43,7 @@ impl Engine {
         );
         // While every failure left is claimed by PIN checks still running, the answer waits
         // for them rather than fail.
-        let deadline = Instant::now() + BUSY_WAIT;
-        let mut pause = Duration::from_millis(2);
+        let mut wait = BusyWait::new();
         let answer = loop {
             let (key, user, code_mac) = (key.clone(), user.clone(), code_mac.clone());
             let answer = self
@@ -60,12 +59,9 @@ impl Engine {
                     })
                 })
                 .await?;
-            if answer.outcome != AnswerOutcome::Refused(Refusal::Busy) || Instant::now() > deadline
-            {
+            if answer.outcome != AnswerOutcome::Refused(Refusal::Busy) || !wait.again().await {
                 break answer;
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(50));
         };
         self.answer_verdict(request, answer, Path::State(tid), now)
             .await

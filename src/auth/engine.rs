@@ -332,11 +332,8 @@ impl Engine {
         held: &mut HeldClaims,
         rules: &FailureRules,
     ) -> Step<()> {
-        let deadline = Instant::now() + BUSY_WAIT;
-        let mut pause = Duration::from_millis(2);
-        while claims.contains(&FailureClaim::Busy) && Instant::now() < deadline {
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(50));
+        let mut wait = BusyWait::new();
+        while claims.contains(&FailureClaim::Busy) && wait.again().await {
             let busy: Vec<usize> = (0..claims.len())
                 .filter(|&i| claims.get(i) == Some(&FailureClaim::Busy))
                 .collect();
@@ -439,8 +436,34 @@ impl Engine {
     }
 }
 
-/// How long a PIN request waits for a token whose failures left are all claimed.
-pub(super) const BUSY_WAIT: Duration = Duration::from_secs(2);
+/// How long a request waits for a token whose failures left are all claimed.
+const BUSY_WAIT: Duration = Duration::from_secs(2);
+
+/// Waiting for the claims of checks still running to settle: growing pauses (2 ms to
+/// 50 ms), for at most `BUSY_WAIT`.
+pub(super) struct BusyWait {
+    deadline: Instant,
+    pause: Duration,
+}
+
+impl BusyWait {
+    pub(super) fn new() -> BusyWait {
+        BusyWait {
+            deadline: Instant::now() + BUSY_WAIT,
+            pause: Duration::from_millis(2),
+        }
+    }
+
+    /// Pauses and returns true, or returns false at once if the time is up.
+    pub(super) async fn again(&mut self) -> bool {
+        if Instant::now() >= self.deadline {
+            return false;
+        }
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(Duration::from_millis(50));
+        true
+    }
+}
 
 /// Failure claims a request holds while its PIN is checked. Dropped unsettled (the request
 /// was cancelled, or its PIN job refused), they are given back: no check was answered, so
