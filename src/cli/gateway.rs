@@ -12,7 +12,7 @@ use crate::sms::{Gateways, Message};
 
 #[derive(Debug, Subcommand)]
 pub enum GatewayCommand {
-    /// List the gateways and their breaker state as the running server last recorded it.
+    /// List the gateways and their breaker state as each running node last recorded it.
     List {
         #[arg(long)]
         json: bool,
@@ -58,17 +58,30 @@ pub fn run(config_path: &Path, command: GatewayCommand) -> Result<()> {
     Ok(())
 }
 
+/// One row per gateway and node: each node records its own breakers (a single-node store
+/// records them for this node).
 fn list(config_path: &Path, json: bool) -> Result<()> {
     let (config, store, _keys) = super::open(config_path)?;
+    let this_node = config.server.node_name.clone();
     let recorded = store.gateway_states()?;
+    let node_of =
+        |row: &crate::store::GatewayStateRow| row.node.clone().unwrap_or(this_node.clone());
+    let mut nodes: Vec<String> = recorded.iter().map(node_of).collect();
+    nodes.push(this_node.clone());
+    nodes.sort();
+    nodes.dedup();
     let rows: Vec<serde_json::Value> = config
         .gateways
         .values()
-        .map(|gateway| {
-            let state = recorded.iter().find(|r| r.gateway == gateway.name);
+        .flat_map(|gateway| nodes.iter().map(move |node| (gateway, node)))
+        .map(|(gateway, node)| {
+            let state = recorded
+                .iter()
+                .find(|r| r.gateway == gateway.name && node_of(r) == *node);
             serde_json::json!({
                 "name": gateway.name,
                 "type": kind_name(&gateway.kind),
+                "node": node,
                 "breaker": state.map_or("closed", |s| s.state.as_str()),
                 "failures": state.map_or(0, |s| s.failures),
                 "last_error": state.and_then(|s| s.last_error.clone()),
@@ -83,6 +96,7 @@ fn list(config_path: &Path, json: bool) -> Result<()> {
         &[
             "NAME",
             "TYPE",
+            "NODE",
             "BREAKER",
             "FAILURES",
             "OPEN UNTIL",
@@ -93,6 +107,7 @@ fn list(config_path: &Path, json: bool) -> Result<()> {
             vec![
                 text("name"),
                 text("type"),
+                text("node"),
                 text("breaker"),
                 r["failures"].to_string(),
                 text("open_until"),

@@ -8,6 +8,7 @@ mod gateway;
 mod init;
 mod output;
 mod serve;
+mod store;
 mod token;
 mod user;
 
@@ -58,6 +59,9 @@ pub enum Command {
     Gateway(gateway::GatewayCommand),
     /// Show the audit trail, newest first.
     Audit(audit::AuditArgs),
+    /// Work with the store itself.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
 }
 
 /// Runs a parsed command line.
@@ -70,6 +74,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Token(command) => token::run(&cli.config, command),
         Command::Gateway(command) => gateway::run(&cli.config, command),
         Command::Audit(args) => audit::run(&cli.config, args),
+        Command::Store(command) => store::run(&cli.config, command),
     }
 }
 
@@ -84,31 +89,37 @@ fn load_config(path: &Path) -> Result<Config> {
 fn open(path: &Path) -> Result<(Config, Arc<dyn Store>, Keys)> {
     let config = load_config(path)?;
     let keys = Keys::load_or_create(&config.server.key_file).context("key file")?;
-    let store = open_store(&config)?;
-    if let Some(pg) = store.1 {
+    let store = open_database(&config, &config.server.database, &keys)?;
+    Ok((config, store, keys))
+}
+
+/// Opens `database` (creating it or its schema if missing) and, on PostgreSQL, checks that
+/// it was set up with `keys`.
+fn open_database(config: &Config, database: &Database, keys: &Keys) -> Result<Arc<dyn Store>> {
+    let (store, pg) = open_store(config, database)?;
+    if let Some(pg) = pg {
         match pg
-            .check_key_fingerprint(&key_fingerprint(&keys))
-            .with_context(|| format!("database {}", config.server.database))?
+            .check_key_fingerprint(&key_fingerprint(keys))
+            .with_context(|| format!("database {database}"))?
         {
             KeyCheck::Recorded | KeyCheck::Same => {}
             KeyCheck::Other(theirs) => anyhow::bail!(
-                "the key file {} (fingerprint {}) is not the one the database {} was set up with \
-                 (fingerprint {theirs}): every node needs the same key; copy the key file from \
-                 the first node to this one (mode 0600) and start again",
+                "the key file {} (fingerprint {}) is not the one the database {database} was set \
+                 up with (fingerprint {theirs}): every node needs the same key; copy the key file \
+                 from the first node to this one (mode 0600) and start again",
                 config.server.key_file.display(),
-                key_fingerprint(&keys),
-                config.server.database
+                key_fingerprint(keys),
             ),
         }
     }
-    Ok((config, store.0, keys))
+    Ok(store)
 }
 
-/// The store `[server] database` names, and on PostgreSQL the same store as itself.
+/// The store `database` names, and on PostgreSQL the same store as itself.
 type Opened = (Arc<dyn Store>, Option<Arc<PostgresStore>>);
 
-fn open_store(config: &Config) -> Result<Opened> {
-    match &config.server.database {
+fn open_store(config: &Config, database: &Database) -> Result<Opened> {
+    match database {
         Database::Sqlite(path) => {
             let store =
                 SqliteStore::open(path).with_context(|| format!("database {}", path.display()))?;

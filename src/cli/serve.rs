@@ -176,13 +176,14 @@ async fn drain(what: &str, tasks: &TaskTracker) {
 /// How often breaker changes are written to the database for `otpgate gateway list`.
 const BREAKER_RECORD_EVERY: Duration = Duration::from_secs(1);
 
-/// Writes the breakers to the database whenever they changed, and once more at shutdown.
+/// Writes the breakers to the database at start-up (so that `gateway list` shows every
+/// node running), whenever they changed, and once more at shutdown.
 async fn record_breakers(
     store: Arc<StoreThread>,
     breakers: Arc<Breakers>,
     shutdown: CancellationToken,
 ) {
-    let mut recorded = 0;
+    let mut recorded = None;
     let mut ticker = tokio::time::interval(BREAKER_RECORD_EVERY);
     loop {
         let stopping = tokio::select! {
@@ -190,12 +191,13 @@ async fn record_breakers(
             _ = ticker.tick() => false,
         };
         let version = breakers.version();
-        if version != recorded {
+        if recorded != Some(version) {
             let now = now_ms();
             let rows: Vec<GatewayStateRow> = breakers
                 .snapshot()
                 .into_iter()
                 .map(|b| GatewayStateRow {
+                    node: None,
                     gateway: b.gateway,
                     state: b.state.to_string(),
                     failures: b.failures,
@@ -205,7 +207,7 @@ async fn record_breakers(
                 })
                 .collect();
             match store.run(move |s| s.save_gateway_states(&rows)).await {
-                Ok(()) => recorded = version,
+                Ok(()) => recorded = Some(version),
                 Err(e) => tracing::error!(error = %e, "cannot record gateway states"),
             }
         }

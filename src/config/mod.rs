@@ -59,6 +59,12 @@ impl<'de> Deserialize<'de> for Span {
 pub struct Secret(String);
 
 impl Secret {
+    /// A secret kept in a file of its own: its first line (a trailing newline is not part
+    /// of it).
+    pub fn from_file_text(text: &str) -> Self {
+        Secret(text.lines().next().unwrap_or_default().to_string())
+    }
+
     pub fn new(value: String) -> Self {
         Secret(value)
     }
@@ -697,9 +703,7 @@ fn check_database(raw: &RawServer, problems: &mut Problems) -> Database {
         raw.database_password_file
             .as_ref()
             .and_then(|file| match std::fs::read_to_string(file) {
-                Ok(text) => Some(Secret::new(
-                    text.lines().next().unwrap_or_default().to_string(),
-                )),
+                Ok(text) => Some(Secret::from_file_text(&text)),
                 Err(e) => {
                     problems.add(
                         "server.database_password_file",

@@ -4,8 +4,8 @@
 //! re-arm. Each check takes a fresh, empty store.
 
 use super::{
-    AnswerClaim, AnswerOutcome, ChallengeRef, ChallengeStart, Expected, FailureClaim, FailureRules,
-    Limit, Refusal, Resend, Started, Store, TokenRow, Unusable, UserRow,
+    AnswerClaim, AnswerOutcome, AuditRow, ChallengeRef, ChallengeStart, Expected, FailureClaim,
+    FailureRules, Limit, Refusal, Resend, Started, Store, TokenRow, Unusable, UserRow,
 };
 use crate::config::SendCaps;
 
@@ -675,6 +675,7 @@ pub fn rows_come_back_as_written(store: &dyn Store) {
     assert_eq!(store.purge_audit(150).unwrap(), 1);
     assert_eq!(store.audit(None, 10).unwrap().len(), 1);
     let state = |gateway: &str| GatewayStateRow {
+        node: None,
         gateway: gateway.into(),
         state: "open".into(),
         failures: 4,
@@ -688,10 +689,14 @@ pub fn rows_come_back_as_written(store: &dyn Store) {
     store
         .save_gateway_states(&[state("c"), state("a")])
         .unwrap();
-    assert_eq!(
-        store.gateway_states().unwrap(),
-        vec![state("a"), state("c")]
-    );
+    // A networked store names the node that recorded each row; this one is the only one.
+    let recorded: Vec<GatewayStateRow> = store
+        .gateway_states()
+        .unwrap()
+        .into_iter()
+        .map(|row| GatewayStateRow { node: None, ..row })
+        .collect();
+    assert_eq!(recorded, vec![state("a"), state("c")]);
     assert!(store.delete_user("alice").unwrap() && !store.delete_user("alice").unwrap());
     assert!(
         store.token("S1").unwrap().is_none() && store.user_attributes("alice").unwrap().is_empty()
@@ -852,6 +857,93 @@ pub fn start_challenge_takes_the_expected_counter_or_the_one_there_is(store: &dy
 }
 
 /// Every check, each on a fresh store from `fresh`.
+/// `store copy` moves users with groups and attributes, tokens with their counters and
+/// locks, the challenges still open (not the expired) with their attempts, and the audit
+/// trail in order; into an empty store only.
+pub fn copy_moves_everything_into_an_empty_store(from: &dyn Store, to: &dyn Store) {
+    let now = 100 * MINUTE;
+    enroll(from, "alice", "S1", "+491701234567");
+    enroll(from, "bob", "S2", "+491701234568");
+    from.set_user_attributes("alice", &["Filter-Id=vpn".to_string()])
+        .unwrap();
+    // bob: locked (max_failures settled) and his challenge expired.
+    opened(
+        from.open_challenge(&start("old", "S2", "bob", now - 10 * MINUTE), &mac)
+            .unwrap(),
+    );
+    for _ in 0..RULES.max_failures {
+        from.claim_failures(&["S2".into()], now, &RULES).unwrap();
+        from.settle_failures(&["S2".into()], now, RULES.max_failures)
+            .unwrap();
+    }
+    // alice: an open challenge with one wrong attempt.
+    opened(
+        from.open_challenge(&start("t1", "S1", "alice", now), &mac)
+            .unwrap(),
+    );
+    from.answer_challenge(&answer(
+        ChallengeRef::Transaction("t1"),
+        "alice",
+        b"no",
+        now,
+    ))
+    .unwrap();
+    for (time, outcome) in [(1, "challenge"), (2, "reject"), (3, "accept")] {
+        from.append_audit(&AuditRow {
+            time,
+            user: "alice".into(),
+            outcome: outcome.into(),
+            attributes: vec![format!("Class={time}")],
+            ..AuditRow::default()
+        })
+        .unwrap();
+    }
+
+    let copied = super::copy(from, to, now).unwrap();
+    assert_eq!(
+        copied,
+        super::Copied {
+            users: 2,
+            tokens: 2,
+            challenges: 1,
+            audit_rows: 3
+        }
+    );
+    assert_eq!(to.users().unwrap(), from.users().unwrap());
+    assert_eq!(to.tokens(None).unwrap(), from.tokens(None).unwrap());
+    assert!(to.token("S2").unwrap().unwrap().locked_at.is_some());
+    assert_eq!(to.user_attributes("alice").unwrap(), ["Filter-Id=vpn"]);
+    assert_eq!(to.audit(None, 10).unwrap(), from.audit(None, 10).unwrap());
+    // The open challenge kept its attempt: two are left of max_attempts 3, then it ends.
+    assert_eq!(wrong_answers(to, "t1", 5), 2);
+    let old = to
+        .answer_challenge(&answer(
+            ChallengeRef::Transaction("old"),
+            "bob",
+            &mac(0),
+            now,
+        ))
+        .unwrap();
+    assert!(
+        !matches!(old.outcome, AnswerOutcome::Accepted { .. }),
+        "{old:?}"
+    );
+    // On the source, the challenge is still open and answers.
+    let accepted = from
+        .answer_challenge(&answer(
+            ChallengeRef::Transaction("t1"),
+            "alice",
+            &mac(0),
+            now,
+        ))
+        .unwrap();
+    assert!(matches!(accepted.outcome, AnswerOutcome::Accepted { .. }));
+    assert!(matches!(
+        super::copy(from, to, now),
+        Err(super::StoreError::Conflict(_))
+    ));
+}
+
 pub fn run_all(fresh: &dyn Fn() -> Box<dyn Store>) {
     a_token_has_one_open_challenge_and_resends_wait(fresh().as_ref());
     sending_caps_stop_sms_per_token_phone_client_and_globally(fresh().as_ref());
@@ -866,4 +958,5 @@ pub fn run_all(fresh: &dyn Fn() -> Box<dyn Store>) {
     rows_come_back_as_written(fresh().as_ref());
     begin_login_reads_the_view_and_claims_in_one(fresh().as_ref());
     start_challenge_takes_the_expected_counter_or_the_one_there_is(fresh().as_ref());
+    copy_moves_everything_into_an_empty_store(fresh().as_ref(), fresh().as_ref());
 }

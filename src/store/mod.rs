@@ -7,12 +7,14 @@
 mod checkpoint;
 #[cfg(test)]
 pub(crate) mod contract;
+pub mod copy;
 pub mod postgres;
 mod postgres_bounds;
 pub mod sqlite;
 mod sqlite_bounds;
 pub mod thread;
 
+pub use copy::{Copied, copy};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use thread::StoreThread;
@@ -341,9 +343,27 @@ impl Refusal {
     }
 }
 
+/// An open challenge as `store copy` moves it: every column, the code only as its MAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChallengeRow {
+    pub transaction_id: String,
+    pub serial: String,
+    pub user: String,
+    pub client: String,
+    pub counter: u64,
+    pub created: i64,
+    pub expires: i64,
+    pub attempts: u32,
+    pub sends: u32,
+    pub last_sent: i64,
+    pub otp_mac: Vec<u8>,
+}
+
 /// A gateway's breaker as the running server last recorded it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct GatewayStateRow {
+    /// The node that recorded it (`[server] node_name`); None in a single-node store.
+    pub node: Option<String>,
     pub gateway: String,
     pub state: String,
     pub failures: u32,
@@ -500,9 +520,21 @@ pub trait Store: Send + Sync {
     /// Newest first.
     fn audit(&self, user: Option<&str>, limit: usize) -> StoreResult<Vec<AuditRow>>;
 
-    /// Replaces the recorded breaker states with these.
+    /// Replaces the recorded breaker states of this node with these (`node` is ignored:
+    /// the store knows which node it serves).
     fn save_gateway_states(&self, states: &[GatewayStateRow]) -> StoreResult<()>;
+    /// The breaker states every node recorded, by gateway, then node.
     fn gateway_states(&self) -> StoreResult<Vec<GatewayStateRow>>;
+
+    /// The challenges still open at `now` (not used, not expired), for `store copy`.
+    fn open_challenges(&self, now: i64) -> StoreResult<Vec<ChallengeRow>>;
+    /// Adds challenges as they are, in one transaction: all or none.
+    fn add_challenges(&self, challenges: &[ChallengeRow]) -> StoreResult<()>;
+    /// Up to `limit` audit rows after the one numbered `after` (0: from the first), oldest
+    /// first, each with its number: `store copy` pages through the trail with it.
+    fn audit_page(&self, after: i64, limit: usize) -> StoreResult<Vec<(i64, AuditRow)>>;
+    /// Adds audit rows in one transaction, in order.
+    fn add_audit_rows(&self, rows: &[AuditRow]) -> StoreResult<()>;
 
     /// Deletes audit rows whose time is before `before`, oldest first and at most
     /// `PURGE_AUDIT_BATCH` per call, so that other calls get the database in between; returns

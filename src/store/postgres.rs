@@ -17,9 +17,9 @@ use postgres::{NoTls, Row, Statement};
 
 use super::postgres_bounds::MIGRATIONS;
 use super::{
-    Answer, AnswerClaim, AnswerOutcome, AuditRow, ChallengeRef, ChallengeStart, Expected,
-    FailureClaim, FailureRules, GatewayStateRow, Limit, LoginStart, OpenChallenge, Refusal, Resend,
-    Started, Store, StoreError, StoreResult, TokenRow, Unusable, UserRow,
+    Answer, AnswerClaim, AnswerOutcome, AuditRow, ChallengeRef, ChallengeRow, ChallengeStart,
+    Expected, FailureClaim, FailureRules, GatewayStateRow, Limit, LoginStart, OpenChallenge,
+    Refusal, Resend, Started, Store, StoreError, StoreResult, TokenRow, Unusable, UserRow,
 };
 
 /// The advisory lock key that migrations run under, the same on every node.
@@ -499,6 +499,37 @@ fn audit_from(row: &Row) -> AuditRow {
             .and_then(|json| serde_json::from_str(&json).ok())
             .unwrap_or_default(),
     }
+}
+
+const INSERT_AUDIT: &str =
+    "INSERT INTO audit (time, client, nas_ip, nas_identifier, calling_station_id, user_name,
+                        serial, outcome, reason, phone_masked, gateway, duration_ms, attributes, node)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+
+/// Calls `f` with the parameters of `INSERT_AUDIT` for `a`, written by `node`.
+fn with_audit_params<T>(
+    a: &AuditRow,
+    node: &str,
+    f: impl FnOnce(&[&(dyn ToSql + Sync)]) -> T,
+) -> T {
+    let attributes = (!a.attributes.is_empty())
+        .then(|| serde_json::to_string(&a.attributes).unwrap_or_default());
+    f(&[
+        &a.time,
+        &a.client,
+        &a.nas_ip,
+        &a.nas_identifier,
+        &a.calling_station_id,
+        &a.user,
+        &a.serial,
+        &a.outcome,
+        &a.reason,
+        &a.phone_masked,
+        &a.gateway,
+        &(a.duration_ms as i64),
+        &attributes,
+        &node,
+    ])
 }
 
 fn claim_from(code: &str) -> FailureClaim {
@@ -1085,30 +1116,100 @@ impl Store for PostgresStore {
     }
 
     fn append_audit(&self, a: &AuditRow) -> StoreResult<()> {
-        let attributes = (!a.attributes.is_empty())
-            .then(|| serde_json::to_string(&a.attributes).unwrap_or_default());
-        self.conn()?.execute(
-            "INSERT INTO audit (time, client, nas_ip, nas_identifier, calling_station_id, user_name,
-                                serial, outcome, reason, phone_masked, gateway, duration_ms,
-                                attributes, node)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-            &[
-                &a.time,
-                &a.client,
-                &a.nas_ip,
-                &a.nas_identifier,
-                &a.calling_station_id,
-                &a.user,
-                &a.serial,
-                &a.outcome,
-                &a.reason,
-                &a.phone_masked,
-                &a.gateway,
-                &(a.duration_ms as i64),
-                &attributes,
-                &self.node,
-            ],
+        let mut conn = self.conn()?;
+        with_audit_params(a, &self.node, |params| conn.execute(INSERT_AUDIT, params))?;
+        Ok(())
+    }
+
+    fn add_audit_rows(&self, rows: &[AuditRow]) -> StoreResult<()> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.client.transaction()?;
+        let insert = tx.prepare(INSERT_AUDIT)?;
+        for row in rows {
+            with_audit_params(row, &self.node, |params| tx.execute(&insert, params))?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn audit_page(&self, after: i64, limit: usize) -> StoreResult<Vec<(i64, AuditRow)>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        Ok(self
+            .conn()?
+            .query(
+                "SELECT time, client, nas_ip, nas_identifier, calling_station_id, user_name, serial,
+                        outcome, reason, phone_masked, gateway, duration_ms, attributes, id
+                 FROM audit WHERE id > $1 ORDER BY id LIMIT $2",
+                &[&after, &limit],
+            )?
+            .iter()
+            .map(|r| (r.get(13), audit_from(r)))
+            .collect())
+    }
+
+    fn open_challenges(&self, now: i64) -> StoreResult<Vec<ChallengeRow>> {
+        Ok(self
+            .conn()?
+            .query(
+                "SELECT transaction_id, serial, user_name, client, counter, created, expires, attempts,
+                        sends, last_sent, otp_mac
+                 FROM challenges WHERE NOT used AND expires > $1 AND otp_mac IS NOT NULL
+                 ORDER BY created",
+                &[&now],
+            )?
+            .iter()
+            .map(|r| ChallengeRow {
+                transaction_id: r.get(0),
+                serial: r.get(1),
+                user: r.get(2),
+                client: r.get(3),
+                counter: r.get::<_, i64>(4).max(0) as u64,
+                created: r.get(5),
+                expires: r.get(6),
+                attempts: to_u32(r.get(7)),
+                sends: to_u32(r.get(8)),
+                last_sent: r.get(9),
+                otp_mac: r.get(10),
+            })
+            .collect())
+    }
+
+    fn add_challenges(&self, challenges: &[ChallengeRow]) -> StoreResult<()> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.client.transaction()?;
+        let insert = tx.prepare(
+            "INSERT INTO challenges (transaction_id, serial, user_name, client, counter, created,
+                                     expires, attempts, sends, last_sent, otp_mac)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )?;
+        for c in challenges {
+            tx.execute(
+                &insert,
+                &[
+                    &c.transaction_id,
+                    &c.serial,
+                    &c.user,
+                    &c.client,
+                    &(c.counter as i64),
+                    &c.created,
+                    &c.expires,
+                    &i64::from(c.attempts),
+                    &i64::from(c.sends),
+                    &c.last_sent,
+                    &c.otp_mac,
+                ],
+            )
+            .map_err(|e| {
+                conflict_or(
+                    e,
+                    format!(
+                        "a challenge of token '{}' (or the token is missing)",
+                        c.serial
+                    ),
+                )
+            })?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -1171,17 +1272,18 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    /// This node's breaker states.
+    /// Every node's breaker states.
     fn gateway_states(&self) -> StoreResult<Vec<GatewayStateRow>> {
         Ok(self
             .conn()?
             .query(
-                "SELECT gateway, state, failures, last_error, open_until, updated FROM gateway_state
-                 WHERE node = $1 ORDER BY gateway",
-                &[&self.node],
+                "SELECT gateway, state, failures, last_error, open_until, updated, node
+                 FROM gateway_state ORDER BY gateway, node",
+                &[],
             )?
             .iter()
             .map(|r| GatewayStateRow {
+                node: Some(r.get(6)),
                 gateway: r.get(0),
                 state: r.get(1),
                 failures: to_u32(r.get(2)),

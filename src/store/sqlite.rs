@@ -12,8 +12,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::checkpoint::Checkpointer;
 use super::sqlite_bounds;
 use super::{
-    Answer, AnswerClaim, AuditRow, ChallengeStart, FailureClaim, FailureRules, GatewayStateRow,
-    Started, Store, StoreError, StoreResult, TokenRow, UserRow,
+    Answer, AnswerClaim, AuditRow, ChallengeRow, ChallengeStart, FailureClaim, FailureRules,
+    GatewayStateRow, Started, Store, StoreError, StoreResult, TokenRow, UserRow,
 };
 
 /// Schema steps; entry N brings `user_version` from N to N + 1. Never edit a shipped step.
@@ -271,6 +271,31 @@ fn audit_from(row: &Row<'_>) -> rusqlite::Result<AuditRow> {
             .and_then(|json| serde_json::from_str(&json).ok())
             .unwrap_or_default(),
     })
+}
+
+fn insert_audit(db: &Connection, a: &AuditRow) -> rusqlite::Result<()> {
+    let mut statement = db.prepare_cached(
+        "INSERT INTO audit (time, client, nas_ip, nas_identifier, calling_station_id, user, serial, outcome,
+                            reason, phone_masked, gateway, duration_ms, attributes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?;
+    statement.execute(params![
+        a.time,
+        a.client,
+        a.nas_ip,
+        a.nas_identifier,
+        a.calling_station_id,
+        a.user,
+        a.serial,
+        a.outcome,
+        a.reason,
+        a.phone_masked,
+        a.gateway,
+        a.duration_ms as i64,
+        (!a.attributes.is_empty())
+            .then(|| serde_json::to_string(&a.attributes).unwrap_or_default())
+    ])?;
+    Ok(())
 }
 
 /// Ends a token's open challenge, if it has one.
@@ -602,28 +627,98 @@ impl Store for SqliteStore {
     }
 
     fn append_audit(&self, a: &AuditRow) -> StoreResult<()> {
+        insert_audit(&self.db(), a)?;
+        Ok(())
+    }
+
+    fn add_audit_rows(&self, rows: &[AuditRow]) -> StoreResult<()> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        for row in rows {
+            insert_audit(&tx, row)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn audit_page(&self, after: i64, limit: usize) -> StoreResult<Vec<(i64, AuditRow)>> {
         let db = self.db();
         let mut statement = db.prepare_cached(
-            "INSERT INTO audit (time, client, nas_ip, nas_identifier, calling_station_id, user, serial, outcome,
-                                reason, phone_masked, gateway, duration_ms, attributes)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            "SELECT time, client, nas_ip, nas_identifier, calling_station_id, user, serial, outcome, reason,
+                    phone_masked, gateway, duration_ms, attributes, id
+             FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2",
         )?;
-        statement.execute(params![
-            a.time,
-            a.client,
-            a.nas_ip,
-            a.nas_identifier,
-            a.calling_station_id,
-            a.user,
-            a.serial,
-            a.outcome,
-            a.reason,
-            a.phone_masked,
-            a.gateway,
-            a.duration_ms as i64,
-            (!a.attributes.is_empty())
-                .then(|| serde_json::to_string(&a.attributes).unwrap_or_default())
-        ])?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = statement
+            .query_map(params![after, limit], |r| Ok((r.get(13)?, audit_from(r)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn open_challenges(&self, now: i64) -> StoreResult<Vec<ChallengeRow>> {
+        let db = self.db();
+        let mut statement = db.prepare_cached(
+            "SELECT transaction_id, serial, user, client, counter, created, expires, attempts, sends,
+                    last_sent, otp_mac
+             FROM challenges WHERE used = 0 AND expires > ?1 AND otp_mac IS NOT NULL
+             ORDER BY created",
+        )?;
+        let rows = statement
+            .query_map([now], |r| {
+                Ok(ChallengeRow {
+                    transaction_id: r.get(0)?,
+                    serial: r.get(1)?,
+                    user: r.get(2)?,
+                    client: r.get(3)?,
+                    counter: r.get::<_, i64>(4)?.max(0) as u64,
+                    created: r.get(5)?,
+                    expires: r.get(6)?,
+                    attempts: r.get(7)?,
+                    sends: r.get(8)?,
+                    last_sent: r.get(9)?,
+                    otp_mac: r.get(10)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn add_challenges(&self, challenges: &[ChallengeRow]) -> StoreResult<()> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO challenges (transaction_id, serial, user, client, counter, created, expires,
+                                         attempts, sends, last_sent, otp_mac)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?;
+            for c in challenges {
+                insert
+                    .execute(params![
+                        c.transaction_id,
+                        c.serial,
+                        c.user,
+                        c.client,
+                        c.counter as i64,
+                        c.created,
+                        c.expires,
+                        c.attempts,
+                        c.sends,
+                        c.last_sent,
+                        c.otp_mac
+                    ])
+                    .map_err(|e| {
+                        conflict_or(
+                            e,
+                            format!(
+                                "a challenge of token '{}' (or the token is missing)",
+                                c.serial
+                            ),
+                        )
+                    })?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -673,6 +768,7 @@ impl Store for SqliteStore {
         let rows = statement
             .query_map([], |r| {
                 Ok(GatewayStateRow {
+                    node: None,
                     gateway: r.get(0)?,
                     state: r.get(1)?,
                     failures: r.get(2)?,
