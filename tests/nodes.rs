@@ -331,3 +331,213 @@ fn a_node_killed_between_the_steps_leaves_step_2_to_the_other() {
     let reply = b.answer(&challenge.state(), &otp);
     assert_eq!(reply.code, "Access-Accept", "{}", reply.output);
 }
+
+/// Writes a key file both nodes of a test share, before either starts.
+fn shared_key(dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let key = dir.join("otpgate.key");
+    std::fs::write(&key, "5a".repeat(32)).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    key
+}
+
+#[test]
+fn two_nodes_started_at_once_on_an_empty_database_make_one_schema_and_both_serve() {
+    let cluster = PgCluster::start();
+    let url = cluster.fresh_database();
+    let (dir_a, config_a) = node(&url, "node-a", None);
+    let key = shared_key(dir_a.path());
+    let (dir_b, config_b) = node(&url, "node-b", Some(&key));
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| Server::start(dir_a, config_a));
+        let b = scope.spawn(|| Server::start(dir_b, config_b));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let name = url.rsplit('/').next().unwrap();
+    assert_eq!(
+        cluster.psql(name, "SELECT count(*) FROM otpgate_schema"),
+        "1"
+    );
+    assert_eq!(
+        cluster.psql(
+            name,
+            "SELECT count(*) FROM otpgate_meta WHERE key = 'key_fingerprint'"
+        ),
+        "1"
+    );
+    common::enroll_alice(&a.config);
+    let challenge = b.login(PIN);
+    assert_eq!(challenge.code, "Access-Challenge", "{}", challenge.output);
+    let otp = otp_of(&b.wait_for_sms(1).1);
+    assert_eq!(a.answer(&challenge.state(), &otp).code, "Access-Accept");
+}
+
+#[test]
+fn gateway_list_shows_the_breakers_of_every_node() {
+    let cluster = PgCluster::start();
+    let url = cluster.fresh_database();
+    // A gateway at a port nothing listens on: the node that sends through it opens its
+    // breaker; the other node's stays closed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!(
+        "[gateway.first]\ntype = \"http\"\nurl = \"http://{}/send\"\n",
+        closed.local_addr().unwrap()
+    );
+    drop(closed);
+    let setup = |name: &str, key: Option<&Path>| {
+        let (dir, config) = Server::prepare(&Options {
+            database: Some(url.clone()),
+            server_extra: format!("node_name = \"{name}\""),
+            extra: dead.clone(),
+            chain: vec!["first".into(), "local".into()],
+            resend_interval: "0s",
+            ..Options::default()
+        });
+        if let Some(key) = key {
+            std::fs::copy(key, dir.path().join("otpgate.key")).unwrap();
+        }
+        (dir, config)
+    };
+    let (dir_a, config_a) = setup("node-a", None);
+    common::enroll_alice(&config_a);
+    let (dir_b, config_b) = setup("node-b", Some(&dir_a.path().join("otpgate.key")));
+    let a = Server::start(dir_a, config_a);
+    let _b = Server::start(dir_b, config_b);
+    assert_eq!(a.login(PIN).code, "Access-Challenge");
+    a.wait_for_sms(1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let rows = loop {
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_str(&a.cli(&["gateway", "list", "--json"], None)).unwrap();
+        let breaker = |node: &str| {
+            rows.iter()
+                .find(|r| r["name"] == "first" && r["node"] == node)
+                .map(|r| r["breaker"].clone())
+        };
+        if (breaker("node-a") == Some("open".into()) && breaker("node-b").is_some())
+            || Instant::now() > deadline
+        {
+            break rows;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let state = |gateway: &str, node: &str| {
+        rows.iter()
+            .find(|r| r["name"] == gateway && r["node"] == node)
+            .map(|r| r["breaker"].as_str().unwrap_or("").to_string())
+    };
+    assert_eq!(
+        state("first", "node-a").as_deref(),
+        Some("open"),
+        "{rows:?}"
+    );
+    assert_eq!(
+        state("first", "node-b").as_deref(),
+        Some("closed"),
+        "{rows:?}"
+    );
+    assert_eq!(
+        state("local", "node-b").as_deref(),
+        Some("closed"),
+        "{rows:?}"
+    );
+    assert_eq!(rows.len(), 4, "two gateways on two nodes: {rows:?}");
+}
+
+#[test]
+fn store_copy_moves_a_single_node_to_postgres_and_back() {
+    let cluster = PgCluster::start();
+    // A single node on SQLite, with a login under way when it stops.
+    let options = Options {
+        resend_interval: "0s",
+        ..Options::default()
+    };
+    let (mut sqlite, _) = Server::with_alice(&options);
+    let open = sqlite.login(PIN);
+    assert_eq!(open.code, "Access-Challenge", "{}", open.output);
+    let otp = otp_of(&sqlite.wait_for_sms(1).1);
+    sqlite.terminate();
+    let sqlite_file = sqlite.database();
+
+    let url = cluster.fresh_database();
+    let (ok, out, err) = cli(
+        &sqlite.config,
+        &[
+            "store",
+            "copy",
+            "--from",
+            sqlite_file.to_str().unwrap(),
+            "--to",
+            &url,
+        ],
+        None,
+    );
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("copied 1 user(s), 1 token(s), 1 open challenge(s)"),
+        "{out}"
+    );
+    // Into a store that is no longer empty: refused, nothing merged.
+    let (ok, _, err) = cli(
+        &sqlite.config,
+        &[
+            "store",
+            "copy",
+            "--from",
+            sqlite_file.to_str().unwrap(),
+            "--to",
+            &url,
+        ],
+        None,
+    );
+    assert!(!ok && err.contains("already holds 1 user(s)"), "{err}");
+
+    // The PostgreSQL node, with the single node's key file: the login under way finishes,
+    // and a new one works with the token made on SQLite.
+    let (dir, config) = node(&url, "node-a", Some(&sqlite.dir.path().join("otpgate.key")));
+    let pg = Server::start(dir, config);
+    let reply = pg.answer(&open.state(), &otp);
+    assert_eq!(reply.code, "Access-Accept", "{}", reply.output);
+    let challenge = pg.login(PIN);
+    assert_eq!(challenge.code, "Access-Challenge", "{}", challenge.output);
+    let otp = otp_of(&pg.wait_for_sms(1).1);
+    assert_eq!(pg.answer(&challenge.state(), &otp).code, "Access-Accept");
+
+    // And back: a new SQLite file holds the user, the token (its counter moved on) and the
+    // audit rows of both nodes' logins.
+    let back = pg.dir.path().join("back.db");
+    let (ok, out, err) = cli(
+        &pg.config,
+        &[
+            "store",
+            "copy",
+            "--from",
+            &url,
+            "--to",
+            back.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("copied 1 user(s), 1 token(s), 0 open challenge(s)"),
+        "{out}"
+    );
+    let rows: Vec<&str> = out.split_whitespace().collect();
+    let audit_rows: usize = rows[rows.iter().position(|w| *w == "and").unwrap() + 1]
+        .parse()
+        .unwrap();
+    assert!(audit_rows >= 4, "{out}");
+    let pg_tokens = pg.cli(&["token", "list", "--json"], None);
+    let copied = std::fs::read_to_string(&pg.config)
+        .unwrap()
+        .replace(&url, back.to_str().unwrap())
+        .lines()
+        .filter(|l| !l.starts_with("database_"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let back_config = pg.dir.path().join("back.toml");
+    std::fs::write(&back_config, copied).unwrap();
+    let back_tokens = common::cli_ok(&back_config, &["token", "list", "--json"], None);
+    assert_eq!(back_tokens, pg_tokens);
+}

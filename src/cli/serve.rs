@@ -81,6 +81,7 @@ async fn serve(config: Config) -> Result<()> {
     let recorder = tokio::spawn(record_breakers(
         store.clone(),
         gateways.breakers().clone(),
+        config.gateways.keys().cloned().collect(),
         shutdown.clone(),
     ));
 
@@ -176,11 +177,13 @@ async fn drain(what: &str, tasks: &TaskTracker) {
 /// How often breaker changes are written to the database for `otpgate gateway list`.
 const BREAKER_RECORD_EVERY: Duration = Duration::from_secs(1);
 
-/// Writes the breakers to the database at start-up (so that `gateway list` shows every
-/// node running), whenever they changed, and once more at shutdown.
+/// Writes the breakers of `gateways` to the database at start-up (so that `gateway list`
+/// shows every node running, the gateways it has not used yet as closed), whenever they
+/// changed, and once more at shutdown.
 async fn record_breakers(
     store: Arc<StoreThread>,
     breakers: Arc<Breakers>,
+    gateways: Vec<String>,
     shutdown: CancellationToken,
 ) {
     let mut recorded = None;
@@ -193,18 +196,31 @@ async fn record_breakers(
         let version = breakers.version();
         if recorded != Some(version) {
             let now = now_ms();
-            let rows: Vec<GatewayStateRow> = breakers
-                .snapshot()
-                .into_iter()
-                .map(|b| GatewayStateRow {
-                    node: None,
-                    gateway: b.gateway,
-                    state: b.state.to_string(),
-                    failures: b.failures,
-                    last_error: b.last_error,
-                    open_until: b.open_until,
-                    updated: now,
-                })
+            let views = breakers.snapshot();
+            let rows: Vec<GatewayStateRow> = gateways
+                .iter()
+                .map(
+                    |gateway| match views.iter().find(|v| v.gateway == *gateway) {
+                        Some(b) => GatewayStateRow {
+                            node: None,
+                            gateway: gateway.clone(),
+                            state: b.state.to_string(),
+                            failures: b.failures,
+                            last_error: b.last_error.clone(),
+                            open_until: b.open_until,
+                            updated: now,
+                        },
+                        None => GatewayStateRow {
+                            node: None,
+                            gateway: gateway.clone(),
+                            state: "closed".into(),
+                            failures: 0,
+                            last_error: None,
+                            open_until: None,
+                            updated: now,
+                        },
+                    },
+                )
                 .collect();
             match store.run(move |s| s.save_gateway_states(&rows)).await {
                 Ok(()) => recorded = Some(version),

@@ -362,14 +362,26 @@ impl PostgresStore {
             &[&fingerprint],
         )?;
         let stored_now: Option<String> = row.get(0);
-        let stored: Option<String> = row.get(1);
         if stored_now.is_some() {
             return Ok(KeyCheck::Recorded);
         }
+        // Neither inserted nor seen: another node's insert committed while this statement
+        // waited on it, after this statement's snapshot. A new statement sees it.
+        let stored: Option<String> = match row.get(1) {
+            Some(stored) => Some(stored),
+            None => conn
+                .query_opt(
+                    "SELECT value FROM otpgate_meta WHERE key = 'key_fingerprint'",
+                    &[],
+                )?
+                .map(|r| r.get(0)),
+        };
         match stored {
             Some(existing) if existing == fingerprint => Ok(KeyCheck::Same),
             Some(existing) => Ok(KeyCheck::Other(existing)),
-            None => Ok(KeyCheck::Recorded),
+            None => Err(StoreError::Database(
+                "the key fingerprint was neither recorded nor found".into(),
+            )),
         }
     }
 }
