@@ -541,3 +541,99 @@ fn store_copy_moves_a_single_node_to_postgres_and_back() {
     let back_tokens = common::cli_ok(&back_config, &["token", "list", "--json"], None);
     assert_eq!(back_tokens, pg_tokens);
 }
+
+#[test]
+fn freeradius_balances_50_flows_over_both_nodes_with_the_shipped_pool() {
+    use common::freeradius::{self, NAS_SECRET, free_port};
+    let cluster = PgCluster::start();
+    let url = cluster.fresh_database();
+    let setup = |name: &str, key: Option<&Path>| {
+        let (dir, config) = Server::prepare(&Options {
+            database: Some(url.clone()),
+            server_extra: format!("node_name = \"{name}\""),
+            resend_interval: "0s",
+            limits_extra: "per_token_hour = 0\nper_token_day = 0\nper_phone_hour = 0".into(),
+            ..Options::default()
+        });
+        if let Some(key) = key {
+            std::fs::copy(key, dir.path().join("otpgate.key")).unwrap();
+        }
+        (dir, config)
+    };
+    let (dir_a, config_a) = setup("node-a", None);
+    common::enroll_alice(&config_a);
+    let (dir_b, config_b) = setup("node-b", Some(&dir_a.path().join("otpgate.key")));
+    let (a, b) = (
+        Server::start(dir_a, config_a),
+        Server::start(dir_b, config_b),
+    );
+    let pool = freeradius::snippet("otpgate-pool.conf")
+        .replacen(
+            "ipaddr = 192.0.2.11\n    port = 1812",
+            &format!("ipaddr = 127.0.0.1\n    port = {}", a.address().port()),
+            1,
+        )
+        .replacen(
+            "ipaddr = 192.0.2.12\n    port = 1812",
+            &format!("ipaddr = 127.0.0.1\n    port = {}", b.address().port()),
+            1,
+        );
+    assert!(!pool.contains("192.0.2."), "both home servers replaced");
+    let scratch = tempfile::tempdir().unwrap();
+    let proxy_port = free_port();
+    freeradius::write_config(scratch.path(), proxy_port, &pool);
+    let _freeradius = freeradius::start(scratch.path());
+    let proxy: std::net::SocketAddr = format!("127.0.0.1:{proxy_port}").parse().unwrap();
+    let through_proxy = |attributes: &str| {
+        common::radclient::send(
+            proxy,
+            "auth",
+            NAS_SECRET,
+            &format!("{attributes},Message-Authenticator=0x00"),
+            8,
+        )
+    };
+    for flow in 1..=50 {
+        let before = (a.spooled(), b.spooled());
+        let challenge = through_proxy(&format!("User-Name=alice,User-Password={PIN}"));
+        assert_eq!(
+            challenge.code, "Access-Challenge",
+            "flow {flow}: {}",
+            challenge.output
+        );
+        // The code is in the spool of the node that took the PIN step.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let sender = loop {
+            if a.spooled() > before.0 {
+                break &a;
+            }
+            if b.spooled() > before.1 {
+                break &b;
+            }
+            assert!(Instant::now() < deadline, "flow {flow}: no SMS");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let otp = otp_of(&sender.wait_for_sms(sender.spooled()).1);
+        let accept = through_proxy(&format!(
+            "User-Name=alice,User-Password={otp},State={}",
+            challenge.state()
+        ));
+        assert_eq!(
+            accept.code, "Access-Accept",
+            "flow {flow}: {}",
+            accept.output
+        );
+    }
+    let name = url.rsplit('/').next().unwrap();
+    let per_node = cluster.psql(
+        name,
+        "SELECT node || '=' || count(*) FROM audit WHERE outcome = 'accept' GROUP BY node ORDER BY node",
+    );
+    let counts: Vec<(String, u32)> = per_node
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(node, n)| (node.to_string(), n.parse().unwrap()))
+        .collect();
+    assert_eq!(counts.len(), 2, "accepts on both nodes: {per_node}");
+    assert_eq!(counts.iter().map(|(_, n)| n).sum::<u32>(), 50, "{per_node}");
+}
