@@ -6,7 +6,7 @@
 #
 #   bench/run.sh                 # full run (several minutes)
 #   BENCH_QUICK=1 bench/run.sh   # smoke run
-#   BENCH_ONLY="status default" bench/run.sh   # some sections: status default cheap open isolation flood
+#   BENCH_ONLY="status default" bench/run.sh   # some sections: status default cheap open isolation flood pg
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +36,7 @@ cleanup() { [ -n "${BENCH_KEEP:-}" ] && { echo "kept $work"; for pid in "${pids[
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_tcp_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 capture_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 
 # write_config DIR PORT MEMORY ITERATIONS [PIN_QUEUE] [SECOND_CLIENT_ADDRESS]
@@ -136,7 +137,7 @@ step() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); s=[x for x
 ratio() { python3 -c "import sys; print(round(float(sys.argv[1])/float(sys.argv[2]),2))" "$1" "$2"; }
 
 # BENCH_ONLY picks sections by name (default: all of them).
-only=${BENCH_ONLY:-status default cheap open isolation flood}
+only=${BENCH_ONLY:-status default cheap open isolation flood pg}
 wanted() { [[ " $only " == *" $1 "* ]]; }
 
 results=()
@@ -339,6 +340,99 @@ row "  answer step p99 during the flood, ms" "$(json "$dir/flood.json" answer_p9
 row "  answers dropped (of answers sent)" "$(json "$dir/flood.json" legit_answers_dropped)" "of $(( $(json "$dir/flood.json" legit_answers) + $(json "$dir/flood.json" legit_answers_dropped) + $(json "$dir/flood.json" legit_answers_rejected) )), rejected $(json "$dir/flood.json" legit_answers_rejected), SMS missing $(json "$dir/flood.json" legit_sms_missing), errors $(json "$dir/flood.json" legit_errors)"
 row "  seconds to recover after the flood (127.0.0.1's PIN)" "$(json "$dir/flood.json" recovery_seconds)" "answered within $(json "$dir/flood.json" recovered_within_ms) ms"
 row "  server RSS during the flood, max MiB" "$(json "$dir/flood.json" server_rss_max_mib)"
+fi
+
+# ---- PostgreSQL: one node, then two nodes with step 1 and step 2 on different nodes -------
+# A cluster of the bench's own (initdb + pg_ctl; as the postgres or nobody user when run as
+# root), with PostgreSQL's durable defaults (fsync, synchronous_commit on): the figures are
+# what a production database costs. The cheap PIN hash, as in "cheap", so that the store is
+# what is measured; the SQLite figure of the same run and user count stands beside them.
+if wanted pg; then
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+[ -x "$pg_bin/initdb" ] || { echo "the pg section needs Debian's postgresql (apt-get install postgresql)"; exit 1; }
+# Outside $work (0700), which the database's user could not enter.
+pg_dir=$(mktemp -d /tmp/otpgate-bench-pg.XXXXXX)
+run_pg=()
+if [ "$(id -u)" -eq 0 ]; then
+  pg_user=$(id -u postgres >/dev/null 2>&1 && echo postgres || echo nobody)
+  chown "$pg_user" "$pg_dir"; run_pg=(runuser -u "$pg_user" --)
+fi
+(cd "$pg_dir" && "${run_pg[@]}" "$pg_bin/initdb" -D "$pg_dir/data" -U otpgate --auth=trust -E UTF8 --no-instructions >/dev/null)
+pg_port=$(free_tcp_port)
+(cd "$pg_dir" && "${run_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w -o \
+  "-p $pg_port -c listen_addresses=127.0.0.1 -k $pg_dir -c max_connections=100 -c shared_preload_libraries=pg_stat_statements" start >/dev/null)
+stop_pg() {
+  [ -d "$pg_dir" ] || return 0
+  (cd "$pg_dir" && "${run_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -m fast -w stop >/dev/null) || true
+  rm -rf "$pg_dir"
+}
+postmaster=$(head -1 "$pg_dir/data/postmaster.pid")
+trap 'stop_pg; cleanup' EXIT
+psql_pg() { "$pg_bin/psql" -X -A -t -q -h 127.0.0.1 -p "$pg_port" -U otpgate -d "$1" -c "$2"; }
+pg_users=2000
+# Statements on the reply path per flow: every statement but the audit rows (queued off the
+# reply path), purges, breaker records and advisory locks (pg_stat_statements counts
+# top-level statements: one per round trip).
+reply_statements() { psql_pg "$1" "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
+  WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+    AND query NOT LIKE '%pg_stat_statements%' AND query NOT LIKE 'INSERT INTO audit%'
+    AND query NOT LIKE 'DELETE FROM%' AND query NOT LIKE '%gateway_state%' AND query NOT LIKE '%advisory%'"; }
+# pg_config DIR PORT DB NODE: the bench config of DIR on database DB as node NODE
+pg_config() {
+  write_config "$1" "$2" 8 1
+  sed -i "s|^database = .*|database = \"postgres://otpgate@127.0.0.1:$pg_port/$3\"\nnode_name = \"$4\"|" "$1/otpgate.toml"
+}
+flow_run() { # OUT SERVER [ANSWER_SERVER] -- PIDS...
+  local out=$1 server=$2 answer=$3; shift 3
+  local pid_args=() extra=()
+  for p in "$@"; do pid_args+=(--pid "$p"); done
+  [ -n "$answer" ] && extra=(--answer-server "$answer")
+  "$bench" flow --server "$server" "${extra[@]}" --secret "$secret" --users "$pg_users" \
+    --capture "127.0.0.1:$capture_port" --concurrency 64 --duration "${seconds}s" "${pid_args[@]}" \
+    --database-pid "$postmaster" --json > "$out"
+}
+
+# SQLite, the baseline of this run.
+dir=$work/pg-sqlite; mkdir -p "$dir"; port=$(free_port)
+write_config "$dir" "$port" 8 1
+enroll "$dir" "$pg_users"
+start "$dir"
+flow_run "$dir/flow.json" "127.0.0.1:$port" "" "$otpgate_pid"
+stop "$otpgate_pid"
+sqlite_rate=$(json "$dir/flow.json" ops_per_second)
+row "Full flows/s, cheap hash, SQLite ($pg_users tokens), baseline" "$sqlite_rate" "errors $(json "$dir/flow.json" errors), CPU/flow $(json "$dir/flow.json" server_cpu_ms_per_op) ms"
+
+# One node on PostgreSQL.
+"$pg_bin/createdb" -h 127.0.0.1 -p "$pg_port" -U otpgate one
+psql_pg one "CREATE EXTENSION pg_stat_statements"
+dir=$work/pg-one; mkdir -p "$dir"; port=$(free_port)
+pg_config "$dir" "$port" one node-1
+enroll "$dir" "$pg_users"
+start "$dir"
+psql_pg one "SELECT pg_stat_statements_reset()" >/dev/null
+flow_run "$dir/flow.json" "127.0.0.1:$port" "" "$otpgate_pid"
+statements=$(reply_statements one)
+stop "$otpgate_pid"
+completed=$(json "$dir/flow.json" completed)
+row "Full flows/s, cheap hash, PostgreSQL, one node (target >= 2000)" "$(json "$dir/flow.json" ops_per_second)" "errors $(json "$dir/flow.json" errors), timeouts $(json "$dir/flow.json" timeouts); vs SQLite $(ratio "$(json "$dir/flow.json" ops_per_second)" "$sqlite_rate")"
+row "  otpgate CPU per flow, ms / PostgreSQL CPU per flow, ms" "$(json "$dir/flow.json" server_cpu_ms_per_op) / $(json "$dir/flow.json" database_cpu_ms_per_op)"
+row "  reply-path round trips per flow (target <= 3: PIN 2, answer 1)" "$(ratio "$statements" "$completed")" "$statements statements for $completed flows (pg_stat_statements)"
+row "  PIN step p50 / answer step p50, ms" "$(step "$dir/flow.json" "first reply" p50_ms) / $(step "$dir/flow.json" answer p50_ms)"
+
+# Two nodes on one database: the PIN step on node 1, the answer on node 2.
+"$pg_bin/createdb" -h 127.0.0.1 -p "$pg_port" -U otpgate two
+dir1=$work/pg-node1; dir2=$work/pg-node2; mkdir -p "$dir1" "$dir2"; port1=$(free_port); port2=$(free_port)
+pg_config "$dir1" "$port1" two node-1
+pg_config "$dir2" "$port2" two node-2
+enroll "$dir1" "$pg_users"
+cp "$dir1/otpgate.key" "$dir2/otpgate.key"
+start "$dir1"; pid1=$otpgate_pid
+start "$dir2"; pid2=$otpgate_pid
+flow_run "$dir1/flow.json" "127.0.0.1:$port1" "127.0.0.1:$port2" "$pid1" "$pid2"
+stop "$pid1"; stop "$pid2"
+row "Full flows/s, PostgreSQL, two nodes, step 1 on node 1, step 2 on node 2" "$(json "$dir1/flow.json" ops_per_second)" "errors $(json "$dir1/flow.json" errors), timeouts $(json "$dir1/flow.json" timeouts); vs SQLite $(ratio "$(json "$dir1/flow.json" ops_per_second)" "$sqlite_rate")"
+row "  otpgate CPU per flow (both nodes), ms / PostgreSQL, ms" "$(json "$dir1/flow.json" server_cpu_ms_per_op) / $(json "$dir1/flow.json" database_cpu_ms_per_op)"
+stop_pg
 fi
 
 echo

@@ -196,9 +196,7 @@ impl Engine {
         };
         // The reply need not wait for the row: the store thread writes it next, and serve
         // flushes the store before it exits. (This waits only when thousands are queued.)
-        self.store_thread
-            .submit("the audit row", move |s| s.append_audit(&row))
-            .await;
+        self.store_thread.submit_audit(row).await;
         Ok(verdict)
     }
 

@@ -53,9 +53,14 @@ struct Common {
     /// Reply timeout per request.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     timeout: Duration,
-    /// The server's PID, for CPU seconds and peak RSS from /proc.
+    /// The server's PID, for CPU seconds and peak RSS from /proc; repeat it for several
+    /// nodes (CPU is summed, RSS is the largest).
     #[arg(long)]
-    pid: Option<u32>,
+    pid: Vec<u32>,
+    /// The PostgreSQL postmaster's PID: the database's CPU (every backend's) is reported
+    /// beside the server's.
+    #[arg(long)]
+    database_pid: Option<u32>,
     /// Print one JSON object instead of the text report.
     #[arg(long)]
     json: bool,
@@ -82,6 +87,10 @@ struct Users {
     stalled_first: usize,
     #[arg(long, default_value_t = 50.0)]
     stalled_rate: f64,
+    /// Send the answer step (State + OTP) to this server instead: another node sharing the
+    /// first one's database.
+    #[arg(long)]
+    answer_server: Option<SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -317,7 +326,8 @@ async fn run(common: Common, users: Option<Users>, kind: Kind) -> anyhow::Result
             Err(e) => return Err(e.into()),
         }
     }
-    let cpu_before = common.pid.and_then(CpuUse::of);
+    let cpu_before = CpuUse::of_all(&common.pid);
+    let database_cpu_before = common.database_pid.and_then(stats::cluster_cpu_seconds);
     let started = Instant::now();
     let deadline = started + common.duration;
     // Open loop: a ticker hands out start times; workers take them in turn.
@@ -348,6 +358,10 @@ async fn run(common: Common, users: Option<Users>, kind: Kind) -> anyhow::Result
         );
         workers.push(tokio::spawn(async move {
             let mut client = Client::connect(common.server, &common.secret, common.timeout).await?;
+            let mut answer_client = match users.as_ref().and_then(|u| u.answer_server) {
+                Some(server) => Some(Client::connect(server, &common.secret, common.timeout).await?),
+                None => None,
+            };
             let mut tally = Tally::default();
             let mut round = 0usize;
             loop {
@@ -380,6 +394,7 @@ async fn run(common: Common, users: Option<Users>, kind: Kind) -> anyhow::Result
                     (_, Some(users), Some(index)) => {
                         one_flow(
                             &mut client,
+                            answer_client.as_mut(),
                             &capture,
                             users,
                             index,
@@ -433,9 +448,12 @@ async fn run(common: Common, users: Option<Users>, kind: Kind) -> anyhow::Result
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = cpu_before
-        .zip(common.pid.and_then(CpuUse::of))
+        .zip(CpuUse::of_all(&common.pid))
         .map(|(before, after)| after.since(before));
-    report(&common, kind, &total, elapsed, cpu);
+    let database_cpu = database_cpu_before
+        .zip(common.database_pid.and_then(stats::cluster_cpu_seconds))
+        .map(|(before, after)| after - before);
+    report(&common, kind, &total, elapsed, cpu, database_cpu);
     Ok(())
 }
 
@@ -492,6 +510,7 @@ async fn one_status(client: &mut Client, start: Instant, tally: &mut Tally) -> R
 #[allow(clippy::too_many_arguments)]
 async fn one_flow(
     client: &mut Client,
+    answer_client: Option<&mut Client>,
     capture: &Capture,
     users: &Users,
     index: usize,
@@ -528,7 +547,12 @@ async fn one_flow(
     tally.steps[1].add(sms_started.elapsed());
     let answer_started = Instant::now();
     let reply = match kind {
-        Kind::Flow => client.access(&name, &otp, first.state.as_deref()).await?,
+        Kind::Flow => {
+            answer_client
+                .unwrap_or(client)
+                .access(&name, &otp, first.state.as_deref())
+                .await?
+        }
         _ => {
             client
                 .access(&name, &format!("{}{otp}", users.pin), None)
@@ -543,7 +567,14 @@ async fn one_flow(
     Ok(())
 }
 
-fn report(common: &Common, kind: Kind, total: &Tally, elapsed: f64, cpu: Option<CpuUse>) {
+fn report(
+    common: &Common,
+    kind: Kind,
+    total: &Tally,
+    elapsed: f64,
+    cpu: Option<CpuUse>,
+    database_cpu: Option<f64>,
+) {
     let mode = match kind {
         Kind::Status => "status",
         Kind::Flow => "flow",
@@ -551,7 +582,11 @@ fn report(common: &Common, kind: Kind, total: &Tally, elapsed: f64, cpu: Option<
         Kind::Challenges => "challenges",
     };
     let rate = total.completed as f64 / elapsed;
-    let rss = common.pid.and_then(stats::peak_rss_mib);
+    let rss = common
+        .pid
+        .iter()
+        .filter_map(|pid| stats::peak_rss_mib(*pid))
+        .reduce(f64::max);
     let per_op_ms =
         |seconds: f64| (total.completed > 0).then(|| seconds * 1000.0 / total.completed as f64);
     let cpu_per_op_ms = cpu.and_then(|c| per_op_ms(c.total));
@@ -576,6 +611,8 @@ fn report(common: &Common, kind: Kind, total: &Tally, elapsed: f64, cpu: Option<
         "server_cpu_ms_per_op": cpu_per_op_ms,
         "server_cpu_ms_per_op_outside_argon2": outside_argon2_per_op_ms,
         "server_peak_rss_mib": rss,
+        "database_cpu_seconds": database_cpu,
+        "database_cpu_ms_per_op": database_cpu.and_then(per_op_ms),
         "steps": steps,
         "first_error": total.first_error,
         "replies_without_message_authenticator": total.unsigned,

@@ -50,6 +50,22 @@ impl CpuUse {
         })
     }
 
+    /// The sum over several processes (nodes); None if any cannot be read.
+    pub fn of_all(pids: &[u32]) -> Option<CpuUse> {
+        let mut sum: Option<CpuUse> = None;
+        for pid in pids {
+            let one = CpuUse::of(*pid)?;
+            sum = Some(match sum {
+                None => one,
+                Some(s) => CpuUse {
+                    total: s.total + one.total,
+                    outside_argon2: s.outside_argon2.zip(one.outside_argon2).map(|(a, b)| a + b),
+                },
+            });
+        }
+        sum
+    }
+
     /// What was used between `earlier` and `self`.
     pub fn since(self, earlier: CpuUse) -> CpuUse {
         CpuUse {
@@ -64,13 +80,42 @@ impl CpuUse {
 
 /// CPU seconds (user + system) a process has used so far.
 fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces; fields after it are space-separated.
-    let after = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    let fields = stat_fields(pid)?;
     // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
-    Some((ticks(11)? + ticks(12)?) / clock_ticks())
+    Some((fields.ticks(11)? + fields.ticks(12)?) / clock_ticks())
+}
+
+/// CPU seconds a PostgreSQL cluster has used so far: its postmaster with the children it
+/// reaped (cutime, cstime) and the children still running (the backends of the pool's
+/// connections).
+pub fn cluster_cpu_seconds(postmaster: u32) -> Option<f64> {
+    let own = stat_fields(postmaster)?;
+    let mut ticks = (11..=14).map(|i| own.ticks(i)).sum::<Option<f64>>()?;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        // The parent's pid is field 4 of stat, 2 after the name.
+        if let Some(child) = stat_fields(pid).filter(|f| f.ticks(1) == Some(f64::from(postmaster))) {
+            ticks += child.ticks(11).unwrap_or(0.0) + child.ticks(12).unwrap_or(0.0);
+        }
+    }
+    Some(ticks / clock_ticks())
+}
+
+/// The fields of /proc/PID/stat after the command name (which may hold spaces).
+struct StatFields(Vec<String>);
+
+impl StatFields {
+    fn ticks(&self, i: usize) -> Option<f64> {
+        self.0.get(i)?.parse().ok()
+    }
+}
+
+fn stat_fields(pid: u32) -> Option<StatFields> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    Some(StatFields(after.split_whitespace().map(str::to_string).collect()))
 }
 
 /// CPU seconds the server's threads outside its Argon2 pool have used so far: the request
