@@ -690,8 +690,21 @@ fn check_database(raw: &RawServer, problems: &mut Problems) -> Database {
         return Database::Sqlite(PathBuf::from(&raw.database));
     }
     let masked = database::masked_url(&raw.database);
-    if let Err(e) = raw.database.parse::<postgres::Config>() {
-        problems.add("server.database", format!("{masked}: {e}"));
+    match raw.database.parse::<postgres::Config>() {
+        Err(e) => problems.add("server.database", format!("{masked}: {e}")),
+        Ok(url) => {
+            use postgres::config::SslMode;
+            if !matches!(url.get_ssl_mode(), SslMode::Disable | SslMode::Prefer) {
+                problems.add(
+                    "server.database",
+                    format!(
+                        "{masked}: otpgate connects to PostgreSQL without TLS, so it cannot \
+                         honour this sslmode; use sslmode=disable over a private network or a \
+                         tunnel (stunnel, WireGuard)"
+                    ),
+                );
+            }
+        }
     }
     if raw.database_pool == 0 {
         problems.add("server.database_pool", "must be at least 1");
@@ -1008,6 +1021,14 @@ mod tests {
             err.contains("server.database_password_file: is for a PostgreSQL"),
             "{err}"
         );
+        let err = with("database = \"postgres://db/x?sslmode=require\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("without TLS, so it cannot honour this sslmode"),
+            "{err}"
+        );
+        assert!(with("database = \"postgres://db/x?sslmode=disable\"").is_ok());
         let err = with("database = \"mysql://db/x\"").unwrap_err().to_string();
         assert!(
             err.contains("server.database: is a file path or a postgres://"),

@@ -334,7 +334,10 @@ mod tests {
         });
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         assert!(!over.is_finished(), "row 301 waits for room");
-        assert!(store.audit(None, 1000).unwrap().is_empty(), "nothing written yet");
+        assert!(
+            store.audit(None, 1000).unwrap().is_empty(),
+            "nothing written yet"
+        );
         release.send(()).unwrap();
         blocked.await.unwrap().unwrap();
         over.await.unwrap();

@@ -359,7 +359,9 @@ async fn run(common: Common, users: Option<Users>, kind: Kind) -> anyhow::Result
         workers.push(tokio::spawn(async move {
             let mut client = Client::connect(common.server, &common.secret, common.timeout).await?;
             let mut answer_client = match users.as_ref().and_then(|u| u.answer_server) {
-                Some(server) => Some(Client::connect(server, &common.secret, common.timeout).await?),
+                Some(server) => {
+                    Some(Client::connect(server, &common.secret, common.timeout).await?)
+                }
                 None => None,
             };
             let mut tally = Tally::default();

@@ -92,11 +92,16 @@ pub fn cluster_cpu_seconds(postmaster: u32) -> Option<f64> {
     let own = stat_fields(postmaster)?;
     let mut ticks = (11..=14).map(|i| own.ticks(i)).sum::<Option<f64>>()?;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         // The parent's pid is field 4 of stat, 2 after the name.
-        if let Some(child) = stat_fields(pid).filter(|f| f.ticks(1) == Some(f64::from(postmaster))) {
+        if let Some(child) = stat_fields(pid).filter(|f| f.ticks(1) == Some(f64::from(postmaster)))
+        {
             ticks += child.ticks(11).unwrap_or(0.0) + child.ticks(12).unwrap_or(0.0);
         }
     }
@@ -115,7 +120,9 @@ impl StatFields {
 fn stat_fields(pid: u32) -> Option<StatFields> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = stat.rsplit_once(')')?.1;
-    Some(StatFields(after.split_whitespace().map(str::to_string).collect()))
+    Some(StatFields(
+        after.split_whitespace().map(str::to_string).collect(),
+    ))
 }
 
 /// CPU seconds the server's threads outside its Argon2 pool have used so far: the request
