@@ -637,3 +637,47 @@ fn freeradius_balances_50_flows_over_both_nodes_with_the_shipped_pool() {
     assert_eq!(counts.len(), 2, "accepts on both nodes: {per_node}");
     assert_eq!(counts.iter().map(|(_, n)| n).sum::<u32>(), 50, "{per_node}");
 }
+
+#[test]
+fn an_answer_that_times_out_leaves_the_challenge_as_it_was() {
+    let cluster = PgCluster::start();
+    let url = cluster.fresh_database();
+    let (dir, config) = node(&url, "node-a", None);
+    common::enroll_alice(&config);
+    let server = Server::start(dir, config);
+    let challenge = server.login(PIN);
+    assert_eq!(challenge.code, "Access-Challenge", "{}", challenge.output);
+    let otp = otp_of(&server.wait_for_sms(1).1);
+    // Another session holds the token row for 3 s: the answer waits on it past the node's
+    // 1 s statement timeout, and PostgreSQL rolls its transaction back.
+    let name = url.rsplit('/').next().unwrap().to_string();
+    let holder = std::thread::scope(|scope| {
+        let holder = scope.spawn(|| {
+            cluster.psql(
+                &name,
+                "BEGIN; SELECT 1 FROM tokens FOR UPDATE; SELECT pg_sleep(3); COMMIT;",
+            )
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let started = Instant::now();
+        let reply = server.answer(&challenge.state(), &otp);
+        assert_eq!(reply.code, "Access-Reject", "{}", reply.output);
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the timeout, not the lock, ended it"
+        );
+        holder.join().unwrap()
+    });
+    let _ = holder;
+    assert!(
+        server.log().contains("statement timeout"),
+        "the reject is logged with its cause"
+    );
+    assert_eq!(
+        cluster.psql(&name, "SELECT attempts, used FROM challenges"),
+        "0|f",
+        "no attempt spent, the challenge still open"
+    );
+    let reply = server.answer(&challenge.state(), &otp);
+    assert_eq!(reply.code, "Access-Accept", "{}", reply.output);
+}
