@@ -146,6 +146,46 @@ fn wrong_guesses_split_over_two_nodes_are_compared_max_attempts_times() {
 }
 
 #[test]
+fn wrong_pins_in_parallel_on_two_nodes_lock_at_max_failures_in_total() {
+    let cluster = PgCluster::start();
+    let (a, b) = two_nodes(&cluster);
+    // 200 wrong PINs at once, half on each node: exactly max_failures (10) are compared,
+    // then the token is locked for both nodes.
+    let replies: Vec<String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..20)
+            .map(|w| {
+                let server = if w % 2 == 0 { &a } else { &b };
+                scope.spawn(move || {
+                    (0..10)
+                        .map(|_| server.login("wrong-pin").code)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    assert!(replies.iter().all(|c| c == "Access-Reject"), "{replies:?}");
+    let token: Vec<serde_json::Value> =
+        serde_json::from_str(&b.cli(&["token", "list", "--json"], None)).unwrap();
+    assert_eq!(token[0]["fail_count"], 10, "{token:?}");
+    assert_eq!(token[0]["locked"], true, "{token:?}");
+    // Locked on both nodes: the right PIN gets no challenge on either.
+    for server in [&a, &b] {
+        assert_eq!(server.login(PIN).code, "Access-Reject");
+    }
+    let json = a.cli(&["audit", "--json", "--limit", "500"], None);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    let compared = rows
+        .iter()
+        .filter(|r| r["reason"].as_str().unwrap_or("").starts_with("wrong PIN"))
+        .count();
+    assert_eq!(compared, 10, "PINs compared over both nodes");
+}
+
+#[test]
 fn a_node_with_another_key_file_refuses_to_start() {
     let cluster = PgCluster::start();
     let url = cluster.fresh_database();
