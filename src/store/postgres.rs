@@ -1133,14 +1133,54 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    /// One statement (so one round trip and one commit) for the whole batch: the columns
+    /// as arrays, zipped back into rows by `unnest`.
     fn add_audit_rows(&self, rows: &[AuditRow]) -> StoreResult<()> {
-        let mut conn = self.conn()?;
-        let mut tx = conn.client.transaction()?;
-        let insert = tx.prepare(INSERT_AUDIT)?;
-        for row in rows {
-            with_audit_params(row, &self.node, |params| tx.execute(&insert, params))?;
-        }
-        tx.commit()?;
+        let column = |f: &dyn Fn(&AuditRow) -> Option<String>| -> Vec<Option<String>> {
+            rows.iter().map(f).collect()
+        };
+        let times: Vec<i64> = rows.iter().map(|r| r.time).collect();
+        let durations: Vec<i64> = rows.iter().map(|r| r.duration_ms as i64).collect();
+        let clients = column(&|r| Some(r.client.clone()));
+        let nas_ips = column(&|r| r.nas_ip.clone());
+        let nas_identifiers = column(&|r| r.nas_identifier.clone());
+        let stations = column(&|r| r.calling_station_id.clone());
+        let users = column(&|r| Some(r.user.clone()));
+        let serials = column(&|r| r.serial.clone());
+        let outcomes = column(&|r| Some(r.outcome.clone()));
+        let reasons = column(&|r| Some(r.reason.clone()));
+        let phones = column(&|r| r.phone_masked.clone());
+        let gateways = column(&|r| r.gateway.clone());
+        let attributes = column(&|r| {
+            (!r.attributes.is_empty())
+                .then(|| serde_json::to_string(&r.attributes).unwrap_or_default())
+        });
+        self.conn()?.execute(
+            "INSERT INTO audit (time, client, nas_ip, nas_identifier, calling_station_id, user_name,
+                                serial, outcome, reason, phone_masked, gateway, duration_ms,
+                                attributes, node)
+             SELECT t, c, ip, id, st, u, se, o, r, ph, g, d, a, $14
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                         $11::text[], $12::bigint[], $13::text[])
+                  AS x(t, c, ip, id, st, u, se, o, r, ph, g, d, a)",
+            &[
+                &times,
+                &clients,
+                &nas_ips,
+                &nas_identifiers,
+                &stations,
+                &users,
+                &serials,
+                &outcomes,
+                &reasons,
+                &phones,
+                &gateways,
+                &durations,
+                &attributes,
+                &self.node,
+            ],
+        )?;
         Ok(())
     }
 
