@@ -11,6 +11,7 @@ need_packages=()
 command -v radclient >/dev/null 2>&1 || need_packages+=(freeradius-utils)
 command -v freeradius >/dev/null 2>&1 || need_packages+=(freeradius)
 command -v tshark >/dev/null 2>&1 || need_packages+=(tshark)
+command -v systemd-analyze >/dev/null 2>&1 || need_packages+=(systemd)
 command -v python3 >/dev/null 2>&1 || need_packages+=(python3 python3-pip)
 # Debian keeps initdb off PATH, under /usr/lib/postgresql/VERSION/bin.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_packages+=(postgresql)
