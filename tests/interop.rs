@@ -11,18 +11,9 @@ use std::time::{Duration, Instant};
 use common::background::{Background, assert_clean, capture_radius};
 use common::peers;
 use common::radclient;
-use common::{Options, PIN, SECRET, Server, otp_of};
+use common::{Options, PIN, SECRET, Server, free_port, otp_of};
 
 const NAS_SECRET: &str = "nas-to-freeradius-secret";
-
-/// A free UDP port on loopback (bound and released).
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A FreeRADIUS configuration in `dir`: one virtual server on `listen` that proxies every
 /// request to otpgate at `home_port` with the shipped home-server snippet.
