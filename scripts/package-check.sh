@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # CI: builds the Debian package with cargo-deb, installs it with dpkg -i on this machine,
-# checks what postinst made, validates the packaged config, serves a Status-Server with it
-# (a copy on a free loopback port with a loopback client), then purges the package and
-# checks that its files are gone. Needs root (or sudo): it installs a real package.
+# checks what postinst made and the installed unit, validates the packaged config, serves a
+# Status-Server with it (a copy on a free loopback port with a loopback client), installs it
+# again as an upgrade would (the key file stays), then purges the package and checks that
+# its files are gone. Needs root (or sudo): it installs a real package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,6 +49,12 @@ expect_mode /etc/otpgate/nas-example.secret "640 root:otpgate"
 [ -f /lib/systemd/system/otpgate.service ] || [ -f /usr/lib/systemd/system/otpgate.service ] ||
   fail "no systemd unit"
 /usr/bin/otpgate --help >/dev/null
+# The installed unit, with the installed binary (tests/packaging.rs checks the source copy).
+if command -v systemd-analyze >/dev/null 2>&1; then
+  unit=$(ls /lib/systemd/system/otpgate.service /usr/lib/systemd/system/otpgate.service 2>/dev/null | head -n 1)
+  complaints=$(systemd-analyze verify "$unit" 2>&1 | grep otpgate.service || true)
+  [ -z "$complaints" ] || fail "systemd-analyze verify: $complaints"
+fi
 
 as_otpgate=("${sudo_cmd[@]}" runuser -u otpgate --)
 (cd / && "${as_otpgate[@]}" /usr/bin/otpgate check-config --config /etc/otpgate/otpgate.toml)
@@ -76,6 +83,13 @@ echo "package-check: Status-Server answered by the packaged otpgate on 127.0.0.1
 kill "$server_pid"
 wait "$server_pid" 2>/dev/null || true
 server_pid=
+
+# Installing again (as an upgrade does) keeps the key file and the database.
+key_before=$("${sudo_cmd[@]}" sha256sum /var/lib/otpgate/otpgate.key)
+"${sudo_cmd[@]}" dpkg -i "$deb" >/dev/null
+[ "$("${sudo_cmd[@]}" sha256sum /var/lib/otpgate/otpgate.key)" = "$key_before" ] ||
+  fail "reinstalling replaced the key file"
+expect_mode /etc/otpgate/otpgate.toml "640 root:otpgate"
 
 "${sudo_cmd[@]}" dpkg --purge otpgate >/dev/null
 for gone in /usr/bin/otpgate /usr/bin/otpgate-bench /usr/share/otpgate /etc/otpgate /var/lib/otpgate \
