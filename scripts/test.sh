@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs otpgate's whole test suite on a fresh Debian machine: installs what the integration
 # tests need if it is missing (Debian's freeradius-utils for radclient, freeradius as a
-# proxy, tshark; postgresql, whose initdb and pg_ctl the PostgreSQL tests start a cluster of
-# their own with; Python 3 with the packages of tests/peers/requirements.txt for the SMTP,
-# XML-RPC, modem and pyrad peers), then runs every test.
+# proxy, tshark; systemd for systemd-analyze; pamtester, libpam-radius-auth and eapoltest
+# for the NAS recipes; postgresql, whose initdb and pg_ctl the PostgreSQL tests start a
+# cluster of their own with; Python 3 with the packages of tests/peers/requirements.txt for
+# the SMTP, XML-RPC, modem and pyrad peers), then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,12 @@ need_packages=()
 command -v radclient >/dev/null 2>&1 || need_packages+=(freeradius-utils)
 command -v freeradius >/dev/null 2>&1 || need_packages+=(freeradius)
 command -v tshark >/dev/null 2>&1 || need_packages+=(tshark)
+command -v systemd-analyze >/dev/null 2>&1 || need_packages+=(systemd)
+# The NAS recipes (tests/nas_recipes.rs): pam_radius_auth driven by pamtester, eapol_test.
+command -v pamtester >/dev/null 2>&1 || need_packages+=(pamtester)
+compgen -G '/lib/*/security/pam_radius_auth.so' >/dev/null ||
+  compgen -G '/usr/lib/*/security/pam_radius_auth.so' >/dev/null || need_packages+=(libpam-radius-auth)
+command -v eapol_test >/dev/null 2>&1 || need_packages+=(eapoltest)
 command -v python3 >/dev/null 2>&1 || need_packages+=(python3 python3-pip)
 # Debian keeps initdb off PATH, under /usr/lib/postgresql/VERSION/bin.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_packages+=(postgresql)

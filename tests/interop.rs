@@ -7,10 +7,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::background::{assert_clean, capture_radius};
-use common::freeradius::{self, NAS_SECRET, free_port};
+use common::freeradius::{self, NAS_SECRET};
 use common::peers;
 use common::radclient;
-use common::{Options, PIN, SECRET, Server, otp_of};
+use common::{Options, PIN, SECRET, Server, free_port, otp_of};
 
 #[test]
 fn freeradius_proxies_the_whole_challenge_flow_and_marks_otpgate_alive_by_status_server() {

@@ -14,15 +14,6 @@ use super::background::Background;
 /// The secret between the NAS (radclient) and FreeRADIUS.
 pub const NAS_SECRET: &str = "nas-to-freeradius-secret";
 
-/// A free UDP port on loopback (bound and released).
-pub fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The shipped snippet `etc/freeradius/NAME` with otpgate's test secret and failure
 /// detection quicker than production wants, so that a test need not wait long.
 pub fn snippet(name: &str) -> String {

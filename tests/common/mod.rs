@@ -60,6 +60,8 @@ pub struct Options {
     pub resend_interval: &'static str,
     /// More `[limits]` keys, one per line.
     pub limits_extra: String,
+    /// More `[challenge]` keys, one per line.
+    pub challenge_extra: String,
 }
 
 impl Default for Options {
@@ -89,6 +91,7 @@ impl Default for Options {
             return_serial: false,
             resend_interval: "30s",
             limits_extra: String::new(),
+            challenge_extra: String::new(),
         }
     }
 }
@@ -282,6 +285,14 @@ impl Drop for Server {
     }
 }
 
+/// A free UDP port on loopback (bound and released), for peers that need a fixed port.
+pub fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
 pub fn signal(pid: u32, name: &str) {
     let status = Command::new("kill")
         .arg(format!("-{name}"))
@@ -383,6 +394,7 @@ max_attempts = {max_attempts}
 otp_length = {otp_length}
 prompt = "{prompt}"
 sms_text = "Your code: {{otp}}"
+{challenge_extra}
 
 [lockout]
 max_failures = {max_failures}
@@ -411,6 +423,7 @@ directory = "{dir}/spool"
 "#,
         resend_interval = o.resend_interval,
         limits_extra = o.limits_extra,
+        challenge_extra = o.challenge_extra,
         dir = dir.display(),
         client_address = o.client_address,
         require = o.require_message_authenticator,
