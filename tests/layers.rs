@@ -16,6 +16,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("files", 0),
     ("phone", 0),
     ("template", 0),
+    ("breaker", 0),
     ("radius::packet", 0),
     // Attribute names and types, encoded as packet attributes.
     ("radius::dictionary", 1),
