@@ -7,6 +7,7 @@
 //! - `store`: users, tokens, challenges, audit (SQLite by default).
 //! - `sms`: gateways, chains, message templates and SMS encodings.
 //! - `breaker`: circuit breakers of peers that fail (SMS gateways, directory servers).
+//! - `directory`: users from LDAP / Active Directory: DN, phones, groups, password binds.
 //! - `limits`: number checks: which countries and number types SMS may go to.
 //! - `events`: `[[event]]` rules that turn what happened into notifications.
 //! - `cli`: the `otpgate` commands; `main.rs` only dispatches to it.
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod breaker;
 pub mod cli;
 pub mod config;
+pub mod directory;
 pub mod events;
 pub mod files;
 pub mod limits;

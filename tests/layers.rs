@@ -25,6 +25,7 @@ const LAYERS: &[(&str, u8)] = &[
     // What the decision uses: storage, SMS, number checks, the log format.
     ("store", 3),
     ("sms", 3),
+    ("directory", 3),
     ("limits", 3),
     ("logging", 3),
     // Notifications go through sms and the audit trail of the store.
