@@ -119,12 +119,7 @@ pub struct DirectoryConfig {
 /// and `=` (directories return `memberOf` values in their own spelling).
 pub fn normalise_dn(dn: &str) -> String {
     dn.split(',')
-        .map(|rdn| {
-            rdn.split('=')
-                .map(str::trim)
-                .collect::<Vec<_>>()
-                .join("=")
-        })
+        .map(|rdn| rdn.split('=').map(str::trim).collect::<Vec<_>>().join("="))
         .collect::<Vec<_>>()
         .join(",")
         .to_lowercase()
@@ -136,16 +131,18 @@ pub(super) fn check_directory(
     problems: &mut Problems,
 ) -> DirectoryConfig {
     if raw.urls.is_empty() {
-        problems.add("directory.urls", "give at least one ldap:// or ldaps:// URL");
+        problems.add(
+            "directory.urls",
+            "give at least one ldap:// or ldaps:// URL",
+        );
     }
     let mut urls = Vec::new();
     for (index, text) in raw.urls.iter().enumerate() {
         let key = format!("directory.urls[{index}]");
         match url::Url::parse(text) {
-            Ok(url) if !matches!(url.scheme(), "ldap" | "ldaps") => problems.add(
-                &key,
-                format!("'{text}' is not an ldap:// or ldaps:// URL"),
-            ),
+            Ok(url) if !matches!(url.scheme(), "ldap" | "ldaps") => {
+                problems.add(&key, format!("'{text}' is not an ldap:// or ldaps:// URL"))
+            }
             Ok(url) if url.host_str().is_none_or(str::is_empty) => {
                 problems.add(&key, format!("'{text}' names no host"))
             }
@@ -171,7 +168,10 @@ pub(super) fn check_directory(
     if let Some(file) = &raw.ca_file
         && let Err(e) = std::fs::metadata(file)
     {
-        problems.add("directory.ca_file", format!("cannot read {}: {e}", file.display()));
+        problems.add(
+            "directory.ca_file",
+            format!("cannot read {}: {e}", file.display()),
+        );
     }
     let service = match (&raw.bind_dn, &raw.bind_password_file, raw.anonymous_search) {
         (Some(dn), Some(file), false) => match super::read_secret(file) {
@@ -217,7 +217,12 @@ pub(super) fn check_directory(
     }
     check_filter("directory.user_filter", &raw.user_filter, true, problems);
     let disabled_filter = (!raw.disabled_filter.trim().is_empty()).then(|| {
-        check_filter("directory.disabled_filter", &raw.disabled_filter, false, problems);
+        check_filter(
+            "directory.disabled_filter",
+            &raw.disabled_filter,
+            false,
+            problems,
+        );
         raw.disabled_filter.clone()
     });
     if raw.phone_attributes.is_empty() {
@@ -225,7 +230,10 @@ pub(super) fn check_directory(
     }
     for (key, names) in [
         ("directory.phone_attributes", &raw.phone_attributes),
-        ("directory.group_attribute", &vec![raw.group_attribute.clone()]),
+        (
+            "directory.group_attribute",
+            &vec![raw.group_attribute.clone()],
+        ),
     ] {
         for name in names.iter().filter(|n| !is_attribute_name(n)) {
             problems.add(key, format!("'{name}' is not an attribute name"));
@@ -276,9 +284,9 @@ fn is_attribute_name(name: &str) -> bool {
     let mut chars = name.chars();
     match chars.next() {
         Some(c) if c.is_ascii_alphabetic() => chars.all(|c| c.is_ascii_alphanumeric() || c == '-'),
-        Some(c) if c.is_ascii_digit() => name.split('.').all(|part| {
-            !part.is_empty() && part.chars().all(|c| c.is_ascii_digit())
-        }),
+        Some(c) if c.is_ascii_digit() => name
+            .split('.')
+            .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_digit())),
         _ => false,
     }
 }
@@ -286,7 +294,10 @@ fn is_attribute_name(name: &str) -> bool {
 /// A filter must parse (with `{user}` filled in) and, for `user_filter`, have the tag.
 fn check_filter(key: &str, filter: &str, needs_user: bool, problems: &mut Problems) {
     if needs_user && !filter.contains(USER_TAG) {
-        problems.add(key, format!("has no {USER_TAG} tag, so it would match the same entries for every user"));
+        problems.add(
+            key,
+            format!("has no {USER_TAG} tag, so it would match the same entries for every user"),
+        );
         return;
     }
     if !needs_user && filter.contains(USER_TAG) {

@@ -676,7 +676,10 @@ fn check(raw: RawConfig, path: &Path, problems: &mut Problems) -> Config {
                     "needs a [directory] table",
                 );
             }
-            for client in clients.iter().filter(|c| c.first_factor == FirstFactor::Directory) {
+            for client in clients
+                .iter()
+                .filter(|c| c.first_factor == FirstFactor::Directory)
+            {
                 problems.add(
                     &format!("client ({}).first_factor", client.name),
                     "\"directory\" needs a [directory] table",

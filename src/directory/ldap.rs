@@ -90,7 +90,8 @@ impl Servers {
         attributes: &[String],
     ) -> Result<Found, DirectoryError> {
         self.with_connection(&self.searches, true, |mut ldap| {
-            let (base, filter, attributes) = (base.to_string(), filter.to_string(), attributes.to_vec());
+            let (base, filter, attributes) =
+                (base.to_string(), filter.to_string(), attributes.to_vec());
             let timeout = self.timeout;
             async move {
                 let found = search_on(&mut ldap, timeout, &base, scope, &filter, &attributes).await;

@@ -74,11 +74,18 @@ impl Directory {
             .map(|size| Mutex::new(lru::LruCache::new(size)));
         let mut random = [0u8; 8];
         getrandom::fill(&mut random).map_err(|e| format!("no random bytes: {e}"))?;
-        if config.allow_insecure && config.urls.iter().any(|u| u.scheme() == "ldap") && !config.starttls {
+        if config.allow_insecure
+            && config.urls.iter().any(|u| u.scheme() == "ldap")
+            && !config.starttls
+        {
             tracing::warn!("directory: allow_insecure: passwords go to the directory in clear");
         }
         Ok(Directory {
-            decoy_dn: format!("cn=otpgate-decoy-{},{}", hex::encode(random), config.base_dn),
+            decoy_dn: format!(
+                "cn=otpgate-decoy-{},{}",
+                hex::encode(random),
+                config.base_dn
+            ),
             config: config.clone(),
             servers,
             cache,
