@@ -11,6 +11,7 @@ pub mod peers;
 pub mod pg;
 pub mod radclient;
 pub mod raw;
+pub mod slapd;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -59,6 +60,8 @@ pub struct Options {
     pub resend_interval: &'static str,
     /// More `[limits]` keys, one per line.
     pub limits_extra: String,
+    /// More keys of the test client's `[[client]]` table, one per line.
+    pub client_extra: String,
 }
 
 impl Default for Options {
@@ -88,6 +91,7 @@ impl Default for Options {
             return_serial: false,
             resend_interval: "30s",
             limits_extra: String::new(),
+            client_extra: String::new(),
         }
     }
 }
@@ -375,6 +379,7 @@ require_message_authenticator = {require}
 limit_proxy_state = {limit}
 mode = "{mode}"
 accept_attributes = {client_attributes}
+{client_extra}
 
 [challenge]
 validity = "{validity}"
@@ -410,6 +415,7 @@ directory = "{dir}/spool"
 "#,
         resend_interval = o.resend_interval,
         limits_extra = o.limits_extra,
+        client_extra = o.client_extra,
         dir = dir.display(),
         client_address = o.client_address,
         require = o.require_message_authenticator,
