@@ -331,3 +331,110 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod example {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    /// etc/otpgate.toml with its `[directory]` block (and the `[group.staff]` after it)
+    /// uncommented, the password file being `password`.
+    fn with_directory(password: &Path) -> String {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/otpgate.toml"))
+                .unwrap();
+        let start = text.find("# [directory]").unwrap();
+        let end = start + text[start..].find("\n\n").unwrap();
+        let block: String = text[start..end]
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let block = block.replace(
+            "/etc/otpgate/ldap-password",
+            &password.display().to_string(),
+        );
+        let block = block.replace("ca_file = \"/etc/otpgate/ldap-ca.pem\"", "");
+        format!("{}{block}{}", &text[..start], &text[end..])
+    }
+
+    fn password() -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "s3cret\n").unwrap();
+        file
+    }
+
+    #[test]
+    fn the_example_directory_block_loads_with_its_defaults() {
+        let file = password();
+        let config = Config::from_toml(&with_directory(file.path()), Path::new("t.toml")).unwrap();
+        let directory = config.directory.unwrap();
+        assert_eq!(directory.urls.len(), 2);
+        assert_eq!(directory.phone_attributes, ["mobile"]);
+        assert_eq!(
+            directory.groups,
+            [(
+                "cn=vpn-staff,ou=groups,dc=example,dc=org".to_string(),
+                "staff".to_string()
+            )]
+        );
+        let (dn, secret) = directory.service.unwrap();
+        assert_eq!(
+            (dn.as_str(), secret.expose()),
+            ("cn=otpgate,ou=services,dc=example,dc=org", "s3cret")
+        );
+        assert!(!format!("{secret:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_stray_key_and_each_bad_value_is_named_at_start_up() {
+        let file = password();
+        let text = with_directory(file.path());
+        let bad = |from: &str, to: &str| -> String {
+            let changed = text.replacen(from, to, 1);
+            assert_ne!(changed, text, "{from}");
+            Config::from_toml(&changed, Path::new("t.toml"))
+                .expect_err(to)
+                .to_string()
+        };
+        assert!(bad("\n[directory]\n", "\n[directory]\nstray_key = 1\n").contains("stray_key"));
+        let err = bad("starttls = true", "starttls = false");
+        assert!(
+            err.contains("t.toml: directory.urls[1]") && err.contains("in clear"),
+            "{err}"
+        );
+        let err = bad("uid={user}", "uid=fixed");
+        assert!(
+            err.contains("directory.user_filter") && err.contains("{user}"),
+            "{err}"
+        );
+        let err = bad("disabled_filter = \"\"", "disabled_filter = \"(broken\"");
+        assert!(err.contains("directory.disabled_filter"), "{err}");
+        let err = bad("ldaps://dc1.example.org", "https://dc1.example.org");
+        assert!(err.contains("directory.urls[0]"), "{err}");
+        let err = bad(
+            "
+bind_dn = ",
+            "
+# bind_dn = ",
+        );
+        assert!(err.contains("directory.bind_dn"), "{err}");
+        let err = bad("pool_size = 4", "pool_size = 0");
+        assert!(err.contains("directory.pool_size"), "{err}");
+        let err = bad("anonymous_search = false", "anonymous_search = true");
+        assert!(err.contains("directory.anonymous_search"), "{err}");
+    }
+
+    #[test]
+    fn a_directory_client_or_group_needs_a_directory() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/otpgate.toml"))
+                .unwrap()
+                .replace("# first_factor = \"pin\"", "first_factor = \"directory\"");
+        let err = Config::from_toml(&text, Path::new("t.toml"))
+            .expect_err("no [directory]")
+            .to_string();
+        assert!(err.contains("client (vpn).first_factor"), "{err}");
+    }
+}
