@@ -62,20 +62,36 @@ impl Engine {
         if password.is_empty() {
             return Ok(reject("empty password (never sent to the directory)"));
         }
-        let lookup = match directory.lookup(&request.user_name).await {
-            Ok(lookup) => lookup,
-            Err(e) => return Ok(unavailable(request, &e)),
-        };
         let now = now_ms();
         let rules = self
             .policy
             .failure_rules(self.policy.lockout.count_wrong_pin);
         let name = request.user_name.clone();
+        // The store's claims and the directory's search at once: the claim a user with a
+        // token costs is hidden behind the search an unknown user costs as well.
+        let (start, lookup) = tokio::join!(
+            self.db(move |s| s.begin_login(&name, now, &rules)),
+            directory.lookup(&request.user_name)
+        );
         let LoginStart {
             otp_lengths,
             view,
             mut claims,
-        } = self.db(move |s| s.begin_login(&name, now, &rules)).await?;
+        } = start?;
+        let lookup = match lookup {
+            Ok(lookup) => lookup,
+            Err(e) => {
+                // The claims were made: give them back, nothing was checked.
+                let (tokens, claims) = match &view {
+                    Some((_, tokens)) => (tokens.clone(), claims),
+                    None => (Vec::new(), Vec::new()),
+                };
+                let mut held = HeldClaims::new(self);
+                held.add(&tokens, &claims);
+                self.give_back(held.take()).await?;
+                return Ok(unavailable(request, &e));
+            }
+        };
         let (user, tokens) = match view {
             Some((user, tokens)) => (Some(user), tokens),
             None => (None, Vec::new()),
@@ -133,16 +149,7 @@ impl Engine {
                 _ => "wrong directory password",
             };
             if dn.is_some() {
-                let failed = held.take();
-                let max = self.policy.lockout.max_failures;
-                let locked = self
-                    .db(move |s| s.settle_failures(&failed, now_ms(), max))
-                    .await?;
-                if let Some(user) = &user {
-                    for token in tokens.iter().filter(|t| locked.contains(&t.serial)) {
-                        self.locked(request, user, token);
-                    }
-                }
+                self.settle_later(request, user.as_ref(), &tokens, held.take());
             } else {
                 self.give_back(held.take()).await?;
             }
@@ -301,6 +308,41 @@ impl Engine {
         self.notifier
             .notify(self.event(EventKind::TokenAdded, &user, Some(&token), client));
         Ok(Some((user, token)))
+    }
+
+    /// The binds failed: their claimed failures stand. Settled after the reply, as the audit
+    /// row is, so that a wrong password costs the reply no more store work than an unknown
+    /// user does; until then the claims count as failures anyway, so the bound holds.
+    fn settle_later(
+        &self,
+        request: &Request,
+        user: Option<&UserRow>,
+        tokens: &[TokenRow],
+        failed: Vec<String>,
+    ) {
+        let owner = user.map(|user| (user.clone(), tokens.to_vec()));
+        let client = super::engine::client_of(request);
+        let (store, notifier) = (self.store_thread.clone(), self.notifier.clone());
+        let max = self.policy.lockout.max_failures;
+        self.background.spawn(async move {
+            let locked = match store
+                .run(move |s| s.settle_failures(&failed, now_ms(), max))
+                .await
+            {
+                Ok(locked) => locked,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot settle failed directory binds");
+                    return;
+                }
+            };
+            let Some((user, tokens)) = owner else {
+                return;
+            };
+            for token in tokens.iter().filter(|t| locked.contains(&t.serial)) {
+                let event = super::engine::lock_event(&user, token, client.clone(), max);
+                super::engine::announce_lock(&notifier, event);
+            }
+        });
     }
 
     /// Gives back failure claims whose check never ran.

@@ -379,16 +379,17 @@ impl Engine {
 
     /// A failure locked a token: log it and tell the rules that listen.
     pub(super) fn locked(&self, request: &Request, user: &UserRow, token: &TokenRow) {
-        let max = self.policy.lockout.max_failures;
-        tracing::warn!(user = %crate::logging::printable(&user.name), serial = %token.serial, event = "token_locked", "token locked after {max} failures");
-        let mut event = self.event(
-            EventKind::TokenLocked,
+        announce_lock(&self.notifier, self.locked_event(request, user, token));
+    }
+
+    /// The `token_locked` event a failure that locks `token` announces.
+    fn locked_event(&self, request: &Request, user: &UserRow, token: &TokenRow) -> Event {
+        lock_event(
             user,
-            Some(token),
-            Some(client_of(request)),
-        );
-        event.failures = Some(max);
-        self.notifier.notify(event);
+            token,
+            client_of(request),
+            self.policy.lockout.max_failures,
+        )
     }
 
     /// After the challenge was consumed: tell the rules that listen, and gather what the
@@ -432,13 +433,7 @@ impl Engine {
         token: Option<&TokenRow>,
         client: Option<String>,
     ) -> Event {
-        Event {
-            serial: token.map(|t| t.serial.clone()),
-            client,
-            failures: token.map(|t| t.fail_count),
-            owner: token.and_then(|t| owner_phone(user, t).ok()),
-            ..Event::new(kind, &user.name)
-        }
+        event_of(kind, user, token, client)
     }
 
     /// Runs a store call on the store thread.
@@ -526,6 +521,42 @@ impl Drop for HeldClaims {
             });
         }
     }
+}
+
+/// An event about `user` (and `token`), with the owner's phone for `to = "owner"`. Parsing
+/// that phone is not free: a path whose cost must not depend on the user builds events only
+/// once it knows it sends them.
+pub(super) fn event_of(
+    kind: EventKind,
+    user: &UserRow,
+    token: Option<&TokenRow>,
+    client: Option<String>,
+) -> Event {
+    Event {
+        serial: token.map(|t| t.serial.clone()),
+        client,
+        failures: token.map(|t| t.fail_count),
+        owner: token.and_then(|t| owner_phone(user, t).ok()),
+        ..Event::new(kind, &user.name)
+    }
+}
+
+/// The `token_locked` event of the failure that locked `token`.
+pub(super) fn lock_event(user: &UserRow, token: &TokenRow, client: String, max: u32) -> Event {
+    let mut event = event_of(EventKind::TokenLocked, user, Some(token), Some(client));
+    event.failures = Some(max);
+    event
+}
+
+/// Logs a lock and tells the rules that listen.
+pub(super) fn announce_lock(notifier: &Arc<Notifier>, event: Event) {
+    let (user, serial, max) = (
+        crate::logging::printable(&event.user).to_string(),
+        event.serial.clone().unwrap_or_default(),
+        event.failures.unwrap_or_default(),
+    );
+    tracing::warn!(user = %user, serial = %serial, event = "token_locked", "token locked after {max} failures");
+    notifier.notify(event);
 }
 
 /// The phone a token sends to: its own, or its owner's.

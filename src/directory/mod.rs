@@ -172,7 +172,16 @@ impl Directory {
             .await?
         {
             Found::One(entry) => entry,
-            Found::Nothing => return Ok(Lookup::Unknown),
+            Found::Nothing => {
+                // The search a found user's disabled_filter costs, against a base that does
+                // not exist: an unknown name costs the same round trips.
+                if let Some(filter) = &self.config.disabled_filter {
+                    self.servers
+                        .search(&self.decoy_dn, Scope::Base, filter, &["1.1".to_string()])
+                        .await?;
+                }
+                return Ok(Lookup::Unknown);
+            }
             Found::Several => {
                 tracing::warn!(user = %crate::logging::printable(name), "directory: several entries match the user name; rejected");
                 return Ok(Lookup::Several);
