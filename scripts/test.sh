@@ -3,8 +3,9 @@
 # tests need if it is missing (Debian's freeradius-utils for radclient, freeradius as a
 # proxy, tshark; systemd for systemd-analyze; pamtester, libpam-radius-auth and eapoltest
 # for the NAS recipes; postgresql, whose initdb and pg_ctl the PostgreSQL tests start a
-# cluster of their own with; Python 3 with the packages of tests/peers/requirements.txt for
-# the SMTP, XML-RPC, modem and pyrad peers), then runs every test.
+# cluster of their own with; slapd and ldap-utils, for the directory tests' own OpenLDAP;
+# Python 3 with the packages of tests/peers/requirements.txt for the SMTP, XML-RPC, modem
+# and pyrad peers), then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,9 @@ command -v eapol_test >/dev/null 2>&1 || need_packages+=(eapoltest)
 command -v python3 >/dev/null 2>&1 || need_packages+=(python3 python3-pip)
 # Debian keeps initdb off PATH, under /usr/lib/postgresql/VERSION/bin.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_packages+=(postgresql)
+# slapd for the directory tests (they start their own; none need run as a service).
+[ -x /usr/sbin/slapd ] || need_packages+=(slapd)
+command -v ldapmodify >/dev/null 2>&1 || need_packages+=(ldap-utils)
 if [ ${#need_packages[@]} -gt 0 ]; then
   echo "installing ${need_packages[*]} (Debian packages the tests need)"
   sudo_cmd=()

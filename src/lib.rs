@@ -5,7 +5,9 @@
 //! - `radius`: bytes on the wire: listener, clients, guard, dedup, packet codec, reply.
 //! - `auth`: the decision (`Engine::decide`), HOTP, PIN hashing, keys, lockout.
 //! - `store`: users, tokens, challenges, audit (SQLite by default).
-//! - `sms`: gateways, chains, breakers, message templates and SMS encodings.
+//! - `sms`: gateways, chains, message templates and SMS encodings.
+//! - `breaker`: circuit breakers of peers that fail (SMS gateways, directory servers).
+//! - `directory`: users from LDAP / Active Directory: DN, phones, groups, password binds.
 //! - `limits`: number checks: which countries and number types SMS may go to.
 //! - `events`: `[[event]]` rules that turn what happened into notifications.
 //! - `cli`: the `otpgate` commands; `main.rs` only dispatches to it.
@@ -16,8 +18,10 @@
 //! - `logging`: the tracing subscriber, and `printable` for request values in logs and tables.
 
 pub mod auth;
+pub mod breaker;
 pub mod cli;
 pub mod config;
+pub mod directory;
 pub mod events;
 pub mod files;
 pub mod limits;

@@ -15,7 +15,7 @@ fn every_config_example_in_the_readme_checks_out() {
         .skip(1)
         .filter_map(|rest| rest.split("```").next())
         .filter(|block| {
-            ["[gateway.", "[smtp.", "[[event]]", "[group."]
+            ["[gateway.", "[smtp.", "[[event]]", "[group.", "[directory]"]
                 .iter()
                 .any(|k| block.contains(k))
         })
@@ -28,11 +28,34 @@ fn every_config_example_in_the_readme_checks_out() {
             .iter()
             .filter(|header| block.contains(*header))
             .fold(example.clone(), |text, header| without_table(&text, header));
+        let block = with_real_files(block, dir.path());
         let config = dir.path().join("readme.toml");
         std::fs::write(&config, format!("{base}\n{block}")).unwrap();
         let (ok, _, err) = common::cli(&config, &["check-config"], None);
         assert!(ok, "README example does not check out:\n{block}\n{err}");
     }
+}
+
+/// `block` with each `/etc/otpgate/NAME` file made in `dir`: a CA certificate for `.pem`,
+/// a long secret otherwise, so that the directory examples are checked with real files.
+fn with_real_files(block: &str, dir: &std::path::Path) -> String {
+    let mut block = block.to_string();
+    while let Some(start) = block.find("/etc/otpgate/") {
+        let end = start + block[start..].find('"').unwrap();
+        let name = block[start + "/etc/otpgate/".len()..end].to_string();
+        let file = dir.join(&name);
+        let content = if name.ends_with(".pem") {
+            rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+                .unwrap()
+                .cert
+                .pem()
+        } else {
+            "a-long-secret-read-from-a-file\n".to_string()
+        };
+        std::fs::write(&file, content).unwrap();
+        block.replace_range(start..end, &file.display().to_string());
+    }
+    block
 }
 
 /// `text` without the table that starts at `header` (up to the next table).

@@ -22,7 +22,7 @@ use super::pin_pool::{PinPool, PinRefused};
 use super::stats::EngineStats;
 use super::{Decision, Grants, Request, Verdict};
 use crate::auth::keys::Keys;
-use crate::config::{ChallengeConfig, Config, EventKind, LimitsConfig, LockoutConfig};
+use crate::config::{ChallengeConfig, Config, EventKind, FirstFactor, LimitsConfig, LockoutConfig};
 use crate::events::{Event, Notifier};
 use crate::phone::Phone;
 use crate::sms::Gateways;
@@ -52,6 +52,8 @@ pub struct Policy {
     pub limits: LimitsConfig,
     pub reply_within: Duration,
     pub default_chain: Vec<String>,
+    /// `[sms] default_region`, for numbers written without a country code.
+    pub default_region: Option<String>,
     /// How long a request may take; a failure claim left unsettled longer counts as a
     /// failure.
     pub request_timeout: Duration,
@@ -67,6 +69,7 @@ impl Policy {
             limits: config.limits.clone(),
             reply_within: config.sms.reply_within,
             default_chain: config.sms.default_chain.clone(),
+            default_region: config.sms.default_region.clone(),
             request_timeout: config.server.request_timeout,
         }
     }
@@ -108,6 +111,8 @@ pub struct Engine {
     /// `[limits]` countries and number types, checked again at every send: a number
     /// enrolled before the limits changed must not slip through.
     pub(super) numbers: crate::limits::NumberPolicy,
+    /// `[directory]`, for clients whose first factor is the directory password.
+    pub(super) directory: Option<Arc<crate::directory::Directory>>,
 }
 
 /// An internal failure: store or key trouble. Becomes a Reject, logged with the cause.
@@ -151,7 +156,14 @@ impl Engine {
             stats: EngineStats::default(),
             limit_notices: Default::default(),
             numbers: crate::limits::NumberPolicy::new(&config.limits),
+            directory: None,
         })
+    }
+
+    /// The directory that `first_factor = "directory"` clients check passwords against.
+    pub fn with_directory(mut self, directory: Arc<crate::directory::Directory>) -> Engine {
+        self.directory = Some(directory);
+        self
     }
 
     /// The store's own counters (`Store::counters`), for the counters line.
@@ -204,6 +216,9 @@ impl Engine {
         let Some(password) = request.password.as_deref() else {
             return Ok(reject("no User-Password (only PAP is supported)"));
         };
+        if request.first_factor == FirstFactor::Directory {
+            return self.decide_directory(request, password).await;
+        }
         match &request.state {
             Some(state) => self.answer_with_state(request, state, password).await,
             None => self.without_state(request, password).await,
@@ -323,7 +338,7 @@ impl Engine {
     /// Asks again for the claims refused as `Busy` (every failure left is claimed by checks
     /// still running) until those checks settle, for at most `BUSY_WAIT`: concurrent
     /// logins of one user wait their turn rather than fail, and never exceed the bound.
-    async fn claim_busy(
+    pub(super) async fn claim_busy(
         &self,
         tokens: &[TokenRow],
         claims: &mut [FailureClaim],
@@ -362,16 +377,17 @@ impl Engine {
 
     /// A failure locked a token: log it and tell the rules that listen.
     pub(super) fn locked(&self, request: &Request, user: &UserRow, token: &TokenRow) {
-        let max = self.policy.lockout.max_failures;
-        tracing::warn!(user = %crate::logging::printable(&user.name), serial = %token.serial, event = "token_locked", "token locked after {max} failures");
-        let mut event = self.event(
-            EventKind::TokenLocked,
+        announce_lock(&self.notifier, self.locked_event(request, user, token));
+    }
+
+    /// The `token_locked` event a failure that locks `token` announces.
+    fn locked_event(&self, request: &Request, user: &UserRow, token: &TokenRow) -> Event {
+        lock_event(
             user,
-            Some(token),
-            Some(client_of(request)),
-        );
-        event.failures = Some(max);
-        self.notifier.notify(event);
+            token,
+            client_of(request),
+            self.policy.lockout.max_failures,
+        )
     }
 
     /// After the challenge was consumed: tell the rules that listen, and gather what the
@@ -415,13 +431,7 @@ impl Engine {
         token: Option<&TokenRow>,
         client: Option<String>,
     ) -> Event {
-        Event {
-            serial: token.map(|t| t.serial.clone()),
-            client,
-            failures: token.map(|t| t.fail_count),
-            owner: token.and_then(|t| owner_phone(user, t).ok()),
-            ..Event::new(kind, &user.name)
-        }
+        event_of(kind, user, token, client)
     }
 
     /// Runs a store call on the store thread.
@@ -466,13 +476,13 @@ impl BusyWait {
 /// Failure claims a request holds while its PIN is checked. Dropped unsettled (the request
 /// was cancelled, or its PIN job refused), they are given back: no check was answered, so
 /// nothing was learnt that the count has to pay for.
-struct HeldClaims {
+pub(super) struct HeldClaims {
     serials: Vec<String>,
     store_thread: Arc<StoreThread>,
 }
 
 impl HeldClaims {
-    fn new(engine: &Engine) -> HeldClaims {
+    pub(super) fn new(engine: &Engine) -> HeldClaims {
         HeldClaims {
             serials: Vec::new(),
             store_thread: engine.store_thread.clone(),
@@ -480,7 +490,7 @@ impl HeldClaims {
     }
 
     /// Holds the claims among `claims` (of `tokens`, in order) that were granted.
-    fn add(&mut self, tokens: &[TokenRow], claims: &[FailureClaim]) {
+    pub(super) fn add(&mut self, tokens: &[TokenRow], claims: &[FailureClaim]) {
         for (token, claim) in tokens.iter().zip(claims) {
             if matches!(claim, FailureClaim::Claimed { .. }) {
                 self.serials.push(token.serial.clone());
@@ -489,7 +499,7 @@ impl HeldClaims {
     }
 
     /// Takes the claims, for the caller to refund in its next store call.
-    fn take(&mut self) -> Vec<String> {
+    pub(super) fn take(&mut self) -> Vec<String> {
         std::mem::take(&mut self.serials)
     }
 }
@@ -509,6 +519,42 @@ impl Drop for HeldClaims {
             });
         }
     }
+}
+
+/// An event about `user` (and `token`), with the owner's phone for `to = "owner"`. Parsing
+/// that phone is not free: a path whose cost must not depend on the user builds events only
+/// once it knows it sends them.
+pub(super) fn event_of(
+    kind: EventKind,
+    user: &UserRow,
+    token: Option<&TokenRow>,
+    client: Option<String>,
+) -> Event {
+    Event {
+        serial: token.map(|t| t.serial.clone()),
+        client,
+        failures: token.map(|t| t.fail_count),
+        owner: token.and_then(|t| owner_phone(user, t).ok()),
+        ..Event::new(kind, &user.name)
+    }
+}
+
+/// The `token_locked` event of the failure that locked `token`.
+pub(super) fn lock_event(user: &UserRow, token: &TokenRow, client: String, max: u32) -> Event {
+    let mut event = event_of(EventKind::TokenLocked, user, Some(token), Some(client));
+    event.failures = Some(max);
+    event
+}
+
+/// Logs a lock and tells the rules that listen.
+pub(super) fn announce_lock(notifier: &Arc<Notifier>, event: Event) {
+    let (user, serial, max) = (
+        crate::logging::printable(&event.user).to_string(),
+        event.serial.clone().unwrap_or_default(),
+        event.failures.unwrap_or_default(),
+    );
+    tracing::warn!(user = %user, serial = %serial, event = "token_locked", "token locked after {max} failures");
+    notifier.notify(event);
 }
 
 /// The phone a token sends to: its own, or its owner's.

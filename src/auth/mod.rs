@@ -3,6 +3,7 @@
 
 mod answer;
 pub mod challenge;
+mod directory_factor;
 pub mod engine;
 pub mod enroll;
 pub mod keys;
@@ -16,7 +17,7 @@ mod trigger;
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::ClientMode;
+use crate::config::{ClientMode, FirstFactor};
 pub use challenge::TransactionId;
 pub use engine::Engine;
 
@@ -26,6 +27,8 @@ pub struct Request {
     /// The configured client's name.
     pub client: String,
     pub mode: ClientMode,
+    /// What the password of a request without State is checked against.
+    pub first_factor: FirstFactor,
     pub user_name: String,
     /// User-Password as typed; None if the request had none.
     pub password: Option<Vec<u8>>,

@@ -4,6 +4,7 @@
 
 mod audit;
 mod check;
+mod directory;
 mod gateway;
 mod init;
 mod output;

@@ -50,16 +50,19 @@ async fn serve(config: Config) -> Result<()> {
     // Every store call of the server runs on this one thread.
     let store = Arc::new(StoreThread::start(store).context("cannot start the store thread")?);
     let notifier = Arc::new(Notifier::new(&config, gateways.clone(), store.clone()));
-    let engine = Arc::new(
-        Engine::new(
-            store.clone(),
-            gateways.clone(),
-            notifier.clone(),
-            keys,
-            &config,
-        )
-        .map_err(|e| anyhow!(e))?,
-    );
+    let mut engine = Engine::new(
+        store.clone(),
+        gateways.clone(),
+        notifier.clone(),
+        keys,
+        &config,
+    )
+    .map_err(|e| anyhow!(e))?;
+    if let Some(directory) = &config.directory {
+        let directory = crate::directory::Directory::new(directory).map_err(|e| anyhow!(e))?;
+        engine = engine.with_directory(Arc::new(directory));
+    }
+    let engine = Arc::new(engine);
     let server = Arc::new(Server::new(&config, engine.clone()));
     let signals = StopSignals::install();
 

@@ -88,9 +88,23 @@ pub fn run(config_path: &Path, command: UserCommand) -> Result<()> {
             })?;
         }
         UserCommand::Show { name, json } => {
-            let user = store
-                .user(&name)?
-                .ok_or_else(|| anyhow!("no user named '{name}'"))?;
+            let directory = super::directory::view(&config, &name)?;
+            let known_there = directory.as_ref().is_some_and(|d| d["dn"].is_string());
+            let user = match store.user(&name)? {
+                Some(user) => user,
+                // A directory user before their first login: the directory's view only.
+                None if known_there => {
+                    let value = serde_json::json!({ "name": name, "directory": directory });
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&value)?);
+                    } else {
+                        println!("user        {name} (no tokens yet)");
+                        directory.iter().for_each(super::directory::print);
+                    }
+                    return Ok(());
+                }
+                None => bail!("no user named '{name}'"),
+            };
             let attributes = store.user_attributes(&name)?;
             let tokens: Vec<String> = store
                 .tokens(Some(&name))?
@@ -104,6 +118,7 @@ pub fn run(config_path: &Path, command: UserCommand) -> Result<()> {
                 "attributes": attributes,
                 "tokens": tokens,
                 "created": output::time(user.created),
+                "directory": directory,
             });
             if json {
                 println!("{}", serde_json::to_string_pretty(&value)?);
@@ -127,6 +142,7 @@ pub fn run(config_path: &Path, command: UserCommand) -> Result<()> {
                         attributes.join("\n            ")
                     }
                 );
+                directory.iter().for_each(super::directory::print);
             }
         }
         UserCommand::SetAttr {

@@ -16,10 +16,12 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 pub mod database;
+pub mod directory;
 mod event;
 mod gateway;
 mod limits;
 
+pub use directory::DirectoryConfig;
 pub use event::{EVENT_TAGS, EventKind, EventRule, Recipient, listens};
 pub use gateway::{
     GatewayConfig, GatewayKind, HttpBody, HttpGatewayConfig, HttpMethod, ModemGatewayConfig,
@@ -108,6 +110,7 @@ struct RawConfig {
     limits: limits::RawLimits,
     #[serde(default)]
     audit: limits::RawAudit,
+    directory: Option<directory::RawDirectory>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -261,6 +264,8 @@ struct RawClient {
     send_message_authenticator: bool,
     #[serde(default)]
     mode: ClientMode,
+    #[serde(default)]
+    first_factor: FirstFactor,
     /// Attributes added to every Access-Accept to this client, `Name=value`.
     #[serde(default)]
     accept_attributes: Vec<String>,
@@ -272,6 +277,8 @@ struct RawClient {
 struct RawGroup {
     #[serde(default)]
     attributes: Vec<String>,
+    /// The DN of the directory group whose members are in this group (`[directory]`).
+    directory_group: Option<String>,
 }
 
 pub(crate) fn yes() -> bool {
@@ -287,6 +294,17 @@ pub enum ClientMode {
     Challenge,
     /// PIN only -> SMS and Access-Reject with the prompt; PIN + OTP -> Access-Accept.
     TwoPass,
+}
+
+/// What the password of a request without State is checked against.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FirstFactor {
+    /// The token's PIN.
+    #[default]
+    Pin,
+    /// The user's directory password, checked by a bind as the user (`[directory]`).
+    Directory,
 }
 
 /// `[challenge]`: how challenges look and how long they live.
@@ -474,6 +492,8 @@ pub struct Config {
     pub dictionary: Arc<Dictionary>,
     pub limits: LimitsConfig,
     pub audit: AuditConfig,
+    /// `[directory]`, if users come from LDAP / Active Directory.
+    pub directory: Option<DirectoryConfig>,
 }
 
 /// The vendor attribute that carries the token serial when `return_serial` is on.
@@ -505,6 +525,7 @@ pub struct ClientConfig {
     pub limit_proxy_state: bool,
     pub send_message_authenticator: bool,
     pub mode: ClientMode,
+    pub first_factor: FirstFactor,
     /// Encoded attributes for every Access-Accept to this client.
     pub accept_attributes: Vec<WireAttribute>,
 }
@@ -647,6 +668,32 @@ fn check(raw: RawConfig, path: &Path, problems: &mut Problems) -> Config {
     let sms = check_sms(raw.sms, &gateways, problems);
     let limits = limits::check_limits(raw.limits, sms.default_region.as_deref(), problems);
     let audit = limits::check_audit(raw.audit, problems);
+    let directory_groups: Vec<(String, String)> = raw
+        .group
+        .iter()
+        .filter_map(|(name, g)| Some((g.directory_group.clone()?, name.clone())))
+        .collect();
+    let directory = match raw.directory {
+        Some(raw) => Some(directory::check_directory(raw, directory_groups, problems)),
+        None => {
+            if let Some((_, name)) = directory_groups.first() {
+                problems.add(
+                    &format!("group.{name}.directory_group"),
+                    "needs a [directory] table",
+                );
+            }
+            for client in clients
+                .iter()
+                .filter(|c| c.first_factor == FirstFactor::Directory)
+            {
+                problems.add(
+                    &format!("client ({}).first_factor", client.name),
+                    "\"directory\" needs a [directory] table",
+                );
+            }
+            None
+        }
+    };
     let events = event::check_events(
         raw.event,
         &|name| gateways.contains_key(name),
@@ -669,6 +716,7 @@ fn check(raw: RawConfig, path: &Path, problems: &mut Problems) -> Config {
         dictionary: Arc::new(dictionary),
         limits,
         audit,
+        directory,
     }
 }
 
@@ -816,8 +864,8 @@ fn check_clients(
         };
         let secret = match (&client.secret, &client.secret_file) {
             (Some(secret), None) => secret.clone(),
-            (None, Some(file)) => match std::fs::read_to_string(file) {
-                Ok(text) => Secret::new(text.trim_end_matches(['\r', '\n']).to_string()),
+            (None, Some(file)) => match read_secret(file) {
+                Ok(secret) => secret,
                 Err(e) => {
                     problems.add(
                         &key("secret_file"),
@@ -870,10 +918,17 @@ fn check_clients(
             limit_proxy_state: client.limit_proxy_state,
             send_message_authenticator: client.send_message_authenticator,
             mode: client.mode,
+            first_factor: client.first_factor,
             accept_attributes,
         });
     }
     clients
+}
+
+/// A secret kept in a file of its own: the file less its line end.
+pub(crate) fn read_secret(file: &Path) -> std::io::Result<Secret> {
+    let text = std::fs::read_to_string(file)?;
+    Ok(Secret::new(text.trim_end_matches(['\r', '\n']).to_string()))
 }
 
 fn parse_network(text: &str) -> Option<IpNet> {

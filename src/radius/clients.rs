@@ -42,6 +42,7 @@ mod tests {
             limit_proxy_state: true,
             send_message_authenticator: true,
             mode: ClientMode::Challenge,
+            first_factor: Default::default(),
             accept_attributes: Vec::new(),
         }
     }

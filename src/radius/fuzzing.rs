@@ -28,6 +28,7 @@ fn client(require_message_authenticator: bool) -> ClientConfig {
         limit_proxy_state: true,
         send_message_authenticator: true,
         mode: ClientMode::Challenge,
+        first_factor: Default::default(),
         accept_attributes: Vec::new(),
     }
 }

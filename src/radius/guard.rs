@@ -178,6 +178,7 @@ mod tests {
             limit_proxy_state: limit,
             send_message_authenticator: true,
             mode: ClientMode::Challenge,
+            first_factor: Default::default(),
             accept_attributes: Vec::new(),
         }
     }

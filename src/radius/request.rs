@@ -43,6 +43,7 @@ pub fn extract(
     Request {
         client: client.name.clone(),
         mode: client.mode,
+        first_factor: client.first_factor,
         // The guard dropped non-UTF-8 names already.
         user_name: text(attr::USER_NAME).unwrap_or_default(),
         password,

@@ -5,7 +5,7 @@
 //! Gateways are built once from the config (`Gateways::from_config`) and looked up by name;
 //! a `Chain` tries several in order.
 
-pub mod breaker;
+pub use crate::breaker;
 pub mod chain;
 pub mod cost;
 pub mod encoding;

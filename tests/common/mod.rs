@@ -12,6 +12,7 @@ pub mod peers;
 pub mod pg;
 pub mod radclient;
 pub mod raw;
+pub mod slapd;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -62,6 +63,8 @@ pub struct Options {
     pub limits_extra: String,
     /// More `[challenge]` keys, one per line.
     pub challenge_extra: String,
+    /// More keys of the test client's `[[client]]` table, one per line.
+    pub client_extra: String,
 }
 
 impl Default for Options {
@@ -92,6 +95,7 @@ impl Default for Options {
             resend_interval: "30s",
             limits_extra: String::new(),
             challenge_extra: String::new(),
+            client_extra: String::new(),
         }
     }
 }
@@ -387,6 +391,7 @@ require_message_authenticator = {require}
 limit_proxy_state = {limit}
 mode = "{mode}"
 accept_attributes = {client_attributes}
+{client_extra}
 
 [challenge]
 validity = "{validity}"
@@ -424,6 +429,7 @@ directory = "{dir}/spool"
         resend_interval = o.resend_interval,
         limits_extra = o.limits_extra,
         challenge_extra = o.challenge_extra,
+        client_extra = o.client_extra,
         dir = dir.display(),
         client_address = o.client_address,
         require = o.require_message_authenticator,

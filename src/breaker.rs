@@ -1,6 +1,7 @@
-//! Circuit breakers, one per gateway: a gateway that failed is skipped for `backoff`, then
-//! probed again by the next message; a success closes it. Shared by every chain, so one
-//! failure spares all later messages the wait.
+//! Circuit breakers, one per peer (an SMS gateway, a directory server): a peer that failed
+//! is skipped for `backoff`, then probed again by the next request; a success closes it.
+//! Shared by every user of the peers, so one failure spares all later requests the wait.
+//! A leaf: it knows names and times, not what the peers are.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -28,6 +29,8 @@ struct State {
 }
 
 pub struct Breakers {
+    /// What the peers are, for the log lines: "gateway", "directory server".
+    kind: &'static str,
     backoff: Duration,
     states: Mutex<HashMap<String, State>>,
     /// Bumped on every change, so a watcher can persist only when something changed.
@@ -35,8 +38,15 @@ pub struct Breakers {
 }
 
 impl Breakers {
+    /// Breakers for SMS gateways.
     pub fn new(backoff: Duration) -> Self {
+        Breakers::of("gateway", backoff)
+    }
+
+    /// Breakers for peers of another `kind`, as the log lines name them.
+    pub fn of(kind: &'static str, backoff: Duration) -> Self {
         Breakers {
+            kind,
             backoff,
             states: Mutex::new(HashMap::new()),
             version: AtomicU64::new(0),
@@ -62,7 +72,7 @@ impl Breakers {
             SystemTime::now() + self.backoff,
         ));
         self.version.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(gateway, backoff = ?self.backoff, "gateway skipped until its back-off ends");
+        tracing::warn!(peer = gateway, backoff = ?self.backoff, "{} skipped until its back-off ends", self.kind);
     }
 
     pub fn succeeded(&self, gateway: &str) {
@@ -72,7 +82,7 @@ impl Breakers {
         {
             *state = State::default();
             self.version.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(gateway, "gateway delivers again");
+            tracing::info!(peer = gateway, "{} answers again", self.kind);
         }
     }
 
