@@ -16,6 +16,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("files", 0),
     ("phone", 0),
     ("template", 0),
+    // The metric families every layer counts into.
+    ("ops::metrics", 0),
     ("radius::packet", 0),
     // Attribute names and types, encoded as packet attributes.
     ("radius::dictionary", 1),
@@ -30,7 +32,9 @@ const LAYERS: &[(&str, u8)] = &[
     ("events", 4),
     ("auth", 5),
     ("radius", 6),
-    ("cli", 7),
+    // Health, reload and systemd read the live config of the RADIUS layer.
+    ("ops", 7),
+    ("cli", 8),
 ];
 
 fn layer(key: &str) -> Option<u8> {

@@ -19,6 +19,7 @@ pub mod database;
 mod event;
 mod gateway;
 mod limits;
+mod metrics;
 
 pub use event::{EVENT_TAGS, EventKind, EventRule, Recipient, listens};
 pub use gateway::{
@@ -27,6 +28,7 @@ pub use gateway::{
     SpoolGatewayConfig,
 };
 pub use limits::{AuditConfig, LimitsConfig, NumberType, SendCaps};
+pub use metrics::MetricsConfig;
 
 use crate::radius::dictionary::{Dictionary, WireAttribute};
 use crate::template::{Tag, Template};
@@ -102,6 +104,7 @@ struct RawConfig {
     limits: limits::RawLimits,
     #[serde(default)]
     audit: limits::RawAudit,
+    metrics: Option<MetricsConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -468,6 +471,8 @@ pub struct Config {
     pub dictionary: Arc<Dictionary>,
     pub limits: LimitsConfig,
     pub audit: AuditConfig,
+    /// `[metrics]`; `None`: no HTTP endpoint.
+    pub metrics: Option<MetricsConfig>,
 }
 
 /// The vendor attribute that carries the token serial when `return_serial` is on.
@@ -663,6 +668,7 @@ fn check(raw: RawConfig, path: &Path, problems: &mut Problems) -> Config {
         dictionary: Arc::new(dictionary),
         limits,
         audit,
+        metrics: raw.metrics,
     }
 }
 

@@ -487,6 +487,9 @@ pub trait Store: Send + Sync {
     /// Deletes challenges that expired before `before`, and SMS send records older than a
     /// day before it (no cap looks further back); returns how many challenges.
     fn purge_challenges(&self, before: i64) -> StoreResult<usize>;
+    /// Challenges neither used nor expired at `now`: the metrics' gauge, and the readiness
+    /// probe's proof that the store answers.
+    fn open_challenges(&self, now: i64) -> StoreResult<u64>;
 
     fn append_audit(&self, row: &AuditRow) -> StoreResult<()>;
     /// Whether `user` was accepted before from this Calling-Station-Id (or, without one,

@@ -1084,6 +1084,15 @@ impl Store for PostgresStore {
         })
     }
 
+    fn open_challenges(&self, now: i64) -> StoreResult<u64> {
+        let mut conn = self.conn()?;
+        let row = conn.query_one(
+            "SELECT count(*) FROM challenges WHERE NOT used AND expires > $1",
+            &[&now],
+        )?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
+
     fn append_audit(&self, a: &AuditRow) -> StoreResult<()> {
         let attributes = (!a.attributes.is_empty())
             .then(|| serde_json::to_string(&a.attributes).unwrap_or_default());

@@ -601,6 +601,15 @@ impl Store for SqliteStore {
         Ok(db.execute("DELETE FROM challenges WHERE expires < ?1", [before])?)
     }
 
+    fn open_challenges(&self, now: i64) -> StoreResult<u64> {
+        let count: i64 = self.db().query_row(
+            "SELECT count(*) FROM challenges WHERE used = 0 AND expires > ?1",
+            [now],
+            |row| row.get(0),
+        )?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     fn append_audit(&self, a: &AuditRow) -> StoreResult<()> {
         let db = self.db();
         let mut statement = db.prepare_cached(
