@@ -12,6 +12,7 @@ command -v radclient >/dev/null 2>&1 || need_packages+=(freeradius-utils)
 command -v freeradius >/dev/null 2>&1 || need_packages+=(freeradius)
 command -v tshark >/dev/null 2>&1 || need_packages+=(tshark)
 command -v python3 >/dev/null 2>&1 || need_packages+=(python3 python3-pip)
+command -v promtool >/dev/null 2>&1 || need_packages+=(prometheus)  # tests/metrics.rs: promtool check metrics
 # Debian keeps initdb off PATH, under /usr/lib/postgresql/VERSION/bin.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_packages+=(postgresql)
 if [ ${#need_packages[@]} -gt 0 ]; then
