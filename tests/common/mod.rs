@@ -127,6 +127,15 @@ impl Server {
 
     /// Starts the binary and waits until it logs every listening address.
     pub fn start(dir: tempfile::TempDir, config: PathBuf) -> Server {
+        Server::start_with_env(dir, config, &[])
+    }
+
+    /// `start` with more environment variables (NOTIFY_SOCKET, WATCHDOG_USEC).
+    pub fn start_with_env(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        env: &[(&str, String)],
+    ) -> Server {
         // Ephemeral RADIUS ports: those of `listen = [...]` lines ([metrics] has no list).
         let expected = std::fs::read_to_string(&config)
             .unwrap()
@@ -139,6 +148,7 @@ impl Server {
             .args(["serve", "--config"])
             .arg(&config)
             .env("RUST_LOG", "debug")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -279,6 +289,24 @@ impl Server {
             self.address(),
             &format!("User-Name=alice,User-Password={otp},State={state}"),
         )
+    }
+
+    /// Sends SIGHUP and waits for the reload's last log line: applied or refused.
+    pub fn reload(&self) -> bool {
+        let done = |log: &str| {
+            log.matches("config reloaded").count() + log.matches("config not reloaded").count()
+        };
+        let before = done(&self.log());
+        signal(self.child.id(), "HUP");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while done(&self.log()) == before {
+            assert!(Instant::now() < deadline, "no reload result in the log");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let log = self.log();
+        let last_applied = log.rfind("config reloaded");
+        let last_refused = log.rfind("config not reloaded");
+        last_applied > last_refused
     }
 
     pub fn pid(&self) -> u32 {
