@@ -1090,6 +1090,21 @@ mod tests {
     }
 
     #[test]
+    fn metrics_are_off_by_default_and_their_table_is_checked() {
+        assert_eq!(load(&example()).unwrap().metrics, None);
+        let on = format!("{}\n[metrics]\nlisten = \"127.0.0.1:9812\"\n", example());
+        assert_eq!(
+            load(&on).unwrap().metrics.map(|m| m.listen.to_string()),
+            Some("127.0.0.1:9812".into())
+        );
+        let stray = on.replace("[metrics]", "[metrics]\nstray_key = 1");
+        assert!(load(&stray).unwrap_err().to_string().contains("stray_key"));
+        let bad = on.replace("127.0.0.1:9812", "localhost");
+        let err = load(&bad).unwrap_err().to_string();
+        assert!(err.contains("test.toml: metrics.listen (line"), "{err}");
+    }
+
+    #[test]
     fn a_spool_file_mode_is_octal_and_defaults_to_0600() {
         let spool_mode = |config: &Config| match &config.gateways["local"].kind {
             GatewayKind::Spool(spool) => spool.file_mode,
