@@ -7,6 +7,7 @@
 #   bench/run.sh                 # full run (several minutes)
 #   BENCH_QUICK=1 bench/run.sh   # smoke run
 #   BENCH_ONLY="status default" bench/run.sh   # some sections: status default cheap open isolation flood pg
+#   BENCH_METRICS=1 bench/run.sh  # with [metrics] on, scraped once a second as Prometheus would
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,7 @@ flood_pin_queue=${BENCH_FLOOD_PIN_QUEUE:-}
 # worker a reply timeout. 64 per core holds them all on any number of cores.
 bench_pin_queue=${BENCH_PIN_QUEUE:-64}
 secret=bench-shared-secret-0123456789
+metrics=${BENCH_METRICS:-0}
 
 command -v freeradius >/dev/null || { echo "needs Debian's freeradius (apt-get install freeradius)"; exit 1; }
 cargo build --release --bins --quiet
@@ -64,6 +66,7 @@ address = "127.0.0.1/32"
 secret = "$secret"
 
 $second
+$([ "$metrics" = 1 ] && printf '[metrics]\nlisten = "127.0.0.1:%s"\n' "$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')")
 [limits]
 resend_interval = "0s"
 per_token_hour = 0
@@ -115,8 +118,14 @@ start() {
   "$otpgate" --config "$1/otpgate.toml" serve 2>"$1/otpgate.log" &
   otpgate_pid=$!
   pids+=("$otpgate_pid")
-  for _ in $(seq 100); do grep -q "listening udp" "$1/otpgate.log" && return 0; sleep 0.05; done
-  cat "$1/otpgate.log"; exit 1
+  for _ in $(seq 100); do grep -q "listening udp" "$1/otpgate.log" && break; sleep 0.05; done
+  grep -q "listening udp" "$1/otpgate.log" || { cat "$1/otpgate.log"; exit 1; }
+  [ "$metrics" = 1 ] || return 0
+  local endpoint
+  endpoint=$(sed -n 's/^listen = "\(.*\)"$/\1/p' "$1/otpgate.toml" | tail -1)
+  # A scrape a second, as Prometheus would, until the server stops.
+  ( while kill -0 "$otpgate_pid" 2>/dev/null; do curl -sf "http://$endpoint/metrics" >/dev/null || true; sleep 1; done ) &
+  pids+=("$!")
 }
 
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }

@@ -20,6 +20,7 @@ compgen -G '/lib/*/security/pam_radius_auth.so' >/dev/null ||
   compgen -G '/usr/lib/*/security/pam_radius_auth.so' >/dev/null || need_packages+=(libpam-radius-auth)
 command -v eapol_test >/dev/null 2>&1 || need_packages+=(eapoltest)
 command -v python3 >/dev/null 2>&1 || need_packages+=(python3 python3-pip)
+command -v promtool >/dev/null 2>&1 || need_packages+=(prometheus)  # tests/metrics.rs: promtool check metrics
 # Debian keeps initdb off PATH, under /usr/lib/postgresql/VERSION/bin.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_packages+=(postgresql)
 # slapd for the directory tests (they start their own; none need run as a service).

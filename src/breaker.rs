@@ -31,7 +31,8 @@ struct State {
 pub struct Breakers {
     /// What the peers are, for the log lines: "gateway", "directory server".
     kind: &'static str,
-    backoff: Duration,
+    /// Milliseconds; a reload may change it.
+    backoff_ms: AtomicU64,
     states: Mutex<HashMap<String, State>>,
     /// Bumped on every change, so a watcher can persist only when something changed.
     version: AtomicU64,
@@ -47,7 +48,7 @@ impl Breakers {
     pub fn of(kind: &'static str, backoff: Duration) -> Self {
         Breakers {
             kind,
-            backoff,
+            backoff_ms: AtomicU64::new(u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX)),
             states: Mutex::new(HashMap::new()),
             version: AtomicU64::new(0),
         }
@@ -62,17 +63,34 @@ impl Breakers {
             .is_none_or(|(until, _)| Instant::now() >= until)
     }
 
+    /// The back-off of failures from now on (a reload).
+    pub fn set_backoff(&self, backoff: Duration) {
+        self.backoff_ms.store(
+            u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Drops a gateway's record: a reload removed or changed it.
+    pub fn forget(&self, gateway: &str) {
+        if self.lock().remove(gateway).is_some() {
+            self.version.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn backoff(&self) -> Duration {
+        Duration::from_millis(self.backoff_ms.load(Ordering::Relaxed))
+    }
+
     pub fn failed(&self, gateway: &str, error: &str) {
+        let backoff = self.backoff();
         let mut states = self.lock();
         let state = states.entry(gateway.to_string()).or_default();
         state.failures = state.failures.saturating_add(1);
         state.last_error = Some(error.to_string());
-        state.open_until = Some((
-            Instant::now() + self.backoff,
-            SystemTime::now() + self.backoff,
-        ));
+        state.open_until = Some((Instant::now() + backoff, SystemTime::now() + backoff));
         self.version.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(peer = gateway, backoff = ?self.backoff, "{} skipped until its back-off ends", self.kind);
+        tracing::warn!(peer = gateway, backoff = ?backoff, "{} skipped until its back-off ends", self.kind);
     }
 
     pub fn succeeded(&self, gateway: &str) {

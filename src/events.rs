@@ -66,6 +66,18 @@ impl Notifier {
         }
     }
 
+    /// The notifier of a reloaded config: its rules and gateways, this one's store and
+    /// tasks (so shutdown still waits for notifications sent under the old config).
+    pub fn reconfigured(&self, config: &Config, gateways: Gateways) -> Notifier {
+        Notifier {
+            rules: config.events.clone(),
+            gateways,
+            store: self.store.clone(),
+            send_within: config.sms.send_within,
+            tasks: self.tasks.clone(),
+        }
+    }
+
     /// Whether any rule listens for `kind` (so callers can skip costly lookups).
     pub fn wants(&self, kind: EventKind) -> bool {
         crate::config::listens(&self.rules, kind)

@@ -10,6 +10,7 @@
 //! - `directory`: users from LDAP / Active Directory: DN, phones, groups, password binds.
 //! - `limits`: number checks: which countries and number types SMS may go to.
 //! - `events`: `[[event]]` rules that turn what happened into notifications.
+//! - `ops`: metrics (a leaf every layer feeds), the health endpoint, systemd notify, reload.
 //! - `cli`: the `otpgate` commands; `main.rs` only dispatches to it.
 //! - `files`: the modes of the database and key file (owner only).
 //! - `phone`: E.164 numbers (libphonenumber), masking, and the formats gateways want.
@@ -26,6 +27,7 @@ pub mod events;
 pub mod files;
 pub mod limits;
 pub mod logging;
+pub mod ops;
 pub mod phone;
 pub mod radius;
 pub mod sms;

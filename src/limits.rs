@@ -92,8 +92,7 @@ impl NumberPolicy {
 
     /// The ISO 3166 code of the phone's country (`"DE"`), if libphonenumber can tell it.
     pub fn region(&self, phone: &Phone) -> Option<String> {
-        let id = parsed(phone)?.country().id()?;
-        Some(id.as_ref().to_string())
+        phone.region()
     }
 }
 

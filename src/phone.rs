@@ -88,6 +88,13 @@ impl Phone {
         &self.0
     }
 
+    /// The ISO 3166 code of the number's country (`"DE"`), if libphonenumber can tell it.
+    pub fn region(&self) -> Option<String> {
+        let number = phonenumber::parse_with(numbering(), None, self.e164()).ok()?;
+        let id = number.country().id()?;
+        Some(id.as_ref().to_string())
+    }
+
     /// Digits without '+'.
     pub fn digits(&self) -> &str {
         &self.0[1..]

@@ -17,6 +17,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("phone", 0),
     ("template", 0),
     ("breaker", 0),
+    // The metric families every layer counts into.
+    ("ops::metrics", 0),
     ("radius::packet", 0),
     // Attribute names and types, encoded as packet attributes.
     ("radius::dictionary", 1),
@@ -34,7 +36,9 @@ const LAYERS: &[(&str, u8)] = &[
     ("directory", 4),
     ("auth", 5),
     ("radius", 6),
-    ("cli", 7),
+    // Health, reload and systemd read the live config of the RADIUS layer.
+    ("ops", 7),
+    ("cli", 8),
 ];
 
 /// Modules that must not use each other although their layers would allow it: the

@@ -24,6 +24,7 @@ use super::{Decision, Grants, Request, Verdict};
 use crate::auth::keys::Keys;
 use crate::config::{ChallengeConfig, Config, EventKind, FirstFactor, LimitsConfig, LockoutConfig};
 use crate::events::{Event, Notifier};
+use crate::ops::metrics::Metrics;
 use crate::phone::Phone;
 use crate::sms::Gateways;
 use crate::store::{
@@ -91,6 +92,9 @@ impl Policy {
 #[error("the PIN queue is full")]
 pub struct Overloaded;
 
+/// The engine of one config. A reload builds another with `reconfigured`, which shares
+/// what outlives a config (store, keys, PIN threads, background tasks, counters, breakers)
+/// and rebuilds the rest; a request keeps the engine it started with to its end.
 pub struct Engine {
     /// Where every store call of a request runs.
     pub(super) store_thread: Arc<StoreThread>,
@@ -101,13 +105,13 @@ pub struct Engine {
     pins: PinHasher,
     pub(super) keys: Arc<Keys>,
     pub(super) policy: Policy,
-    /// Runs Argon2, one thread per core at a lower priority.
-    pin_pool: PinPool,
+    /// Runs Argon2, one thread per core at a lower priority; shared by every config.
+    pin_pool: Arc<PinPool>,
     /// SMS deliveries still running after their reply was sent.
     pub(super) background: TaskTracker,
-    pub stats: EngineStats,
+    pub stats: Arc<EngineStats>,
     /// When each SMS limit last notified `sms_limited`.
-    pub(super) limit_notices: super::trigger::LimitNotices,
+    pub(super) limit_notices: Arc<super::trigger::LimitNotices>,
     /// `[limits]` countries and number types, checked again at every send: a number
     /// enrolled before the limits changed must not slip through.
     pub(super) numbers: crate::limits::NumberPolicy,
@@ -149,11 +153,13 @@ impl Engine {
             send_within: config.sms.send_within,
             pins,
             keys: Arc::new(keys),
-            pin_pool: PinPool::new(cores, config.limits.pin_queue)
-                .map_err(|e| format!("cannot start the Argon2 threads: {e}"))?,
+            pin_pool: Arc::new(
+                PinPool::new(cores, config.limits.pin_queue)
+                    .map_err(|e| format!("cannot start the Argon2 threads: {e}"))?,
+            ),
             policy,
             background: TaskTracker::new(),
-            stats: EngineStats::default(),
+            stats: Arc::new(EngineStats::new(Metrics::global())),
             limit_notices: Default::default(),
             numbers: crate::limits::NumberPolicy::new(&config.limits),
             directory: None,
@@ -164,6 +170,62 @@ impl Engine {
     pub fn with_directory(mut self, directory: Arc<crate::directory::Directory>) -> Engine {
         self.directory = Some(directory);
         self
+    }
+
+    /// The engine of a new config (already checked by `Config::load`): its policy,
+    /// gateways, events, number checks and PIN cost, with the store, keys, PIN threads,
+    /// background tasks, counters and breakers of this one. `[limits] pin_queue` sizes the
+    /// PIN threads' queue, which stays as it started.
+    pub fn reconfigured(&self, config: &Config) -> Result<Engine, String> {
+        let gateways = self.gateways.reconfigured(config)?;
+        let policy = Policy::from_config(config);
+        gateways.chain(&policy.default_chain)?;
+        let notifier = Arc::new(self.notifier.reconfigured(config, gateways.clone()));
+        Ok(Engine {
+            store_thread: self.store_thread.clone(),
+            gateways,
+            notifier,
+            send_within: config.sms.send_within,
+            pins: PinHasher::new(self.keys.as_ref().clone(), &config.pin)?,
+            keys: self.keys.clone(),
+            pin_pool: self.pin_pool.clone(),
+            policy,
+            background: self.background.clone(),
+            stats: self.stats.clone(),
+            limit_notices: self.limit_notices.clone(),
+            numbers: crate::limits::NumberPolicy::new(&config.limits),
+            // A reload applies the new [directory] whole: a new pool, cache and breakers.
+            directory: match &config.directory {
+                Some(directory) => Some(Arc::new(crate::directory::Directory::new(directory)?)),
+                None => None,
+            },
+        })
+    }
+
+    /// The store thread, for health checks and gauges read at scrape time.
+    pub fn store(&self) -> &Arc<StoreThread> {
+        &self.store_thread
+    }
+
+    /// The gateways of this config, with their shared breakers.
+    pub fn gateways(&self) -> &Gateways {
+        &self.gateways
+    }
+
+    /// `[sms] default_chain`, for readiness.
+    pub fn default_chain(&self) -> &[String] {
+        &self.policy.default_chain
+    }
+
+    /// Argon2 jobs waiting for a PIN thread.
+    pub fn pin_queued(&self) -> usize {
+        self.pin_pool.queued()
+    }
+
+    /// The notifications of this config; serve waits for their tasks at shutdown (shared
+    /// by every config).
+    pub fn notifier(&self) -> &Arc<Notifier> {
+        &self.notifier
     }
 
     /// The store's own counters (`Store::counters`), for the counters line.
@@ -191,6 +253,7 @@ impl Engine {
                 reject(format!("internal error: {failure}"))
             }
         };
+        self.stats.decided(&verdict);
         let row = crate::store::AuditRow {
             time: now_ms(),
             client: request.client.clone(),
@@ -275,7 +338,14 @@ impl Engine {
         let pins = self.pins.clone();
         let (matched, _runs) = self
             .pin_pool
-            .run(&request.client, move |memory| check.run(&pins, memory))
+            .run(&request.client, move |memory| {
+                let started = Instant::now();
+                let matched = check.run(&pins, memory);
+                Metrics::global()
+                    .argon2_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                matched
+            })
             .await
             .map_err(|refused| match refused {
                 PinRefused::Overloaded => Failure::Overloaded(Overloaded),

@@ -11,6 +11,7 @@ pub mod otp;
 pub mod pin;
 pub mod pin_check;
 pub mod pin_pool;
+mod reason_class;
 pub mod stats;
 mod trigger;
 
@@ -20,6 +21,7 @@ use std::time::Duration;
 use crate::config::{ClientMode, FirstFactor};
 pub use challenge::TransactionId;
 pub use engine::Engine;
+pub use reason_class::reason_class;
 
 /// What the engine needs to know of an Access-Request.
 #[derive(Clone)]

@@ -1,36 +1,52 @@
 //! Counters of what the engine refused to do: SMS stopped by each `[limits]` cap, and PIN
-//! requests dropped because the PIN queue was full. Cheap atomics, read for the periodic
-//! counters line (and, later, metrics).
+//! requests dropped because the PIN queue was full; and of its decisions by outcome and
+//! reason class. Handles into the `otpgate_*` families of `ops::metrics`, read back for
+//! the periodic counters line.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use prometheus::IntCounter;
 
+use super::Verdict;
+use crate::ops::metrics::Metrics;
 use crate::store::Limit;
 
-#[derive(Default)]
 pub struct EngineStats {
-    limited: [AtomicU64; Limit::ALL.len()],
-    overloaded: AtomicU64,
+    limited: [IntCounter; Limit::ALL.len()],
+    overloaded: IntCounter,
+    decisions: prometheus::IntCounterVec,
 }
 
 impl EngineStats {
+    pub fn new(metrics: &Metrics) -> EngineStats {
+        EngineStats {
+            limited: Limit::ALL.map(|limit| metrics.sms_limited.with_label_values(&[limit.key()])),
+            overloaded: metrics.pin_overloaded.clone(),
+            decisions: metrics.decisions.clone(),
+        }
+    }
+
     pub fn limited(&self, limit: Limit) {
         if let Some(counter) = self.limited.get(limit as usize) {
-            counter.fetch_add(1, Ordering::Relaxed);
+            counter.inc();
         }
     }
 
     pub fn overloaded(&self) {
-        self.overloaded.fetch_add(1, Ordering::Relaxed);
+        self.overloaded.inc();
+    }
+
+    /// Counts a decision by its outcome and the class of its reason.
+    pub fn decided(&self, verdict: &Verdict) {
+        self.decisions
+            .with_label_values(&[verdict.decision.outcome(), super::reason_class(verdict)])
+            .inc();
     }
 
     pub fn limited_count(&self, limit: Limit) -> u64 {
-        self.limited
-            .get(limit as usize)
-            .map_or(0, |c| c.load(Ordering::Relaxed))
+        self.limited.get(limit as usize).map_or(0, IntCounter::get)
     }
 
     pub fn overloaded_count(&self) -> u64 {
-        self.overloaded.load(Ordering::Relaxed)
+        self.overloaded.get()
     }
 
     /// `sms_limited per_token_hour=3 pin_overloaded=12`, non-zero only; empty if all are 0.

@@ -1,6 +1,7 @@
 //! `otpgate serve`: builds the engine and the listeners, runs until SIGINT or SIGTERM, then
 //! stops receiving, lets requests in flight finish (with a deadline) and waits for SMS still
-//! being delivered in the background (with a deadline), logging what it abandons.
+//! being delivered in the background (with a deadline), logging what it abandons. SIGHUP
+//! reloads the config (`ops::reload`); systemd hears of each step (`ops::notify`).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Engine;
 use crate::config::Config;
 use crate::events::Notifier;
+use crate::ops::{http, notify, reload::Reloader};
 use crate::radius::listener::{self, Server};
 use crate::radius::socket::RadiusSocket;
 use crate::sms::Gateways;
@@ -64,7 +66,8 @@ async fn serve(config: Config) -> Result<()> {
     }
     let engine = Arc::new(engine);
     let server = Arc::new(Server::new(&config, engine.clone()));
-    let signals = StopSignals::install();
+    let mut signals = StopSignals::install();
+    let mut hangups = Hangups::install();
 
     let shutdown = CancellationToken::new();
     let loops = TaskTracker::new();
@@ -73,7 +76,24 @@ async fn serve(config: Config) -> Result<()> {
         tracing::info!("listening udp {}", socket.local_addr()?);
         loops.spawn(listener::run(socket, server.clone(), shutdown.clone()));
     }
+    if let Some(metrics) = &config.metrics {
+        let endpoint = http::bind(metrics.listen).await.with_context(|| {
+            format!("cannot listen on tcp {} ([metrics] listen)", metrics.listen)
+        })?;
+        tracing::info!(
+            "listening http {} (metrics, livez, readyz)",
+            endpoint.local_addr()?
+        );
+        loops.spawn(http::run(
+            endpoint,
+            server.clone(),
+            config.path.display().to_string(),
+            shutdown.clone(),
+        ));
+    }
     loops.close();
+    notify::ready();
+    tokio::spawn(notify::watchdog(shutdown.clone()));
     tokio::spawn(housekeeping(
         store.clone(),
         server.clone(),
@@ -88,12 +108,20 @@ async fn serve(config: Config) -> Result<()> {
         shutdown.clone(),
     ));
 
-    signals.wait().await;
+    let reloader = Reloader::new(config.clone(), server.clone());
+    loop {
+        tokio::select! {
+            _ = signals.wait() => break,
+            () = hangups.next() => reloader.reload().await,
+        }
+    }
+    notify::stopping();
     tracing::info!("shutting down");
     shutdown.cancel();
     loops.wait().await;
     drain("requests in flight", server.tasks()).await;
     drain("SMS deliveries", engine.background()).await;
+    // Every config's notifier shares these tasks.
     drain("notifications", notifier.tasks()).await;
     let _ = recorder.await;
     // Audit rows are queued without waiting; this waits for the last of them.
@@ -154,9 +182,10 @@ impl StopSignals {
         StopSignals {}
     }
 
-    async fn wait(self) {
+    /// Waits for the next stop signal. Cancel-safe, so it can race reloads in a loop.
+    async fn wait(&mut self) {
         #[cfg(unix)]
-        if let Some((mut interrupt, mut terminate)) = self.watched {
+        if let Some((interrupt, terminate)) = &mut self.watched {
             tokio::select! {
                 _ = interrupt.recv() => {}
                 _ = terminate.recv() => {}
@@ -164,6 +193,44 @@ impl StopSignals {
             return;
         }
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// SIGHUP, watched from before the first socket is bound: its default action would kill
+/// the server.
+struct Hangups {
+    #[cfg(unix)]
+    watched: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangups {
+    fn install() -> Hangups {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::hangup()) {
+                Ok(hangup) => Hangups {
+                    watched: Some(hangup),
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch SIGHUP; the config cannot be reloaded");
+                    Hangups { watched: None }
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        Hangups {}
+    }
+
+    /// Waits for the next SIGHUP; never returns if they cannot be watched.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(hangup) = &mut self.watched
+            && hangup.recv().await.is_some()
+        {
+            return;
+        }
+        std::future::pending::<()>().await
     }
 }
 

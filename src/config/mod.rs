@@ -20,6 +20,7 @@ pub mod directory;
 mod event;
 mod gateway;
 mod limits;
+mod metrics;
 
 pub use directory::DirectoryConfig;
 pub use event::{EVENT_TAGS, EventKind, EventRule, Recipient, listens};
@@ -29,6 +30,7 @@ pub use gateway::{
     SpoolGatewayConfig,
 };
 pub use limits::{AuditConfig, LimitsConfig, NumberType, SendCaps};
+pub use metrics::MetricsConfig;
 
 use crate::radius::dictionary::{Dictionary, WireAttribute};
 use crate::template::{Tag, Template};
@@ -111,6 +113,7 @@ struct RawConfig {
     #[serde(default)]
     audit: limits::RawAudit,
     directory: Option<directory::RawDirectory>,
+    metrics: Option<MetricsConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -494,6 +497,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `[directory]`, if users come from LDAP / Active Directory.
     pub directory: Option<DirectoryConfig>,
+    /// `[metrics]`; `None`: no HTTP endpoint.
+    pub metrics: Option<MetricsConfig>,
 }
 
 /// The vendor attribute that carries the token serial when `return_serial` is on.
@@ -717,6 +722,7 @@ fn check(raw: RawConfig, path: &Path, problems: &mut Problems) -> Config {
         limits,
         audit,
         directory,
+        metrics: raw.metrics,
     }
 }
 
@@ -1161,6 +1167,21 @@ mod tests {
             let err = load(&changed).expect_err(table).to_string();
             assert!(err.contains("stray_key"), "{table}: {err}");
         }
+    }
+
+    #[test]
+    fn metrics_are_off_by_default_and_their_table_is_checked() {
+        assert_eq!(load(&example()).unwrap().metrics, None);
+        let on = format!("{}\n[metrics]\nlisten = \"127.0.0.1:9812\"\n", example());
+        assert_eq!(
+            load(&on).unwrap().metrics.map(|m| m.listen.to_string()),
+            Some("127.0.0.1:9812".into())
+        );
+        let stray = on.replace("[metrics]", "[metrics]\nstray_key = 1");
+        assert!(load(&stray).unwrap_err().to_string().contains("stray_key"));
+        let bad = on.replace("127.0.0.1:9812", "localhost");
+        let err = load(&bad).unwrap_err().to_string();
+        assert!(err.contains("test.toml: metrics.listen (line"), "{err}");
     }
 
     #[test]

@@ -6,11 +6,18 @@
 //! (`socket`). Work is bounded by a semaphore (`max_in_flight`): with no permit the datagram
 //! is dropped and counted, and the NAS retransmits. Each request runs under
 //! `request_timeout`.
+//!
+//! What a config decides (clients and secrets, reply policy, the engine and its policy) is
+//! one `Live` snapshot behind an `ArcSwap`. A datagram reads the snapshot once as it arrives
+//! and its request keeps that snapshot to the end, so a reload (`Server::swap`) changes
+//! nothing for requests in flight and everything for the next datagram. A section added
+//! to the config joins `Live` (or the engine it holds) and reloads with the rest.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,32 +30,49 @@ use super::packet::MAX_PACKET_LEN;
 use super::reply::{self, ReplyContext, ReplyPolicy};
 use super::request;
 use super::socket::{RadiusSocket, Received};
-use super::stats::Stats;
+use super::stats::{Bucket, RequestCode, Stats};
 use crate::auth::Engine;
 use crate::auth::engine::Overloaded;
 use crate::config::{ClientConfig, Config};
 use crate::logging::{printable, printable_list};
+use crate::ops::metrics::Metrics;
 
 /// Entries the duplicate cache keeps at most; `[server] dedup_max_bytes` bounds its bytes.
 const DEDUP_CAPACITY: usize = 262_144;
 
 /// Everything the receive loops share.
 pub struct Server {
-    clients: ClientTable,
-    engine: Arc<Engine>,
+    /// The config in force; replaced whole by a reload.
+    live: ArcSwap<Live>,
     dedup: DedupCache,
     permits: Arc<Semaphore>,
+    /// Request tasks, so shutdown can wait for them.
+    tasks: TaskTracker,
+}
+
+/// What one config decides for the wire: who the clients are, how replies look, which
+/// engine decides. Built at start and by each reload; requests hold it while they run.
+pub struct Live {
+    clients: ClientTable,
+    engine: Arc<Engine>,
     request_timeout: Duration,
     replies: ReplyPolicy,
     pub stats: Stats,
     /// The rate-limited warnings for drops a config change can fix.
     warnings: DropWarnings,
-    /// Request tasks, so shutdown can wait for them.
-    tasks: TaskTracker,
+    /// `otpgate_request_duration_seconds` by step, resolved once.
+    durations: Durations,
 }
 
-impl Server {
-    pub fn new(config: &Config, engine: Arc<Engine>) -> Server {
+struct Durations {
+    pin: prometheus::Histogram,
+    answer: prometheus::Histogram,
+    status: prometheus::Histogram,
+}
+
+impl Live {
+    /// The snapshot of a checked config with the engine built for it.
+    pub fn new(config: &Config, engine: Arc<Engine>) -> Live {
         for client in config
             .clients
             .iter()
@@ -56,28 +80,28 @@ impl Server {
         {
             tracing::warn!(client = %client.name, "send_message_authenticator = false: replies to this client are open to forgery (BlastRADIUS)");
         }
-        let stats = Stats::new(config.clients.iter().map(|c| c.name.as_str()));
+        let metrics = Metrics::global();
+        let stats = Stats::new(metrics, config.clients.iter().map(|c| c.name.as_str()));
         let warnings = DropWarnings::new(stats.bucket_count());
-        Server {
+        let step = |name: &str| metrics.request_seconds.with_label_values(&[name]);
+        Live {
             clients: ClientTable::new(&config.clients),
             engine,
-            dedup: DedupCache::new(
-                config.server.dedup_window,
-                DEDUP_CAPACITY,
-                config.server.dedup_max_bytes,
-            ),
-            permits: Arc::new(Semaphore::new(config.server.max_in_flight)),
             request_timeout: config.server.request_timeout,
             replies: ReplyPolicy::from_config(config),
             stats,
             warnings,
-            tasks: TaskTracker::new(),
+            durations: Durations {
+                pin: step("pin"),
+                answer: step("answer"),
+                status: step("status"),
+            },
         }
     }
 
-    /// Request tasks still running.
-    pub fn tasks(&self) -> &TaskTracker {
-        &self.tasks
+    /// The engine of this config.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
     }
 
     /// Counts a drop, logs it at debug level and, for drops a config change can fix, warns
@@ -111,6 +135,43 @@ impl Server {
     }
 }
 
+impl Server {
+    pub fn new(config: &Config, engine: Arc<Engine>) -> Server {
+        Server {
+            live: ArcSwap::from_pointee(Live::new(config, engine)),
+            dedup: DedupCache::new(
+                config.server.dedup_window,
+                DEDUP_CAPACITY,
+                config.server.dedup_max_bytes,
+            ),
+            permits: Arc::new(Semaphore::new(config.server.max_in_flight)),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// The config in force now.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Puts a new config in force for every datagram from now on; requests in flight keep
+    /// the one they started with. The duplicate cache and the in-flight bound stay (their
+    /// sizes are `[server]` keys that need a restart).
+    pub fn swap(&self, live: Live) {
+        self.live.store(Arc::new(live));
+    }
+
+    /// Request tasks still running.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
+    /// The counters line of the config in force.
+    pub fn counters(&self) -> String {
+        self.live.load().counters()
+    }
+}
+
 /// Receives on `socket` until `shutdown` is cancelled.
 pub async fn run(socket: Arc<RadiusSocket>, server: Arc<Server>, shutdown: CancellationToken) {
     // One octet more than the largest packet, to tell an oversized datagram from a full one.
@@ -131,8 +192,9 @@ pub async fn run(socket: Arc<RadiusSocket>, server: Arc<Server>, shutdown: Cance
         let Some(datagram) = buffer.get(..received.len) else {
             continue;
         };
-        if let Err((reason, client)) = receive(&socket, &server, datagram, received).await {
-            server.drop_datagram(client.as_deref(), received.source, reason);
+        let live = server.live.load();
+        if let Err((reason, client)) = receive(&socket, &server, &live, datagram, received).await {
+            live.drop_datagram(client.as_deref(), received.source, reason);
         }
     }
 }
@@ -144,11 +206,12 @@ type Dropped = (DropReason, Option<Arc<ClientConfig>>);
 async fn receive(
     socket: &Arc<RadiusSocket>,
     server: &Arc<Server>,
+    live: &Arc<Live>,
     datagram: &[u8],
     received: Received,
 ) -> Result<(), Dropped> {
     let Received { source, local, .. } = received;
-    let client = server
+    let client = live
         .clients
         .lookup(source.ip())
         .ok_or((DropReason::UnknownClient, None))?
@@ -156,11 +219,18 @@ async fn receive(
     let from = |reason: DropReason| (reason, Some(client.clone()));
     let verified = guard::check(&client, datagram).map_err(from)?;
     let packet = verified.packet();
+    let bucket = live.stats.bucket(Some(&client.name));
     if verified.is_status_server() {
+        let started = Instant::now();
+        live.stats.requested(bucket, RequestCode::StatusServer);
         let bytes = reply::status_accept(&ReplyContext::of(packet), &client);
-        send(socket, server, &bytes, source, local).await;
+        send(socket, live, bucket, &bytes, source, local).await;
+        live.durations
+            .status
+            .observe(started.elapsed().as_secs_f64());
         return Ok(());
     }
+    live.stats.requested(bucket, RequestCode::AccessRequest);
     let key = DedupKey {
         source,
         identifier: packet.identifier,
@@ -171,7 +241,7 @@ async fn receive(
         Seen::InFlight => return Err(from(DropReason::DuplicateInFlight)),
         Seen::Answered(bytes) => {
             tracing::debug!(source = %source, id = packet.identifier, "retransmission answered from cache");
-            send(socket, server, &bytes, source, local).await;
+            send(socket, live, bucket, &bytes, source, local).await;
             return Ok(());
         }
     }
@@ -182,10 +252,10 @@ async fn receive(
     // Decoding the request's fields and naming its attributes happen in the task: the loop
     // only copies the verified bytes.
     let owned = verified.to_owned();
-    let (socket, task_server) = (socket.clone(), server.clone());
+    let (socket, task_server, live) = (socket.clone(), server.clone(), live.clone());
     server.tasks.spawn(async move {
         let _permit = permit;
-        handle(socket, task_server, client, owned, key, local).await;
+        handle(socket, task_server, live, client, owned, key, local).await;
     });
     Ok(())
 }
@@ -195,6 +265,7 @@ async fn receive(
 async fn handle(
     socket: Arc<RadiusSocket>,
     server: Arc<Server>,
+    live: Arc<Live>,
     client: Arc<ClientConfig>,
     owned: OwnedVerifiedRequest,
     key: DedupKey,
@@ -202,35 +273,41 @@ async fn handle(
 ) {
     let Some(verified) = owned.verified() else {
         server.dedup.abandon(key);
-        server.drop_datagram(Some(&client), key.source, DropReason::Malformed);
+        live.drop_datagram(Some(&client), key.source, DropReason::Malformed);
         return;
     };
     let context = ReplyContext::of(verified.packet());
-    let request = request::extract(&verified, &client, &server.replies.dictionary);
+    let request = request::extract(&verified, &client, &live.replies.dictionary);
     tracing::debug!(client = %client.name, source = %key.source, attributes = %printable_list(&request.attributes), "request");
     let started = Instant::now();
-    let verdict = match tokio::time::timeout(server.request_timeout, server.engine.decide(&request))
+    let verdict = match tokio::time::timeout(live.request_timeout, live.engine.decide(&request))
         .await
     {
         Ok(Ok(verdict)) => verdict,
         Ok(Err(Overloaded)) => {
             // The PIN threads' queue is full: no reply, so the NAS retransmits.
             server.dedup.abandon(key);
-            server.drop_datagram(Some(&client), key.source, DropReason::Overloaded);
+            live.drop_datagram(Some(&client), key.source, DropReason::Overloaded);
             return;
         }
         Err(_) => {
             server.dedup.abandon(key);
-            let bucket = server.stats.bucket(Some(&client.name));
-            server.stats.dropped(bucket, DropReason::TimedOut);
+            let bucket = live.stats.bucket(Some(&client.name));
+            live.stats.dropped(bucket, DropReason::TimedOut);
             tracing::warn!(client = %client.name, user = %printable(&request.user_name), "request timed out without a reply");
             return;
         }
     };
     let bytes: Arc<[u8]> =
-        reply::encode(&verdict.decision, &context, &client, &server.replies).into();
+        reply::encode(&verdict.decision, &context, &client, &live.replies).into();
     server.dedup.answered(key, bytes.clone());
-    send(&socket, &server, &bytes, key.source, local).await;
+    let bucket = live.stats.bucket(Some(&client.name));
+    send(&socket, &live, bucket, &bytes, key.source, local).await;
+    let step = match request.state {
+        Some(_) => &live.durations.answer,
+        None => &live.durations.pin,
+    };
+    step.observe(started.elapsed().as_secs_f64());
     tracing::info!(
         client = %client.name,
         user = %printable(&request.user_name),
@@ -249,13 +326,16 @@ async fn handle(
 
 async fn send(
     socket: &RadiusSocket,
-    server: &Server,
+    live: &Live,
+    bucket: Bucket,
     bytes: &[u8],
     destination: SocketAddr,
     local: Option<IpAddr>,
 ) {
     match socket.send(bytes, destination, local).await {
-        Ok(_) => server.stats.replied(),
+        Ok(_) => live
+            .stats
+            .replied(bucket, bytes.first().copied().unwrap_or_default()),
         Err(e) => tracing::warn!(destination = %destination, error = %e, "cannot send reply"),
     }
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use super::breaker::Breakers;
 use super::{Gateway, Message};
+use crate::ops::metrics::Metrics;
 
 /// Which gateway delivered, which failed before it, and which were skipped.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -70,6 +71,10 @@ impl Chain {
             .gateways
             .iter()
             .all(|g| !self.breakers.allows(g.name()));
+        // The label of the destination in the SMS metrics: its country, never the number.
+        let country = message.to.region();
+        let country = country.as_deref().unwrap_or("unknown");
+        let metrics = Metrics::global();
         for gateway in &self.gateways {
             let name = gateway.name();
             if !every_one_open && !self.breakers.allows(name) {
@@ -85,7 +90,18 @@ impl Chain {
                     .push((name.to_string(), "chain deadline passed".into()));
                 break;
             };
-            let error = match tokio::time::timeout(left, gateway.send(message)).await {
+            let started = Instant::now();
+            let sent = tokio::time::timeout(left, gateway.send(message)).await;
+            metrics
+                .sms_send_seconds
+                .with_label_values(&[name])
+                .observe(started.elapsed().as_secs_f64());
+            let counted = match sent {
+                Ok(Ok(())) => &metrics.sms_sent,
+                _ => &metrics.sms_failed,
+            };
+            counted.with_label_values(&[name, country]).inc();
+            let error = match sent {
                 Ok(Ok(())) => {
                     self.breakers.succeeded(name);
                     tracing::info!(gateway = name, to = %message.to.masked(), "sms sent");

@@ -119,11 +119,37 @@ pub trait Gateway: Send + Sync {
 pub struct Gateways {
     by_name: BTreeMap<String, Arc<dyn Gateway>>,
     breakers: Arc<breaker::Breakers>,
+    /// Each gateway's config as `Debug` prints it (secrets masked), to tell on a reload
+    /// which gateways changed and so start their breakers afresh.
+    fingerprints: BTreeMap<String, String>,
 }
 
 impl Gateways {
     /// Builds every gateway of the config (HTTP clients, spool directories).
     pub fn from_config(config: &Config) -> Result<Gateways, String> {
+        let breakers = Arc::new(breaker::Breakers::new(config.sms.breaker_backoff));
+        Gateways::build(config, breakers)
+    }
+
+    /// The gateways of a reloaded config, sharing these breakers: a gateway whose name and
+    /// settings stay keeps its breaker state; a changed or removed one is forgotten.
+    pub fn reconfigured(&self, config: &Config) -> Result<Gateways, String> {
+        let built = Gateways::build(config, self.breakers.clone())?;
+        for (name, old) in &self.fingerprints {
+            if built.fingerprints.get(name) != Some(old) {
+                self.breakers.forget(name);
+            }
+        }
+        self.breakers.set_backoff(config.sms.breaker_backoff);
+        Ok(built)
+    }
+
+    /// Every gateway name, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+
+    fn build(config: &Config, breakers: Arc<breaker::Breakers>) -> Result<Gateways, String> {
         let mut by_name: BTreeMap<String, Arc<dyn Gateway>> = BTreeMap::new();
         for (name, gateway) in &config.gateways {
             let shape = PhoneShape::from_config(gateway);
@@ -143,8 +169,16 @@ impl Gateways {
             };
             by_name.insert(name.clone(), built);
         }
-        let breakers = Arc::new(breaker::Breakers::new(config.sms.breaker_backoff));
-        Ok(Gateways { by_name, breakers })
+        let fingerprints = config
+            .gateways
+            .iter()
+            .map(|(name, gateway)| (name.clone(), format!("{gateway:?}")))
+            .collect();
+        Ok(Gateways {
+            by_name,
+            breakers,
+            fingerprints,
+        })
     }
 
     pub fn breakers(&self) -> &Arc<breaker::Breakers> {

@@ -43,7 +43,7 @@ pub fn copy(from: &dyn Store, to: &dyn Store, now: i64) -> StoreResult<Copied> {
     }
     let tokens = from.tokens(None)?;
     to.add_tokens(&tokens)?;
-    let challenges = from.open_challenges(now)?;
+    let challenges = from.open_challenge_rows(now)?;
     to.add_challenges(&challenges)?;
     let mut copied = Copied {
         users: users.len(),

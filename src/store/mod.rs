@@ -507,6 +507,9 @@ pub trait Store: Send + Sync {
     /// Deletes challenges that expired before `before`, and SMS send records older than a
     /// day before it (no cap looks further back); returns how many challenges.
     fn purge_challenges(&self, before: i64) -> StoreResult<usize>;
+    /// Challenges neither used nor expired at `now`: the metrics' gauge, and the readiness
+    /// probe's proof that the store answers.
+    fn open_challenges(&self, now: i64) -> StoreResult<u64>;
 
     fn append_audit(&self, row: &AuditRow) -> StoreResult<()>;
     /// Whether `user` was accepted before from this Calling-Station-Id (or, without one,
@@ -527,7 +530,7 @@ pub trait Store: Send + Sync {
     fn gateway_states(&self) -> StoreResult<Vec<GatewayStateRow>>;
 
     /// The challenges still open at `now` (not used, not expired), for `store copy`.
-    fn open_challenges(&self, now: i64) -> StoreResult<Vec<ChallengeRow>>;
+    fn open_challenge_rows(&self, now: i64) -> StoreResult<Vec<ChallengeRow>>;
     /// Adds challenges as they are, in one transaction: all or none.
     fn add_challenges(&self, challenges: &[ChallengeRow]) -> StoreResult<()>;
     /// Up to `limit` audit rows after the one numbered `after` (0: from the first), oldest

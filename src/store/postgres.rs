@@ -1127,6 +1127,15 @@ impl Store for PostgresStore {
         })
     }
 
+    fn open_challenges(&self, now: i64) -> StoreResult<u64> {
+        let mut conn = self.conn()?;
+        let row = conn.query_one(
+            "SELECT count(*) FROM challenges WHERE NOT used AND expires > $1",
+            &[&now],
+        )?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
+
     fn append_audit(&self, a: &AuditRow) -> StoreResult<()> {
         let mut conn = self.conn()?;
         with_audit_params(a, &self.node, |params| conn.execute(INSERT_AUDIT, params))?;
@@ -1199,7 +1208,7 @@ impl Store for PostgresStore {
             .collect())
     }
 
-    fn open_challenges(&self, now: i64) -> StoreResult<Vec<ChallengeRow>> {
+    fn open_challenge_rows(&self, now: i64) -> StoreResult<Vec<ChallengeRow>> {
         Ok(self
             .conn()?
             .query(

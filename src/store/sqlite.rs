@@ -626,6 +626,15 @@ impl Store for SqliteStore {
         Ok(db.execute("DELETE FROM challenges WHERE expires < ?1", [before])?)
     }
 
+    fn open_challenges(&self, now: i64) -> StoreResult<u64> {
+        let count: i64 = self.db().query_row(
+            "SELECT count(*) FROM challenges WHERE used = 0 AND expires > ?1",
+            [now],
+            |row| row.get(0),
+        )?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     fn append_audit(&self, a: &AuditRow) -> StoreResult<()> {
         insert_audit(&self.db(), a)?;
         Ok(())
@@ -655,7 +664,7 @@ impl Store for SqliteStore {
         Ok(rows)
     }
 
-    fn open_challenges(&self, now: i64) -> StoreResult<Vec<ChallengeRow>> {
+    fn open_challenge_rows(&self, now: i64) -> StoreResult<Vec<ChallengeRow>> {
         let db = self.db();
         let mut statement = db.prepare_cached(
             "SELECT transaction_id, serial, user, client, counter, created, expires, attempts, sends,

@@ -15,6 +15,7 @@ use std::sync::{Arc, Barrier, Condvar, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{AuditRow, Store, StoreError, StoreResult};
+use crate::ops::metrics::Metrics;
 
 type Job = Box<dyn FnOnce(&dyn Store) + Send>;
 
@@ -115,8 +116,11 @@ impl StoreThread {
             };
             let spawned = std::thread::Builder::new().name(name).spawn(move || {
                 // Ends when the StoreThread is dropped, after the queued calls ran.
+                let seconds = &Metrics::global().store_seconds;
                 while let Some(job) = jobs.take() {
+                    let started = std::time::Instant::now();
                     job(store.as_ref());
+                    seconds.observe(started.elapsed().as_secs_f64());
                 }
             });
             if let Err(e) = spawned {

@@ -13,6 +13,7 @@ pub mod pg;
 pub mod radclient;
 pub mod raw;
 pub mod slapd;
+pub mod scrape;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -105,6 +106,9 @@ pub struct Server {
     pub config: PathBuf,
     /// Every address the server logged as listening.
     pub addresses: Vec<SocketAddr>,
+    /// The `[metrics]` endpoint's address, if it has one (logged before the listeners
+    /// are all up, so known once `start` returns).
+    pub http: Arc<Mutex<Option<SocketAddr>>>,
     child: Child,
     log: Arc<Mutex<String>>,
 }
@@ -131,15 +135,28 @@ impl Server {
 
     /// Starts the binary and waits until it logs every listening address.
     pub fn start(dir: tempfile::TempDir, config: PathBuf) -> Server {
+        Server::start_with_env(dir, config, &[])
+    }
+
+    /// `start` with more environment variables (NOTIFY_SOCKET, WATCHDOG_USEC).
+    pub fn start_with_env(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        env: &[(&str, String)],
+    ) -> Server {
+        // Ephemeral RADIUS ports: those of `listen = [...]` lines ([metrics] has no list).
         let expected = std::fs::read_to_string(&config)
             .unwrap()
-            .matches(":0\"")
-            .count()
+            .lines()
+            .filter(|line| line.trim_start().starts_with("listen = ["))
+            .map(|line| line.matches(":0\"").count())
+            .sum::<usize>()
             .max(1);
         let mut child = Command::new(binary())
             .args(["serve", "--config"])
             .arg(&config)
             .env("RUST_LOG", "debug")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -149,8 +166,16 @@ impl Server {
         let (sender, receiver) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         let sink = log.clone();
+        let http = Arc::new(Mutex::new(None));
+        let http_sink = http.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening http ").nth(1) {
+                    *http_sink.lock().unwrap() = rest
+                        .split_whitespace()
+                        .next()
+                        .and_then(|a| a.parse::<SocketAddr>().ok());
+                }
                 if let Some(rest) = line.split("listening udp ").nth(1) {
                     // Text and JSON logs both: the address ends at the first other character.
                     let end = rest
@@ -177,8 +202,21 @@ impl Server {
             dir,
             config,
             addresses,
+            http,
             child,
             log,
+        }
+    }
+
+    /// The `[metrics]` endpoint's address; panics if the config has none.
+    pub fn http_address(&self) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(address) = *self.http.lock().unwrap() {
+                return address;
+            }
+            assert!(Instant::now() < deadline, "no 'listening http' line");
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -259,6 +297,24 @@ impl Server {
             self.address(),
             &format!("User-Name=alice,User-Password={otp},State={state}"),
         )
+    }
+
+    /// Sends SIGHUP and waits for the reload's last log line: applied or refused.
+    pub fn reload(&self) -> bool {
+        let done = |log: &str| {
+            log.matches("config reloaded").count() + log.matches("config not reloaded").count()
+        };
+        let before = done(&self.log());
+        signal(self.child.id(), "HUP");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while done(&self.log()) == before {
+            assert!(Instant::now() < deadline, "no reload result in the log");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let log = self.log();
+        let last_applied = log.rfind("config reloaded");
+        let last_refused = log.rfind("config not reloaded");
+        last_applied > last_refused
     }
 
     pub fn pid(&self) -> u32 {
