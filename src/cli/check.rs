@@ -11,6 +11,10 @@ use crate::sms::Gateways;
 pub fn run(config_path: &Path) -> Result<()> {
     let config = super::load_config(config_path)?;
     Gateways::from_config(&config).map_err(|e| anyhow!(e))?;
+    if let Some(radsec) = &config.radsec {
+        // Reads the certificates and key as serve would, so their problems show here too.
+        crate::radius::tls_config::build(radsec, &config.path).map_err(|e| anyhow!(e))?;
+    }
     for warning in crate::sms::cost::warnings(&config) {
         eprintln!("warning: {warning}");
     }

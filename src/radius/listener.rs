@@ -1,6 +1,8 @@
-//! The UDP receive loops. Each loop only receives, finds the client, runs the guard and the
-//! duplicate cache, and hands the request to a task; it never waits on SQLite, Argon2 or a
-//! gateway. Status-Server is answered inline: it costs one HMAC.
+//! The request path every transport shares (`Server::admit`: Status-Server, the duplicate
+//! cache, the work bound, the engine call, the reply and its signing), and the UDP receive
+//! loops that feed it. Each loop only receives, finds the client, runs the guard and hands
+//! the request to `admit`; it never waits on SQLite, Argon2 or a gateway. RadSec
+//! (`tls`) feeds the same `admit` from its connections.
 //!
 //! Replies leave from the socket the request came in on, from the address it was sent to
 //! (`socket`). Work is bounded by a semaphore (`max_in_flight`): with no permit the datagram
@@ -11,19 +13,21 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::clients::ClientTable;
 use super::dedup::{DedupCache, DedupKey, Seen};
+use super::dialect::Dialect;
 use super::drop_warnings::DropWarnings;
-use super::guard::{self, DropReason, OwnedVerifiedRequest};
+use super::guard::{self, DropReason, OwnedVerifiedRequest, VerifiedRequest};
 use super::packet::MAX_PACKET_LEN;
 use super::reply::{self, ReplyContext, ReplyPolicy};
 use super::request;
 use super::socket::{RadiusSocket, Received};
 use super::stats::Stats;
+use super::tls_stats::TlsStats;
 use crate::auth::Engine;
 use crate::auth::engine::Overloaded;
 use crate::config::{ClientConfig, Config};
@@ -45,6 +49,8 @@ pub struct Server {
     warnings: DropWarnings,
     /// Request tasks, so shutdown can wait for them.
     tasks: TaskTracker,
+    /// The RadSec counters, in the same summary line.
+    pub tls_stats: Arc<TlsStats>,
 }
 
 impl Server {
@@ -72,6 +78,7 @@ impl Server {
             stats,
             warnings,
             tasks: TaskTracker::new(),
+            tls_stats: Arc::new(TlsStats::default()),
         }
     }
 
@@ -82,7 +89,12 @@ impl Server {
 
     /// Counts a drop, logs it at debug level and, for drops a config change can fix, warns
     /// (rate-limited). `client` is `None` for a source that is no configured client.
-    fn drop_datagram(&self, client: Option<&ClientConfig>, source: SocketAddr, reason: DropReason) {
+    pub fn drop_datagram(
+        &self,
+        client: Option<&ClientConfig>,
+        source: SocketAddr,
+        reason: DropReason,
+    ) {
         let name = client.map(|c| c.name.as_str());
         let bucket = self.stats.bucket(name);
         let count = self.stats.dropped(bucket, reason);
@@ -101,6 +113,7 @@ impl Server {
     pub fn counters(&self) -> String {
         [
             self.stats.summary(),
+            self.tls_stats.summary(),
             self.engine.stats.summary(),
             self.engine.store_counters(),
         ]
@@ -108,6 +121,155 @@ impl Server {
         .filter(|part| !part.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
+    }
+}
+
+/// Where a request came from and where its reply goes: the UDP socket it came in on, or its
+/// TLS connection's writer. The request path (guard, duplicate cache, engine, reply signing)
+/// is the same for both; only this differs.
+pub trait ReplyPath: Send + Sync + 'static {
+    /// Sends one reply.
+    fn send(&self, bytes: Arc<[u8]>) -> impl Future<Output = std::io::Result<()>> + Send;
+}
+
+/// What a request does when every `max_in_flight` permit is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenBusy {
+    /// Dropped and counted: a UDP NAS retransmits.
+    Drop,
+    /// Waits for a permit. A TLS client does not retransmit on its connection (RFC 6614
+    /// section 2.5), and its connection is not read meanwhile, so TCP pushes back.
+    Wait,
+}
+
+/// The duplicate cache's key for a verified request. Under RADIUS/1.1 only the Token counts
+/// (RFC 9765 section 4.2.2): the Identifier and Reserved-2 are ignored.
+pub fn dedup_key(connection: u64, source: SocketAddr, verified: &VerifiedRequest<'_>) -> DedupKey {
+    let packet = verified.packet();
+    match verified.dialect() {
+        Dialect::Classic => DedupKey {
+            connection,
+            source,
+            identifier: packet.identifier,
+            authenticator: packet.authenticator,
+        },
+        Dialect::Radius11 => DedupKey {
+            connection,
+            source,
+            identifier: 0,
+            authenticator: Dialect::reply_token(&packet.authenticator),
+        },
+    }
+}
+
+impl Server {
+    /// One verified request up to the hand-off, for every transport: Status-Server is
+    /// answered at once (it costs one HMAC), a duplicate is dropped or answered from the
+    /// cache, and a new request gets a `max_in_flight` permit and a task. `held` (a TLS
+    /// connection's own permit) lives as long as the task. An `Err` is a silent drop.
+    pub async fn admit<P: ReplyPath>(
+        self: &Arc<Self>,
+        client: &Arc<ClientConfig>,
+        verified: &VerifiedRequest<'_>,
+        key: DedupKey,
+        path: P,
+        when_busy: WhenBusy,
+        held: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), DropReason> {
+        if verified.is_status_server() {
+            let bytes = reply::status_accept(&ReplyContext::of(verified), client);
+            self.send(&path, bytes.into()).await;
+            return Ok(());
+        }
+        match self.dedup.check(key, Instant::now()) {
+            Seen::New => {}
+            Seen::InFlight => return Err(DropReason::DuplicateInFlight),
+            Seen::Answered(bytes) => {
+                tracing::debug!(source = %key.source, id = verified.packet().identifier, "retransmission answered from cache");
+                self.send(&path, bytes).await;
+                return Ok(());
+            }
+        }
+        let permit = match when_busy {
+            WhenBusy::Drop => self.permits.clone().try_acquire_owned().ok(),
+            WhenBusy::Wait => self.permits.clone().acquire_owned().await.ok(),
+        };
+        let Some(permit) = permit else {
+            self.dedup.abandon(key);
+            return Err(DropReason::Overloaded);
+        };
+        // Decoding the request's fields and naming its attributes happen in the task: the
+        // receiving loop only copies the verified bytes.
+        let owned = verified.to_owned();
+        let (server, client) = (self.clone(), client.clone());
+        self.tasks.spawn(async move {
+            let _permits = (permit, held);
+            server.handle(path, client, owned, key).await;
+        });
+        Ok(())
+    }
+
+    /// Decides one request and sends the reply. Cancel-safe: if dropped, the cache entry is
+    /// left in flight until it expires, and the NAS's retransmissions are dropped meanwhile.
+    async fn handle<P: ReplyPath>(
+        &self,
+        path: P,
+        client: Arc<ClientConfig>,
+        owned: OwnedVerifiedRequest,
+        key: DedupKey,
+    ) {
+        let Some(verified) = owned.verified() else {
+            self.dedup.abandon(key);
+            self.drop_datagram(Some(&client), key.source, DropReason::Malformed);
+            return;
+        };
+        let context = ReplyContext::of(&verified);
+        let request = request::extract(&verified, &client, &self.replies.dictionary);
+        tracing::debug!(client = %client.name, source = %key.source, attributes = %printable_list(&request.attributes), "request");
+        let started = Instant::now();
+        let verdict = match tokio::time::timeout(self.request_timeout, self.engine.decide(&request))
+            .await
+        {
+            Ok(Ok(verdict)) => verdict,
+            Ok(Err(Overloaded)) => {
+                // The PIN threads' queue is full: no reply, so the NAS retransmits.
+                self.dedup.abandon(key);
+                self.drop_datagram(Some(&client), key.source, DropReason::Overloaded);
+                return;
+            }
+            Err(_) => {
+                self.dedup.abandon(key);
+                let bucket = self.stats.bucket(Some(&client.name));
+                self.stats.dropped(bucket, DropReason::TimedOut);
+                tracing::warn!(client = %client.name, user = %printable(&request.user_name), "request timed out without a reply");
+                return;
+            }
+        };
+        let bytes: Arc<[u8]> =
+            reply::encode(&verdict.decision, &context, &client, &self.replies).into();
+        self.dedup.answered(key, bytes.clone());
+        self.send(&path, bytes).await;
+        tracing::info!(
+            client = %client.name,
+            user = %printable(&request.user_name),
+            nas_ip = %printable(request.nas_ip.as_deref().unwrap_or("-")),
+            nas_identifier = %printable(request.nas_identifier.as_deref().unwrap_or("-")),
+            calling_station_id = %printable(request.calling_station_id.as_deref().unwrap_or("-")),
+            serial = verdict.serial.as_deref().unwrap_or("-"),
+            outcome = verdict.decision.outcome(),
+            reason = %printable(&verdict.reason),
+            phone = verdict.phone_masked.as_deref().unwrap_or("-"),
+            gateway = verdict.gateway.as_deref().unwrap_or("-"),
+            ms = started.elapsed().as_millis() as u64,
+            "decision"
+        );
+    }
+
+    async fn send<P: ReplyPath>(&self, path: &P, bytes: Arc<[u8]>) {
+        match path.send(bytes).await {
+            Ok(()) => self.stats.replied(),
+            Err(e) => tracing::warn!(error = %e, "cannot send reply"),
+        }
     }
 }
 
@@ -155,107 +317,33 @@ async fn receive(
         .clone();
     let from = |reason: DropReason| (reason, Some(client.clone()));
     let verified = guard::check(&client, datagram).map_err(from)?;
-    let packet = verified.packet();
-    if verified.is_status_server() {
-        let bytes = reply::status_accept(&ReplyContext::of(packet), &client);
-        send(socket, server, &bytes, source, local).await;
-        return Ok(());
-    }
-    let key = DedupKey {
-        source,
-        identifier: packet.identifier,
-        authenticator: packet.authenticator,
+    let key = dedup_key(0, source, &verified);
+    let path = UdpReply {
+        socket: socket.clone(),
+        destination: source,
+        local,
     };
-    match server.dedup.check(key, Instant::now()) {
-        Seen::New => {}
-        Seen::InFlight => return Err(from(DropReason::DuplicateInFlight)),
-        Seen::Answered(bytes) => {
-            tracing::debug!(source = %source, id = packet.identifier, "retransmission answered from cache");
-            send(socket, server, &bytes, source, local).await;
-            return Ok(());
-        }
-    }
-    let Ok(permit) = server.permits.clone().try_acquire_owned() else {
-        server.dedup.abandon(key);
-        return Err(from(DropReason::Overloaded));
-    };
-    // Decoding the request's fields and naming its attributes happen in the task: the loop
-    // only copies the verified bytes.
-    let owned = verified.to_owned();
-    let (socket, task_server) = (socket.clone(), server.clone());
-    server.tasks.spawn(async move {
-        let _permit = permit;
-        handle(socket, task_server, client, owned, key, local).await;
-    });
-    Ok(())
-}
-
-/// Decides one request and sends the reply. Cancel-safe: if dropped, the cache entry is left
-/// in flight until it expires, and the NAS's retransmissions are dropped meanwhile.
-async fn handle(
-    socket: Arc<RadiusSocket>,
-    server: Arc<Server>,
-    client: Arc<ClientConfig>,
-    owned: OwnedVerifiedRequest,
-    key: DedupKey,
-    local: Option<IpAddr>,
-) {
-    let Some(verified) = owned.verified() else {
-        server.dedup.abandon(key);
-        server.drop_datagram(Some(&client), key.source, DropReason::Malformed);
-        return;
-    };
-    let context = ReplyContext::of(verified.packet());
-    let request = request::extract(&verified, &client, &server.replies.dictionary);
-    tracing::debug!(client = %client.name, source = %key.source, attributes = %printable_list(&request.attributes), "request");
-    let started = Instant::now();
-    let verdict = match tokio::time::timeout(server.request_timeout, server.engine.decide(&request))
+    server
+        .admit(&client, &verified, key, path, WhenBusy::Drop, None)
         .await
-    {
-        Ok(Ok(verdict)) => verdict,
-        Ok(Err(Overloaded)) => {
-            // The PIN threads' queue is full: no reply, so the NAS retransmits.
-            server.dedup.abandon(key);
-            server.drop_datagram(Some(&client), key.source, DropReason::Overloaded);
-            return;
-        }
-        Err(_) => {
-            server.dedup.abandon(key);
-            let bucket = server.stats.bucket(Some(&client.name));
-            server.stats.dropped(bucket, DropReason::TimedOut);
-            tracing::warn!(client = %client.name, user = %printable(&request.user_name), "request timed out without a reply");
-            return;
-        }
-    };
-    let bytes: Arc<[u8]> =
-        reply::encode(&verdict.decision, &context, &client, &server.replies).into();
-    server.dedup.answered(key, bytes.clone());
-    send(&socket, &server, &bytes, key.source, local).await;
-    tracing::info!(
-        client = %client.name,
-        user = %printable(&request.user_name),
-        nas_ip = %printable(request.nas_ip.as_deref().unwrap_or("-")),
-        nas_identifier = %printable(request.nas_identifier.as_deref().unwrap_or("-")),
-        calling_station_id = %printable(request.calling_station_id.as_deref().unwrap_or("-")),
-        serial = verdict.serial.as_deref().unwrap_or("-"),
-        outcome = verdict.decision.outcome(),
-        reason = %printable(&verdict.reason),
-        phone = verdict.phone_masked.as_deref().unwrap_or("-"),
-        gateway = verdict.gateway.as_deref().unwrap_or("-"),
-        ms = started.elapsed().as_millis() as u64,
-        "decision"
-    );
+        .map_err(from)
 }
 
-async fn send(
-    socket: &RadiusSocket,
-    server: &Server,
-    bytes: &[u8],
+/// A UDP reply leaves from the socket the request came in on, from the address it was sent
+/// to.
+struct UdpReply {
+    socket: Arc<RadiusSocket>,
     destination: SocketAddr,
     local: Option<IpAddr>,
-) {
-    match socket.send(bytes, destination, local).await {
-        Ok(_) => server.stats.replied(),
-        Err(e) => tracing::warn!(destination = %destination, error = %e, "cannot send reply"),
+}
+
+impl ReplyPath for UdpReply {
+    fn send(&self, bytes: Arc<[u8]>) -> impl Future<Output = std::io::Result<()>> + Send {
+        async move {
+            self.socket
+                .send(&bytes, self.destination, self.local)
+                .await
+                .map(|_| ())
+        }
     }
 }
