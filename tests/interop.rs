@@ -5,27 +5,16 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::background::{Background, assert_clean, capture_radius};
+use common::background::{assert_clean, capture_radius};
+use common::freeradius::{self, NAS_SECRET, free_port};
 use common::peers;
 use common::radclient;
 use common::{Options, PIN, SECRET, Server, otp_of};
 
-const NAS_SECRET: &str = "nas-to-freeradius-secret";
-
-/// A free UDP port on loopback (bound and released).
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A FreeRADIUS configuration in `dir`: one virtual server on `listen` that proxies every
-/// request to otpgate at `home_port` with the shipped home-server snippet.
+/// FreeRADIUS proxying every request from `listen` to otpgate at `home_port` over UDP with
+/// the shipped home-server snippet.
 fn freeradius_config(dir: &Path, listen: u16, home_port: u16) {
     let snippet = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -43,70 +32,7 @@ fn freeradius_config(dir: &Path, listen: u16, home_port: u16) {
     .replace("check_interval = 10", "check_interval = 1")
     .replace("check_timeout = 4", "check_timeout = 1")
     .replace("num_answers_to_alive = 3", "num_answers_to_alive = 2");
-    std::fs::write(dir.join("otpgate-proxy.conf"), snippet).unwrap();
-    let d = dir.display();
-    let config = format!(
-        r#"prefix = /usr
-exec_prefix = /usr
-sysconfdir = /etc
-localstatedir = /var
-sbindir = /usr/sbin
-raddbdir = {d}
-confdir = {d}
-logdir = {d}
-run_dir = {d}
-db_dir = {d}
-libdir = /usr/lib/freeradius
-name = freeradius
-pidfile = {d}/freeradius.pid
-max_request_time = 30
-cleanup_delay = 5
-max_requests = 1024
-hostname_lookups = no
-log {{
-    destination = stderr
-    colourise = no
-}}
-security {{
-    allow_core_dumps = no
-    max_attributes = 200
-    reject_delay = 0
-    status_server = yes
-}}
-proxy_requests = yes
-proxy server {{
-    default_fallback = no
-}}
-$INCLUDE otpgate-proxy.conf
-client nas {{
-    ipaddr = 127.0.0.1
-    secret = {NAS_SECRET}
-}}
-thread pool {{
-    start_servers = 2
-    max_servers = 4
-    min_spare_servers = 1
-    max_spare_servers = 2
-}}
-modules {{
-}}
-server default {{
-    listen {{
-        type = auth
-        ipaddr = 127.0.0.1
-        port = {listen}
-    }}
-    authorize {{
-        update control {{
-            &Proxy-To-Realm := "otpgate"
-        }}
-    }}
-    authenticate {{
-    }}
-}}
-"#
-    );
-    std::fs::write(dir.join("radiusd.conf"), config).unwrap();
+    freeradius::write_config(dir, listen, &snippet);
 }
 
 #[test]
@@ -121,15 +47,7 @@ fn freeradius_proxies_the_whole_challenge_flow_and_marks_otpgate_alive_by_status
 
     let scratch = tempfile::tempdir().unwrap();
     freeradius_config(scratch.path(), proxy_port, otpgate_port);
-    let freeradius = Background::start(
-        Command::new("freeradius")
-            .args(["-X", "-f", "-n", "radiusd", "-d"])
-            .arg(scratch.path()),
-    );
-    assert!(
-        freeradius.wait_for("Ready to process requests", Duration::from_secs(10)),
-        "FreeRADIUS did not start"
-    );
+    let freeradius = freeradius::start(scratch.path());
     let proxy: std::net::SocketAddr = format!("127.0.0.1:{proxy_port}").parse().unwrap();
     let through_proxy = |attributes: &str| {
         radclient::send(

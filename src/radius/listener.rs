@@ -178,6 +178,7 @@ impl Server {
     ) -> Result<(), DropReason> {
         if verified.is_status_server() {
             let bytes = reply::status_accept(&ReplyContext::of(verified), client);
+            tracing::debug!(client = %client.name, source = %key.source, "status-server answered");
             self.send(&path, bytes.into()).await;
             return Ok(());
         }

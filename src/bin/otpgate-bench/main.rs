@@ -10,6 +10,7 @@ mod capture;
 mod client;
 mod flood;
 mod stats;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,6 +60,8 @@ struct Common {
     /// Print one JSON object instead of the text report.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
 }
 
 #[derive(clap::Args, Clone)]
@@ -304,6 +307,7 @@ enum Kind {
 
 async fn run(common: Common, users: Option<Users>, kind: Kind) -> anyhow::Result<()> {
     let capture = Capture::default();
+    let tls = tls::TlsOptions::from_args(&common.tls)?;
     if let Some(users) = &users {
         anyhow::ensure!(
             users.users >= common.concurrency,
@@ -339,15 +343,22 @@ async fn run(common: Common, users: Option<Users>, kind: Kind) -> anyhow::Result
     let lost = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for worker in 0..common.concurrency {
-        let (common, users, capture, schedule, lost) = (
+        let (common, users, capture, schedule, lost, tls) = (
             common.clone(),
             users.clone(),
             capture.clone(),
             schedule.clone(),
             lost.clone(),
+            tls.clone(),
         );
         workers.push(tokio::spawn(async move {
-            let mut client = Client::connect(common.server, &common.secret, common.timeout).await?;
+            let mut client = Client::open(
+                common.server,
+                tls.as_deref(),
+                &common.secret,
+                common.timeout,
+            )
+            .await?;
             let mut tally = Tally::default();
             let mut round = 0usize;
             loop {
