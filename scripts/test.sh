@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs otpgate's whole test suite on a fresh Debian machine: installs what the integration
 # tests need if it is missing (Debian's freeradius-utils for radclient, freeradius as a
-# proxy, tshark; postgresql, whose initdb and pg_ctl the PostgreSQL tests start a cluster of
-# their own with; Python 3 with the packages of tests/peers/requirements.txt for the SMTP,
+# proxy, tshark; radsecproxy and openssl for the RadSec tests; postgresql, whose initdb and
+# pg_ctl the PostgreSQL tests start a cluster of their own with; Python 3 with the packages of tests/peers/requirements.txt for the SMTP,
 # XML-RPC, modem and pyrad peers), then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,8 @@ need_packages=()
 command -v radclient >/dev/null 2>&1 || need_packages+=(freeradius-utils)
 command -v freeradius >/dev/null 2>&1 || need_packages+=(freeradius)
 command -v tshark >/dev/null 2>&1 || need_packages+=(tshark)
+command -v radsecproxy >/dev/null 2>&1 || need_packages+=(radsecproxy)
+command -v openssl >/dev/null 2>&1 || need_packages+=(openssl)
 command -v python3 >/dev/null 2>&1 || need_packages+=(python3 python3-pip)
 # Debian keeps initdb off PATH, under /usr/lib/postgresql/VERSION/bin.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_packages+=(postgresql)

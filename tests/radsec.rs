@@ -354,6 +354,15 @@ fn freeradius_snippet(pki: &Pki, port: u16) -> String {
     )
 }
 
+/// A TCP port free on loopback (bound and released).
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 #[test]
 fn freeradius_as_a_radsec_client_proxies_the_whole_challenge_flow() {
     let (server, pki) = radsec_server("", "");
@@ -453,5 +462,137 @@ fn radsecproxy_bridges_udp_to_otpgate_over_tls() {
         server.wait_for_log("status-server answered", Duration::from_secs(60)),
         "no Status-Server from radsecproxy:\n{}",
         bridge.output()
+    );
+}
+
+#[test]
+fn the_bench_client_completes_flows_over_radius_1_1() {
+    let capture = free_tcp_port();
+    let options = Options {
+        chain: vec!["capture".into()],
+        // Each user logs in again and again: every PIN request sends its SMS.
+        resend_interval: "0s",
+        limits_extra: "per_token_hour = 0\nper_token_day = 0\nper_phone_hour = 0".into(),
+        extra: format!(
+            "\n[gateway.capture]\ntype = \"http\"\nurl = \"http://127.0.0.1:{capture}/sms\"\nmethod = \"POST\"\noptions = {{ to = \"{{phone}}\", text = \"{{otp}}\" }}\n"
+        ),
+        ..Options::default()
+    };
+    let (dir, config) = Server::prepare(&options);
+    let pki = Pki::new(dir.path());
+    // The capture gateway takes the SMS text for the code.
+    let mut text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("sms_text = \"Your code: {otp}\"", "sms_text = \"{otp}\"");
+    text.push_str(&pki.radsec_toml(""));
+    text.push_str(&client_toml("nas1", NAS_NAME, "require_radius_1_1 = true"));
+    std::fs::write(&config, text).unwrap();
+    let (users, tokens) = (dir.path().join("users.csv"), dir.path().join("tokens.csv"));
+    let status = Command::new(env!("CARGO_BIN_EXE_otpgate-bench"))
+        .args(["users", "--count", "4", "--users-csv"])
+        .arg(&users)
+        .arg("--tokens-csv")
+        .arg(&tokens)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    common::cli_ok(&config, &["user", "import", users.to_str().unwrap()], None);
+    common::cli_ok(
+        &config,
+        &["token", "import", tokens.to_str().unwrap()],
+        None,
+    );
+    let server = Server::start(dir, config);
+
+    let nas = pki.nas();
+    let output = Command::new(env!("CARGO_BIN_EXE_otpgate-bench"))
+        .args(["flow", "--server"])
+        .arg(radsec_address(&server).to_string())
+        .args(["--secret", RADSEC, "--users", "4", "--concurrency", "2"])
+        .args(["--duration", "2s", "--capture"])
+        .arg(format!("127.0.0.1:{capture}"))
+        .args(["--tls", "--alpn", "radius/1.1", "--cert"])
+        .arg(&nas.cert)
+        .arg("--key")
+        .arg(&nas.key)
+        .arg("--ca")
+        .arg(pki.ca_file())
+        .arg("--json")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
+    assert!(report["completed"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert_eq!(report["timeouts"], 0, "{report}");
+    assert!(server.log().contains("protocol=\"radius/1.1\""));
+    assert!(!server.log().contains("protocol=\"radius/tls\""));
+}
+
+#[test]
+fn certificate_problems_stop_check_config_and_serve_naming_file_and_key() {
+    let (dir, config) = Server::prepare(&Options::default());
+    let pki = Pki::new(dir.path());
+    let base = std::fs::read_to_string(&config).unwrap();
+    let write = |radsec: String| {
+        std::fs::write(
+            &config,
+            format!("{base}{radsec}{}", client_toml("nas1", NAS_NAME, "")),
+        )
+        .unwrap();
+    };
+    write(pki.radsec_toml(""));
+    let (ok, out, err) = common::cli(&config, &["check-config"], None);
+    assert!(ok, "{err}");
+    assert!(out.contains("radsec on 127.0.0.1:0"), "{out}");
+
+    let d = dir.path().display().to_string();
+    let server_cert = format!("{d}/server.pem");
+    let cases = [
+        (
+            pki.radsec_toml("")
+                .replace(&server_cert, &format!("{d}/missing.pem")),
+            "radsec.cert_file: ",
+            "No such file",
+        ),
+        (
+            pki.radsec_toml("")
+                .replace(&server_cert, &format!("{d}/server.key")),
+            "radsec.cert_file: ",
+            "no certificate",
+        ),
+        (
+            pki.radsec_toml("")
+                .replace(&format!("{d}/server.key"), &format!("{d}/nas.key")),
+            "radsec.key_file: ",
+            "does not go with",
+        ),
+    ];
+    for (radsec, key, problem) in cases {
+        write(radsec);
+        for command in [&["check-config"][..], &["serve"][..]] {
+            let (ok, _, err) = common::cli(&config, command, None);
+            assert!(!ok, "{command:?} {problem}");
+            assert!(
+                err.contains(key) && err.contains(problem),
+                "{command:?}: {err}"
+            );
+        }
+    }
+    write(pki.radsec_toml(""));
+    std::fs::set_permissions(
+        dir.path().join("server.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let (ok, _, err) = common::cli(&config, &["check-config"], None);
+    assert!(
+        !ok && err.contains("radsec.key_file: ") && err.contains("readable by group or others"),
+        "{err}"
     );
 }

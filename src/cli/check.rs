@@ -18,18 +18,24 @@ pub fn run(config_path: &Path) -> Result<()> {
     for warning in crate::sms::cost::warnings(&config) {
         eprintln!("warning: {warning}");
     }
-    println!(
-        "{}: ok ({} client(s), {} gateway(s), listening on {})",
-        config_path.display(),
-        config.clients.len(),
-        config.gateways.len(),
-        config
-            .server
-            .listen
+    let list = |addresses: &[std::net::SocketAddr]| {
+        addresses
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", ")
+    };
+    let radsec = config
+        .radsec
+        .as_ref()
+        .map(|r| format!(", radsec on {}", list(&r.listen)))
+        .unwrap_or_default();
+    println!(
+        "{}: ok ({} client(s), {} gateway(s), listening on {}{radsec})",
+        config_path.display(),
+        config.clients.len(),
+        config.gateways.len(),
+        list(&config.server.listen)
     );
     println!("{}", limits_line(&config.limits));
     if let crate::config::Database::Postgres(pg) = &config.server.database {
