@@ -1344,8 +1344,8 @@ mod tests {
         for expected in [
             "test.toml: radsec.tls_min_version: '1.1' is not",
             "test.toml: radsec.max_connections: must be at least 1",
-            "test.toml: client[1] (nas1).tls_fingerprints: 'sha256:zz' is not",
-            "test.toml: client[1] (nas1).tls_names: 'bad name' is not a DNS name",
+            "test.toml: client[1] (nas1).tls_fingerprints: \"sha256:zz\" is not",
+            "test.toml: client[1] (nas1).tls_names: \"bad name\" is not a DNS name",
         ] {
             assert!(err.contains(expected), "{expected}: {err}");
         }

@@ -187,10 +187,7 @@ pub(super) fn check_identity(
         if valid {
             checked_names.push(name.to_ascii_lowercase());
         } else {
-            problems.add(
-                &key("tls_names"),
-                format!("'{}' is not a DNS name", crate::logging::printable(name)),
-            );
+            problems.add(&key("tls_names"), format!("{name:?} is not a DNS name"));
         }
     }
     let mut checked_fingerprints = Vec::new();
@@ -199,10 +196,7 @@ pub(super) fn check_identity(
             Some(fingerprint) => checked_fingerprints.push(fingerprint),
             None => problems.add(
                 &key("tls_fingerprints"),
-                format!(
-                    "'{}' is not \"sha256:\" and 64 hex digits (colons allowed)",
-                    crate::logging::printable(text)
-                ),
+                format!("{text:?} is not \"sha256:\" and 64 hex digits (colons allowed)"),
             ),
         }
     }

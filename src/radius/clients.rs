@@ -28,15 +28,19 @@ impl ClientTable {
     }
 
     pub fn lookup(&self, ip: IpAddr) -> Option<&Arc<ClientConfig>> {
-        // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d.
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
+        let ip = unmapped(ip);
         self.clients
             .iter()
             .find(|(network, _)| network.contains(&ip))
             .map(|(_, client)| client)
+    }
+}
+
+/// A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; networks are written as IPv4.
+pub fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DedupKey {
     /// The TLS connection the request came on (0 on UDP): RadSec keeps duplicates apart per
-    /// connection (RFC 9765 section 4.2.2), even from a source port used again.
+    /// connection (RFC 9765), even from a source port used again.
     pub connection: u64,
     pub source: SocketAddr,
     pub identifier: u8,

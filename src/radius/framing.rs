@@ -1,4 +1,4 @@
-//! RADIUS packets on a byte stream (RFC 6613 section 2.1, RFC 6614): each packet is framed
+//! RADIUS packets on a byte stream (RFC 6613, RFC 6614): each packet is framed
 //! by its own Length field, which must be 20 to 4096. Any other length means the stream is
 //! out of step or hostile; nothing after it can be trusted, so the connection is closed.
 

@@ -1,7 +1,7 @@
 //! The gate every datagram passes before anything acts on it: packet sanity, request codes,
 //! the Message-Authenticator policy (RFC 3579 section 3.2, RFC 5997, the BlastRADIUS
 //! mitigations) and the Proxy-State policy. Only `check` can build a `VerifiedRequest`, so
-//! no path can skip these checks. Under RADIUS/1.1 (RFC 9765 section 5) TLS authenticates
+//! no path can skip these checks. Under RADIUS/1.1 (RFC 9765) TLS authenticates
 //! every packet: a Message-Authenticator means nothing there and is ignored, and the
 //! User-Password is the password itself (1 to 128 octets).
 
@@ -123,7 +123,7 @@ const SINGLE: &[u8] = &[
     attr::MESSAGE_AUTHENTICATOR,
 ];
 
-/// The same under RADIUS/1.1, where a Message-Authenticator is ignored (RFC 9765 5.2).
+/// The same under RADIUS/1.1, where a Message-Authenticator is ignored (RFC 9765).
 const SINGLE_RADIUS_1_1: &[u8] = &[attr::USER_NAME, attr::USER_PASSWORD, attr::STATE];
 
 /// The value of a Message-Authenticator: an HMAC-MD5 (the attribute's length is 18).
@@ -149,14 +149,14 @@ pub fn check_as<'a>(
     }
     let single = match dialect {
         Dialect::Classic => SINGLE,
-        // RFC 9765 section 5.2: a Message-Authenticator is ignored, however many there are.
+        // RFC 9765: a Message-Authenticator is ignored, however many there are.
         Dialect::Radius11 => SINGLE_RADIUS_1_1,
     };
     if single.iter().any(|kind| packet.count(*kind) > 1) {
         return Err(DropReason::Malformed);
     }
     if let Some(password) = packet.first(attr::USER_PASSWORD) {
-        // RFC 2865 section 5.2: 16 to 128 octets, a multiple of 16; RFC 9765 section 5.1.1:
+        // RFC 2865 section 5.2: 16 to 128 octets, a multiple of 16; RFC 9765:
         // in clear, 1 to 128 octets.
         let padded = dialect == Dialect::Classic;
         if password.is_empty()

@@ -137,13 +137,13 @@ pub trait ReplyPath: Send + Sync + 'static {
 pub enum WhenBusy {
     /// Dropped and counted: a UDP NAS retransmits.
     Drop,
-    /// Waits for a permit. A TLS client does not retransmit on its connection (RFC 6614
-    /// section 2.5), and its connection is not read meanwhile, so TCP pushes back.
+    /// Waits for a permit. A TLS client does not retransmit on its connection (RFC 6613,
+    /// RFC 6614), and its connection is not read meanwhile, so TCP pushes back.
     Wait,
 }
 
 /// The duplicate cache's key for a verified request. Under RADIUS/1.1 only the Token counts
-/// (RFC 9765 section 4.2.2): the Identifier and Reserved-2 are ignored.
+/// (RFC 9765): the Identifier and Reserved-2 are ignored.
 pub fn dedup_key(connection: u64, source: SocketAddr, verified: &VerifiedRequest<'_>) -> DedupKey {
     let packet = verified.packet();
     match verified.dialect() {

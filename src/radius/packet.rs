@@ -287,7 +287,7 @@ impl PacketBuilder {
         self.bytes
     }
 
-    /// A RADIUS/1.1 packet (RFC 9765 section 4): the header's authenticator field carries
+    /// A RADIUS/1.1 packet (RFC 9765): the header's authenticator field carries
     /// the token and zeroes as given, nothing is signed, the Identifier stays as built (0).
     pub fn finish_unsigned(mut self, authenticator: &[u8; 16]) -> Vec<u8> {
         self.set_length();

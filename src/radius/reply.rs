@@ -2,7 +2,7 @@
 //! Message-Authenticator first (unless the client opted out), then State, Reply-Message
 //! split at 253 octets, Session-Timeout and Prompt for a challenge, then every Proxy-State
 //! of the request in order; the Message-Authenticator is computed before the Response
-//! Authenticator. Under RADIUS/1.1 (RFC 9765 section 4) a reply has no
+//! Authenticator. Under RADIUS/1.1 (RFC 9765) a reply has no
 //! Message-Authenticator and no Response Authenticator: Reserved-1 is zero and the
 //! request's Token is echoed.
 //!
@@ -150,7 +150,7 @@ fn start(reply_code: u8, context: &ReplyContext, client: &ClientConfig) -> Packe
             }
             builder
         }
-        // RFC 9765 section 4: Reserved-1 is zero.
+        // RFC 9765: Reserved-1 is zero.
         Dialect::Radius11 => PacketBuilder::new(reply_code, 0),
     }
 }

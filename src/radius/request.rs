@@ -32,7 +32,7 @@ pub fn extract(
                 client.secret.expose().as_bytes(),
                 &packet.authenticator,
             ),
-            // RFC 9765 section 5.1.1: the password itself, protected by TLS.
+            // RFC 9765: the password itself, protected by TLS.
             Dialect::Radius11 => Some(value.to_vec()),
         });
     let nas_ip = packet

@@ -126,6 +126,12 @@ async fn connection(
     };
     let tls = match accepted {
         Ok(Ok(tls)) => tls,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            // A port probe or health check that connects and closes: counted, not warned.
+            radsec.stats.refused(Refusal::TlsError);
+            tracing::debug!(peer = %peer, "radsec peer closed before the handshake ended");
+            return;
+        }
         Ok(Err(e)) => return refuse(radsec, peer, classify(&e), &e.to_string(), None),
         Err(_) => {
             return refuse(
@@ -141,8 +147,9 @@ async fn connection(
         Ok(found) => found,
         Err((reason, detail, names)) => {
             refuse(radsec, peer, reason, &detail, names.as_deref());
+            // close_notify, but a peer that reads nothing must not hold the slot for it.
             let mut tls = tls;
-            let _ = tls.shutdown().await;
+            let _ = tokio::time::timeout(radsec.settings.handshake_timeout, tls.shutdown()).await;
             return;
         }
     };
@@ -216,7 +223,7 @@ fn admit_connection(
             None,
         ));
     }
-    // RFC 9765 section 3.4: RADIUS/1.1 only over TLS 1.3.
+    // RADIUS/1.1 only over TLS 1.3, as the RFC 9765 drafts require.
     if dialect == Dialect::Radius11
         && session.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3)
     {

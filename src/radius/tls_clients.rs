@@ -61,11 +61,7 @@ impl TlsClientTable {
                 self.by_name(&names).ok_or(Mismatch::UnknownName)?
             }
         };
-        // A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d.
-        let peer = match peer {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer),
-            v4 => v4,
-        };
+        let peer = super::clients::unmapped(peer);
         if client
             .network
             .is_some_and(|network| !network.contains(&peer))

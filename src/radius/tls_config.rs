@@ -71,12 +71,12 @@ pub fn build(radsec: &RadsecConfig, file: &Path) -> Result<TlsSetup, ConfigError
                 ),
             )
         })?;
-    // RFC 9765 section 3.2: offer RADIUS/1.1 first; a client that offers neither name gets
+    // RFC 9765: offer RADIUS/1.1 first; a client that offers neither name gets
     // no ALPN and speaks classic RADIUS/TLS; one that offers only others is refused with
     // no_application_protocol.
     config.alpn_protocols = vec![ALPN_RADIUS_1_1.to_vec(), ALPN_RADIUS_1_0.to_vec()];
     // No resumption: RADIUS connections live long, and a resumed session would have to
-    // carry the client's identity and its ALPN choice (RFC 9765 section 3.3).
+    // carry the client's identity and its ALPN choice (RFC 9765).
     config.session_storage = Arc::new(NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
     Ok(TlsSetup {

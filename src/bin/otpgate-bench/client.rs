@@ -20,7 +20,7 @@ pub struct Client {
     transport: Transport,
     secret: Vec<u8>,
     identifier: u8,
-    /// The RADIUS/1.1 Token of the last request (RFC 9765 section 4.2.1: a counter).
+    /// The RADIUS/1.1 Token of the last request (RFC 9765: a counter).
     token: u32,
     dialect: Dialect,
     timeout: Duration,
@@ -292,7 +292,7 @@ impl Client {
                 builder.message_authenticator();
                 builder
             }
-            // RFC 9765 section 4: Reserved-1 is zero, and no Message-Authenticator.
+            // RFC 9765: Reserved-1 is zero, and no Message-Authenticator.
             Dialect::Radius11 => PacketBuilder::new(request_code, 0),
         }
     }
@@ -308,7 +308,7 @@ impl Client {
     fn check(&self, reply: &[u8], request_authenticator: &[u8; 16]) -> Result<Reply, Failure> {
         let packet = Packet::decode(reply).map_err(|_| Failure::Invalid("malformed reply"))?;
         if self.dialect == Dialect::Radius11 {
-            // TLS authenticated it; a Message-Authenticator must not be there (RFC 9765 5.2).
+            // TLS authenticated it; a Message-Authenticator must not be there (RFC 9765).
             if packet.identifier != 0 || packet.count(attr::MESSAGE_AUTHENTICATOR) > 0 {
                 return Err(Failure::Invalid("not a RADIUS/1.1 reply"));
             }
