@@ -339,12 +339,10 @@ struct UdpReply {
 }
 
 impl ReplyPath for UdpReply {
-    fn send(&self, bytes: Arc<[u8]>) -> impl Future<Output = std::io::Result<()>> + Send {
-        async move {
-            self.socket
-                .send(&bytes, self.destination, self.local)
-                .await
-                .map(|_| ())
-        }
+    async fn send(&self, bytes: Arc<[u8]>) -> std::io::Result<()> {
+        self.socket
+            .send(&bytes, self.destination, self.local)
+            .await
+            .map(|_| ())
     }
 }

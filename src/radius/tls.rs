@@ -392,11 +392,9 @@ struct TlsReply {
 }
 
 impl ReplyPath for TlsReply {
-    fn send(&self, bytes: Arc<[u8]>) -> impl Future<Output = std::io::Result<()>> + Send {
-        async move {
-            self.queue.send(bytes).await.map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "radsec connection closed")
-            })
-        }
+    async fn send(&self, bytes: Arc<[u8]>) -> std::io::Result<()> {
+        self.queue.send(bytes).await.map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "radsec connection closed")
+        })
     }
 }
