@@ -596,3 +596,43 @@ fn certificate_problems_stop_check_config_and_serve_naming_file_and_key() {
         "{err}"
     );
 }
+
+#[test]
+fn a_peer_that_never_reads_its_replies_loses_only_its_own_connection() {
+    let (server, pki) = radsec_server("idle_timeout = \"2s\"", "");
+    let config = client_config(&pki, Some(&pki.nas()), &[]);
+    let mut deaf = Client::connect(radsec_address(&server), config.clone()).unwrap();
+    // Status-Servers back to back, no reply ever read: the replies fill the socket buffers,
+    // the server stops reading this connection, and after idle_timeout closes it.
+    let flooding = std::thread::spawn(move || {
+        let started = Instant::now();
+        let packet = status_server(5);
+        let mut burst = Vec::new();
+        for _ in 0..1000 {
+            burst.extend_from_slice(&packet);
+        }
+        while started.elapsed() < Duration::from_secs(60) {
+            if deaf.send(&burst).is_err() {
+                return Some(started.elapsed());
+            }
+        }
+        None
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut other = nas(&server, &pki, &[]);
+    for id in 0..20 {
+        assert!(
+            other.exchange(&status_server(id)).is_ok(),
+            "the other client is served"
+        );
+    }
+    let closed_after = flooding.join().unwrap();
+    assert!(
+        closed_after.is_some(),
+        "the deaf peer's connection was never closed"
+    );
+    eprintln!("the deaf peer was cut off after {closed_after:?}");
+    // `other` sat idle meanwhile and met idle_timeout too; a new connection is served.
+    let mut again = nas(&server, &pki, &[]);
+    assert!(again.exchange(&status_server(99)).is_ok());
+}
