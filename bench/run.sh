@@ -419,6 +419,12 @@ clients radsec {
         ipaddr = 127.0.0.1
         proto = tls
         secret = radsec
+        # The default is 16 connections per client; the bench opens one per worker.
+        limit {
+            max_connections = 256
+            lifetime = 0
+            idle_timeout = 0
+        }
     }
 }
 thread pool {
@@ -439,6 +445,11 @@ server default {
         port = $fr_port
         proto = tcp
         clients = radsec
+        limit {
+            max_connections = 256
+            lifetime = 0
+            idle_timeout = 0
+        }
         tls {
             certificate_file = $dir/localhost.pem
             private_key_file = $dir/localhost.key
