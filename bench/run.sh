@@ -6,7 +6,7 @@
 #
 #   bench/run.sh                 # full run (several minutes)
 #   BENCH_QUICK=1 bench/run.sh   # smoke run
-#   BENCH_ONLY="status default" bench/run.sh   # some sections: status default cheap open isolation flood pg
+#   BENCH_ONLY="status default" bench/run.sh   # some sections: status default cheap open isolation flood pg radsec
 #   BENCH_METRICS=1 bench/run.sh  # with [metrics] on, scraped once a second as Prometheus would
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -146,7 +146,7 @@ step() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); s=[x for x
 ratio() { python3 -c "import sys; print(round(float(sys.argv[1])/float(sys.argv[2]),2))" "$1" "$2"; }
 
 # BENCH_ONLY picks sections by name (default: all of them).
-only=${BENCH_ONLY:-status default cheap open isolation flood pg}
+only=${BENCH_ONLY:-status default cheap open isolation flood pg radsec}
 wanted() { [[ " $only " == *" $1 "* ]]; }
 
 results=()
@@ -442,6 +442,154 @@ stop "$pid1"; stop "$pid2"
 row "Full flows/s, PostgreSQL, two nodes, step 1 on node 1, step 2 on node 2" "$(json "$dir1/flow.json" ops_per_second)" "errors $(json "$dir1/flow.json" errors), timeouts $(json "$dir1/flow.json" timeouts); vs SQLite $(ratio "$(json "$dir1/flow.json" ops_per_second)" "$sqlite_rate")"
 row "  otpgate CPU per flow (both nodes), ms / PostgreSQL, ms" "$(json "$dir1/flow.json" server_cpu_ms_per_op) / $(json "$dir1/flow.json" database_cpu_ms_per_op)"
 stop_pg
+fi
+
+# ---- RadSec: Status-Server over TLS, otpgate vs FreeRADIUS; full flows over TLS vs UDP ----
+if wanted radsec; then
+dir=$work/radsec; mkdir -p "$dir"; port=$(free_port); tls_port=$(free_port)
+# A test CA, the server's certificate (localhost, 127.0.0.1) and the bench NAS's, made with
+# the README's openssl commands.
+make_certificate() { # NAME SUBJECT_ALT_NAMES
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$1" \
+    -keyout "$dir/$1.key" -out "$dir/$1.csr" 2>/dev/null
+  printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$2" > "$dir/$1.ext"
+  openssl x509 -req -in "$dir/$1.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+    -days 30 -extfile "$dir/$1.ext" -out "$dir/$1.pem" 2>/dev/null
+  chmod 600 "$dir/$1.key"
+}
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+  -subj "/CN=bench CA" -addext "basicConstraints=critical,CA:TRUE" \
+  -addext "keyUsage=critical,keyCertSign,cRLSign" -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+make_certificate localhost "DNS:localhost,IP:127.0.0.1"
+make_certificate nas1.example.org "DNS:nas1.example.org"
+tls=(--tls --cert "$dir/nas1.example.org.pem" --key "$dir/nas1.example.org.key" --ca "$dir/ca.pem")
+write_config "$dir" "$port" 8 1
+cat >> "$dir/otpgate.toml" <<TOML
+
+[radsec]
+listen = ["127.0.0.1:$tls_port"]
+cert_file = "$dir/localhost.pem"
+key_file = "$dir/localhost.key"
+client_ca_file = "$dir/ca.pem"
+
+[[client]]
+name = "bench-radsec"
+tls_names = ["nas1.example.org"]
+TOML
+users=$([ "$quick" = 1 ] && echo 200 || echo 1000)
+enroll "$dir" "$users"
+start "$dir"
+"$bench" status --server "127.0.0.1:$tls_port" --secret radsec "${tls[@]}" --concurrency 64 --duration "${seconds}s" --pid "$otpgate_pid" --json > "$dir/otpgate-status.json"
+"$bench" status --server "127.0.0.1:$tls_port" --secret radsec "${tls[@]}" --alpn radius/1.1 --concurrency 64 --duration "${seconds}s" --json > "$dir/otpgate-status-1.1.json"
+"$bench" flow --server "127.0.0.1:$port" --secret "$secret" --users "$users" --capture "127.0.0.1:$capture_port" \
+  --concurrency 64 --duration "${seconds}s" --json > "$dir/flow-udp.json"
+"$bench" flow --server "127.0.0.1:$tls_port" --secret radsec "${tls[@]}" --users "$users" --capture "127.0.0.1:$capture_port" \
+  --concurrency 64 --duration "${seconds}s" --json > "$dir/flow-tls.json"
+"$bench" flow --server "127.0.0.1:$tls_port" --secret radsec "${tls[@]}" --alpn radius/1.1 --users "$users" \
+  --capture "127.0.0.1:$capture_port" --concurrency 64 --duration "${seconds}s" --json > "$dir/flow-1.1.json"
+stop "$otpgate_pid"
+
+fr=$work/freeradius-radsec; mkdir -p "$fr"; fr_port=$(free_port)
+cat > "$fr/radiusd.conf" <<CONF
+prefix = /usr
+exec_prefix = /usr
+sysconfdir = /etc
+localstatedir = /var
+sbindir = /usr/sbin
+raddbdir = $fr
+confdir = $fr
+logdir = $fr
+run_dir = $fr
+db_dir = $fr
+libdir = /usr/lib/freeradius
+name = freeradius
+pidfile = $fr/freeradius.pid
+max_request_time = 30
+cleanup_delay = 5
+max_requests = 65536
+hostname_lookups = no
+log {
+    destination = files
+    file = $fr/radius.log
+}
+security {
+    max_attributes = 200
+    reject_delay = 0
+    status_server = yes
+}
+clients radsec {
+    client bench {
+        ipaddr = 127.0.0.1
+        proto = tls
+        secret = radsec
+        # The default is 16 connections per client; the bench opens one per worker.
+        limit {
+            max_connections = 256
+            lifetime = 0
+            idle_timeout = 0
+        }
+    }
+}
+thread pool {
+    start_servers = 4
+    max_servers = 32
+    min_spare_servers = 2
+    max_spare_servers = 8
+}
+modules {
+    always ok {
+        rcode = ok
+    }
+}
+server default {
+    listen {
+        type = auth
+        ipaddr = 127.0.0.1
+        port = $fr_port
+        proto = tcp
+        clients = radsec
+        limit {
+            max_connections = 256
+            lifetime = 0
+            idle_timeout = 0
+        }
+        tls {
+            certificate_file = $dir/localhost.pem
+            private_key_file = $dir/localhost.key
+            ca_file = $dir/ca.pem
+            require_client_cert = yes
+            fragment_size = 8192
+            check_crl = no
+            tls_min_version = "1.2"
+        }
+    }
+    authorize {
+        Autz-Type Status-Server {
+            ok
+        }
+    }
+    authenticate {
+    }
+}
+CONF
+freeradius -f -n radiusd -d "$fr" &
+fr_pid=$!; pids+=("$fr_pid")
+for _ in $(seq 100); do
+  "$bench" status --server "127.0.0.1:$fr_port" --secret radsec "${tls[@]}" --concurrency 1 --duration 200ms --timeout 100ms --json 2>/dev/null | grep -q '"completed":[1-9]' && break
+  sleep 0.1
+done
+"$bench" status --server "127.0.0.1:$fr_port" --secret radsec "${tls[@]}" --concurrency 64 --duration "${seconds}s" --pid "$fr_pid" --json > "$dir/freeradius-status.json"
+stop "$fr_pid"
+o=$(json "$dir/otpgate-status.json" ops_per_second); f=$(json "$dir/freeradius-status.json" ops_per_second)
+row "RadSec Status-Server replies/s, otpgate" "$o" "errors $(json "$dir/otpgate-status.json" errors), timeouts $(json "$dir/otpgate-status.json" timeouts)"
+row "  same over RADIUS/1.1" "$(json "$dir/otpgate-status-1.1.json" ops_per_second)"
+row "RadSec Status-Server replies/s, FreeRADIUS 3.2" "$f" "errors $(json "$dir/freeradius-status.json" errors), timeouts $(json "$dir/freeradius-status.json" timeouts)"
+row "  ratio otpgate / FreeRADIUS (target >= 1.5)" "$(ratio "$o" "$f")"
+u=$(json "$dir/flow-udp.json" ops_per_second); t=$(json "$dir/flow-tls.json" ops_per_second)
+row "Full flows/s, cheap hash, UDP" "$u" "errors $(json "$dir/flow-udp.json" errors), timeouts $(json "$dir/flow-udp.json" timeouts)"
+row "Full flows/s, cheap hash, RadSec" "$t" "errors $(json "$dir/flow-tls.json" errors), timeouts $(json "$dir/flow-tls.json" timeouts)"
+row "  ratio RadSec / UDP (target >= 0.8)" "$(ratio "$t" "$u")"
+row "Full flows/s, cheap hash, RADIUS/1.1" "$(json "$dir/flow-1.1.json" ops_per_second)" "errors $(json "$dir/flow-1.1.json" errors), timeouts $(json "$dir/flow-1.1.json" timeouts)"
 fi
 
 echo

@@ -2,10 +2,11 @@
 # Runs otpgate's whole test suite on a fresh Debian machine: installs what the integration
 # tests need if it is missing (Debian's freeradius-utils for radclient, freeradius as a
 # proxy, tshark; systemd for systemd-analyze; pamtester, libpam-radius-auth and eapoltest
-# for the NAS recipes; postgresql, whose initdb and pg_ctl the PostgreSQL tests start a
-# cluster of their own with; slapd and ldap-utils, for the directory tests' own OpenLDAP;
-# Python 3 with the packages of tests/peers/requirements.txt for the SMTP, XML-RPC, modem
-# and pyrad peers), then runs every test.
+# for the NAS recipes; radsecproxy and openssl for the RadSec tests; postgresql, whose
+# initdb and pg_ctl the PostgreSQL tests start a cluster of their own with; slapd and
+# ldap-utils, for the directory tests' own OpenLDAP; Python 3 with the packages of
+# tests/peers/requirements.txt for the SMTP, XML-RPC, modem and pyrad peers), then runs
+# every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,8 @@ command -v pamtester >/dev/null 2>&1 || need_packages+=(pamtester)
 compgen -G '/lib/*/security/pam_radius_auth.so' >/dev/null ||
   compgen -G '/usr/lib/*/security/pam_radius_auth.so' >/dev/null || need_packages+=(libpam-radius-auth)
 command -v eapol_test >/dev/null 2>&1 || need_packages+=(eapoltest)
+command -v radsecproxy >/dev/null 2>&1 || need_packages+=(radsecproxy)
+command -v openssl >/dev/null 2>&1 || need_packages+=(openssl)
 command -v python3 >/dev/null 2>&1 || need_packages+=(python3 python3-pip)
 command -v promtool >/dev/null 2>&1 || need_packages+=(prometheus)  # tests/metrics.rs: promtool check metrics
 # Debian keeps initdb off PATH, under /usr/lib/postgresql/VERSION/bin.

@@ -584,8 +584,8 @@ fn store_copy_moves_a_single_node_to_postgres_and_back() {
 
 #[test]
 fn freeradius_balances_50_flows_over_both_nodes_with_the_shipped_pool() {
-    use common::freeradius::{self, NAS_SECRET};
     use common::free_port;
+    use common::freeradius::{self, NAS_SECRET};
     let cluster = PgCluster::start();
     let url = cluster.fresh_database();
     let setup = |name: &str, key: Option<&Path>| {

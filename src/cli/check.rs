@@ -11,21 +11,31 @@ use crate::sms::Gateways;
 pub fn run(config_path: &Path) -> Result<()> {
     let config = super::load_config(config_path)?;
     Gateways::from_config(&config).map_err(|e| anyhow!(e))?;
+    if let Some(radsec) = &config.radsec {
+        // Reads the certificates and key as serve would, so their problems show here too.
+        crate::radius::tls_config::build(radsec, &config.path).map_err(|e| anyhow!(e))?;
+    }
     for warning in crate::sms::cost::warnings(&config) {
         eprintln!("warning: {warning}");
     }
-    println!(
-        "{}: ok ({} client(s), {} gateway(s), listening on {})",
-        config_path.display(),
-        config.clients.len(),
-        config.gateways.len(),
-        config
-            .server
-            .listen
+    let list = |addresses: &[std::net::SocketAddr]| {
+        addresses
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", ")
+    };
+    let radsec = config
+        .radsec
+        .as_ref()
+        .map(|r| format!(", radsec on {}", list(&r.listen)))
+        .unwrap_or_default();
+    println!(
+        "{}: ok ({} client(s), {} gateway(s), listening on {}{radsec})",
+        config_path.display(),
+        config.clients.len(),
+        config.gateways.len(),
+        list(&config.server.listen)
     );
     println!("{}", limits_line(&config.limits));
     if let crate::config::Database::Postgres(pg) = &config.server.database {

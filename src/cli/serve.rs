@@ -18,6 +18,8 @@ use crate::events::Notifier;
 use crate::ops::{http, notify, reload::Reloader};
 use crate::radius::listener::{self, Server};
 use crate::radius::socket::RadiusSocket;
+use crate::radius::tls::{self, Radsec};
+use crate::radius::tls_config;
 use crate::sms::Gateways;
 use crate::sms::breaker::Breakers;
 use crate::store::{GatewayStateRow, PURGE_AUDIT_BATCH, StoreThread};
@@ -66,6 +68,7 @@ async fn serve(config: Config) -> Result<()> {
     }
     let engine = Arc::new(engine);
     let server = Arc::new(Server::new(&config, engine.clone()));
+    let radsec = radsec(&config, &server)?;
     let mut signals = StopSignals::install();
     let mut hangups = Hangups::install();
 
@@ -90,6 +93,18 @@ async fn serve(config: Config) -> Result<()> {
             config.path.display().to_string(),
             shutdown.clone(),
         ));
+    }
+    if let (Some(radsec), Some(settings)) = (&radsec, &config.radsec) {
+        for address in &settings.listen {
+            let listener = bind_tcp(*address)?;
+            tracing::info!("listening radsec {}", listener.local_addr()?);
+            loops.spawn(tls::run(
+                listener,
+                radsec.clone(),
+                server.clone(),
+                shutdown.clone(),
+            ));
+        }
     }
     loops.close();
     notify::ready();
@@ -119,6 +134,9 @@ async fn serve(config: Config) -> Result<()> {
     tracing::info!("shutting down");
     shutdown.cancel();
     loops.wait().await;
+    if let Some(radsec) = &radsec {
+        drain("radsec connections", radsec.connections()).await;
+    }
     drain("requests in flight", server.tasks()).await;
     drain("SMS deliveries", engine.background()).await;
     // Every config's notifier shares these tasks.
@@ -130,6 +148,55 @@ async fn serve(config: Config) -> Result<()> {
     }
     tracing::info!(stats = %server.counters(), "stopped");
     Ok(())
+}
+
+/// The RadSec listener's shared state, with the certificates loaded (their problems stop
+/// start-up with the file and key named); None without `[radsec]`.
+fn radsec(config: &Config, server: &Server) -> Result<Option<Arc<Radsec>>> {
+    let Some(settings) = &config.radsec else {
+        return Ok(None);
+    };
+    let setup = tls_config::build(settings, &config.path).map_err(|e| anyhow!(e))?;
+    log_certificate_expiry(setup.certificate_not_after);
+    Ok(Radsec::new(config, setup.server_config, server.tls_stats.clone()).map(Arc::new))
+}
+
+/// Warn this long before the RadSec server certificate expires.
+const CERTIFICATE_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
+
+fn log_certificate_expiry(not_after: Option<i64>) {
+    let Some(seconds) = not_after.and_then(|s| u64::try_from(s).ok()) else {
+        return;
+    };
+    let expires = std::time::UNIX_EPOCH + Duration::from_secs(seconds);
+    let at = humantime::format_rfc3339_seconds(expires);
+    match expires.duration_since(std::time::SystemTime::now()) {
+        Ok(left) if left > CERTIFICATE_WARNING => {
+            tracing::info!(not_after = %at, "radsec certificate valid");
+        }
+        Ok(_) => tracing::warn!(not_after = %at, "radsec certificate expires within 30 days"),
+        Err(_) => tracing::warn!(not_after = %at, "radsec certificate has expired"),
+    }
+}
+
+/// Binds a TCP listener for RadSec; IPv6 listeners are IPv6-only, as for UDP.
+fn bind_tcp(address: SocketAddr) -> Result<tokio::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let context = || format!("cannot listen on tcp {address}");
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )
+    .with_context(context)?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true).with_context(context)?;
+    }
+    socket.set_reuse_address(true).with_context(context)?;
+    socket.set_nonblocking(true).with_context(context)?;
+    socket.bind(&address.into()).with_context(context)?;
+    socket.listen(1024).with_context(context)?;
+    tokio::net::TcpListener::from_std(socket.into()).with_context(context)
 }
 
 /// Binds a UDP socket; IPv6 sockets are IPv6-only so that "0.0.0.0:1812" and "[::]:1812"

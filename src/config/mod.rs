@@ -21,6 +21,7 @@ mod event;
 mod gateway;
 mod limits;
 mod metrics;
+mod radsec;
 
 pub use directory::DirectoryConfig;
 pub use event::{EVENT_TAGS, EventKind, EventRule, Recipient, listens};
@@ -31,6 +32,7 @@ pub use gateway::{
 };
 pub use limits::{AuditConfig, LimitsConfig, NumberType, SendCaps};
 pub use metrics::MetricsConfig;
+pub use radsec::{RadsecConfig, TlsIdentity, TlsVersion};
 
 use crate::radius::dictionary::{Dictionary, WireAttribute};
 use crate::template::{Tag, Template};
@@ -114,6 +116,7 @@ struct RawConfig {
     audit: limits::RawAudit,
     directory: Option<directory::RawDirectory>,
     metrics: Option<MetricsConfig>,
+    radsec: Option<radsec::RawRadsec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -255,8 +258,9 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 struct RawClient {
     name: String,
-    /// IP or CIDR; the most specific match wins.
-    address: String,
+    /// IP or CIDR; the most specific match wins. Optional for a RadSec client, where it
+    /// restricts where the certificate may connect from.
+    address: Option<String>,
     secret: Option<Secret>,
     secret_file: Option<PathBuf>,
     #[serde(default = "yes")]
@@ -272,6 +276,15 @@ struct RawClient {
     /// Attributes added to every Access-Accept to this client, `Name=value`.
     #[serde(default)]
     accept_attributes: Vec<String>,
+    /// RadSec: certificate DNS names (SAN, then CN) that are this client.
+    #[serde(default)]
+    tls_names: Vec<String>,
+    /// RadSec: certificate SHA-256 fingerprints that are this client.
+    #[serde(default)]
+    tls_fingerprints: Vec<String>,
+    /// RadSec: refuse connections that did not negotiate RADIUS/1.1.
+    #[serde(default)]
+    require_radius_1_1: bool,
 }
 
 /// `[group.NAME]`: attributes for the Access-Accept of the group's users.
@@ -499,6 +512,8 @@ pub struct Config {
     pub directory: Option<DirectoryConfig>,
     /// `[metrics]`; `None`: no HTTP endpoint.
     pub metrics: Option<MetricsConfig>,
+    /// `[radsec]`, when RadSec is on.
+    pub radsec: Option<RadsecConfig>,
 }
 
 /// The vendor attribute that carries the token serial when `return_serial` is on.
@@ -524,7 +539,12 @@ pub struct ServerConfig {
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     pub name: String,
-    pub network: IpNet,
+    /// Where the client may send from. Always set for a UDP client; for a RadSec client an
+    /// optional restriction (None: anywhere).
+    pub network: Option<IpNet>,
+    /// Set for a RadSec client: the certificate decides which client a connection is, and
+    /// the client is never matched for UDP.
+    pub tls: Option<TlsIdentity>,
     pub secret: Secret,
     pub require_message_authenticator: bool,
     pub limit_proxy_state: bool,
@@ -632,7 +652,18 @@ fn check(raw: RawConfig, path: &Path, problems: &mut Problems) -> Config {
             format!("the dictionaries define no {SERIAL_ATTRIBUTE}"),
         );
     }
+    let radsec = raw
+        .radsec
+        .map(|radsec| radsec::check_radsec(radsec, problems));
     let clients = check_clients(raw.client, &dictionary, problems);
+    if radsec.is_none()
+        && let Some(client) = clients.iter().find(|c| c.tls.is_some())
+    {
+        problems.add(
+            &format!("client ({}).tls_names", client.name),
+            "a RadSec client needs a [radsec] section",
+        );
+    }
     let groups = raw
         .group
         .iter()
@@ -723,6 +754,7 @@ fn check(raw: RawConfig, path: &Path, problems: &mut Problems) -> Config {
         audit,
         directory,
         metrics: raw.metrics,
+        radsec,
     }
 }
 
@@ -858,12 +890,29 @@ fn check_clients(
     let mut clients: Vec<ClientConfig> = Vec::new();
     for (index, client) in raw.into_iter().enumerate() {
         let key = |field: &str| format!("client[{index}] ({}).{field}", client.name);
-        let network = match parse_network(&client.address) {
-            Some(network) => network,
-            None => {
+        let tls = radsec::check_identity(
+            &client.tls_names,
+            &client.tls_fingerprints,
+            client.require_radius_1_1,
+            &key,
+            problems,
+        );
+        let network = match (&client.address, &tls) {
+            (Some(address), _) => match parse_network(address) {
+                Some(network) => Some(network),
+                None => {
+                    problems.add(
+                        &key("address"),
+                        format!("'{address}' is not an IP address or CIDR"),
+                    );
+                    continue;
+                }
+            },
+            (None, Some(_)) => None,
+            (None, None) => {
                 problems.add(
                     &key("address"),
-                    format!("'{}' is not an IP address or CIDR", client.address),
+                    "missing (a UDP client needs one; a RadSec client sets tls_names or tls_fingerprints)",
                 );
                 continue;
             }
@@ -887,12 +936,16 @@ fn check_clients(
                 );
                 continue;
             }
+            // RFC 6614 section 2.3: over TLS the shared secret is "radsec" unless set; TLS,
+            // not the secret, protects the packets.
+            (None, None) if tls.is_some() => Secret::new(RADSEC_SECRET.into()),
             (None, None) => {
                 problems.add(&key("secret"), "missing (set secret or secret_file)");
                 continue;
             }
         };
-        if secret.expose().len() < MIN_SECRET_LEN {
+        let explicit_secret = client.secret.is_some() || client.secret_file.is_some();
+        if explicit_secret && secret.expose().len() < MIN_SECRET_LEN {
             problems.add(
                 &key("secret"),
                 format!("shorter than {MIN_SECRET_LEN} characters; use a long random secret"),
@@ -901,14 +954,22 @@ fn check_clients(
         if clients.iter().any(|c| c.name == client.name) {
             problems.add(&key("name"), "another client has this name");
         }
-        if let Some(other) = clients.iter().find(|c| c.network == network) {
+        if tls.is_none()
+            && let Some(other) = clients
+                .iter()
+                .find(|c| c.tls.is_none() && c.network == network)
+        {
             problems.add(
                 &key("address"),
                 format!(
-                    "{network} is already the address of client '{}'",
+                    "{} is already the address of client '{}'",
+                    client.address.as_deref().unwrap_or_default(),
                     other.name
                 ),
             );
+        }
+        if let Some(identity) = &tls {
+            check_identity_unique(identity, &clients, &key, problems);
         }
         let accept_attributes = encode_attributes(
             &key("accept_attributes"),
@@ -919,6 +980,7 @@ fn check_clients(
         clients.push(ClientConfig {
             name: client.name,
             network,
+            tls,
             secret,
             require_message_authenticator: client.require_message_authenticator,
             limit_proxy_state: client.limit_proxy_state,
@@ -935,6 +997,37 @@ fn check_clients(
 pub(crate) fn read_secret(file: &Path) -> std::io::Result<Secret> {
     let text = std::fs::read_to_string(file)?;
     Ok(Secret::new(text.trim_end_matches(['\r', '\n']).to_string()))
+}
+
+/// The shared secret of a RadSec client that sets none (RFC 6614 section 2.3).
+pub const RADSEC_SECRET: &str = "radsec";
+
+/// A certificate name or fingerprint must lead to one client only.
+fn check_identity_unique(
+    identity: &TlsIdentity,
+    clients: &[ClientConfig],
+    key: &dyn Fn(&str) -> String,
+    problems: &mut Problems,
+) {
+    for other in clients {
+        let Some(theirs) = &other.tls else { continue };
+        if let Some(name) = identity.names.iter().find(|n| theirs.names.contains(n)) {
+            problems.add(
+                &key("tls_names"),
+                format!("'{name}' is already a name of client '{}'", other.name),
+            );
+        }
+        if identity
+            .fingerprints
+            .iter()
+            .any(|f| theirs.fingerprints.contains(f))
+        {
+            problems.add(
+                &key("tls_fingerprints"),
+                format!("a fingerprint of client '{}' is listed again", other.name),
+            );
+        }
+    }
 }
 
 fn parse_network(text: &str) -> Option<IpNet> {
@@ -1019,6 +1112,7 @@ fn check_sms(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn example() -> String {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/otpgate.toml")).unwrap()
@@ -1302,5 +1396,95 @@ mod tests {
         let err =
             load(&example().replace("sms_text = \"{otp}\"", "sms_text = \"{pin}\"")).unwrap_err();
         assert!(err.to_string().contains("challenge.sms_text"), "{err}");
+    }
+
+    /// The example config with a `[radsec]` section and `client` appended.
+    fn with_radsec(dir: &Path, client: &str) -> String {
+        let key = dir.join("radsec.key");
+        std::fs::write(&key, "").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        format!(
+            "{}\n[radsec]\nlisten = [\"127.0.0.1:0\"]\ncert_file = \"{dir}/radsec.pem\"\nkey_file = \"{dir}/radsec.key\"\nclient_ca_file = \"{dir}/ca.pem\"\n\n[[client]]\n{client}\n",
+            example(),
+            dir = dir.display()
+        )
+    }
+
+    #[test]
+    fn a_radsec_client_needs_no_address_and_defaults_its_secret_to_radsec() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = load(&with_radsec(
+            dir.path(),
+            "name = \"nas1\"\ntls_names = [\"NAS1.example.org\"]",
+        ))
+        .unwrap();
+        let radsec = config.radsec.as_ref().unwrap();
+        assert_eq!(radsec.tls_min_version, TlsVersion::Tls12);
+        assert_eq!(radsec.idle_timeout, Duration::from_secs(60));
+        assert_eq!(radsec.max_connections, 256);
+        let nas = config.clients.iter().find(|c| c.name == "nas1").unwrap();
+        assert_eq!(nas.secret.expose(), RADSEC_SECRET);
+        assert_eq!(nas.network, None);
+        let tls = nas.tls.as_ref().unwrap();
+        assert_eq!(tls.names, ["nas1.example.org"]);
+        assert!(!tls.require_radius_1_1);
+    }
+
+    #[test]
+    fn radsec_mistakes_are_reported_with_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = with_radsec(
+            dir.path(),
+            "name = \"nas1\"\ntls_fingerprints = [\"sha256:zz\"]\ntls_names = [\"bad name\"]",
+        )
+        .replace(
+            "listen = [\"127.0.0.1:0\"]",
+            "listen = [\"127.0.0.1:0\"]\ntls_min_version = \"1.1\"\nmax_connections = 0",
+        );
+        let err = load(&text).unwrap_err().to_string();
+        for expected in [
+            "test.toml: radsec.tls_min_version: '1.1' is not",
+            "test.toml: radsec.max_connections: must be at least 1",
+            "test.toml: client[1] (nas1).tls_fingerprints: \"sha256:zz\" is not",
+            "test.toml: client[1] (nas1).tls_names: \"bad name\" is not a DNS name",
+        ] {
+            assert!(err.contains(expected), "{expected}: {err}");
+        }
+        let loose = with_radsec(dir.path(), "name = \"nas1\"\ntls_names = [\"nas1\"]");
+        std::fs::set_permissions(
+            dir.path().join("radsec.key"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        let err = load(&loose).unwrap_err().to_string();
+        assert!(
+            err.contains("radsec.key_file: ") && err.contains("readable by group or others"),
+            "{err}"
+        );
+        let stray = with_radsec(dir.path(), "name = \"nas1\"\ntls_names = [\"nas1\"]")
+            .replace("[radsec]", "[radsec]\nstray_key = 1");
+        assert!(load(&stray).unwrap_err().to_string().contains("stray_key"));
+    }
+
+    #[test]
+    fn certificate_keys_need_radsec_and_udp_clients_keep_their_rules() {
+        let no_radsec = example().replace(
+            "[challenge]",
+            "[[client]]\nname = \"nas1\"\ntls_names = [\"nas1\"]\n\n[challenge]",
+        );
+        let err = load(&no_radsec).unwrap_err().to_string();
+        assert!(err.contains("needs a [radsec] section"), "{err}");
+        let udp_1_1 = example().replace(
+            "mode = \"challenge\"",
+            "mode = \"challenge\"\nrequire_radius_1_1 = true",
+        );
+        let err = load(&udp_1_1).unwrap_err().to_string();
+        assert!(
+            err.contains("(vpn).require_radius_1_1: only for a RadSec client"),
+            "{err}"
+        );
+        let no_address = example().replace("address = \"127.0.0.1/32\"", "");
+        let err = load(&no_address).unwrap_err().to_string();
+        assert!(err.contains("(vpn).address: missing"), "{err}");
     }
 }

@@ -1,30 +1,46 @@
-//! Finds the configured client for a source address: the most specific network wins.
-//! Lookups run on the receive loop for every datagram, so they allocate nothing.
+//! Finds the configured UDP client for a source address: the most specific network wins.
+//! RadSec clients (`tls_names`, `tls_fingerprints`) are left out: their certificate, not
+//! their address, says who they are (`tls_clients`), and their default secret "radsec" must
+//! never answer a UDP datagram. Lookups run on the receive loop for every datagram, so they
+//! allocate nothing.
 
 use std::net::IpAddr;
 use std::sync::Arc;
+
+use ipnet::IpNet;
 
 use crate::config::ClientConfig;
 
 pub struct ClientTable {
     /// Most specific first, so the first match is the answer.
-    clients: Vec<Arc<ClientConfig>>,
+    clients: Vec<(IpNet, Arc<ClientConfig>)>,
 }
 
 impl ClientTable {
     pub fn new(clients: &[ClientConfig]) -> Self {
-        let mut clients: Vec<Arc<ClientConfig>> = clients.iter().cloned().map(Arc::new).collect();
-        clients.sort_by_key(|c| std::cmp::Reverse(c.network.prefix_len()));
+        let mut clients: Vec<(IpNet, Arc<ClientConfig>)> = clients
+            .iter()
+            .filter(|c| c.tls.is_none())
+            .filter_map(|c| Some((c.network?, Arc::new(c.clone()))))
+            .collect();
+        clients.sort_by_key(|(network, _)| std::cmp::Reverse(network.prefix_len()));
         ClientTable { clients }
     }
 
     pub fn lookup(&self, ip: IpAddr) -> Option<&Arc<ClientConfig>> {
-        // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d.
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        self.clients.iter().find(|c| c.network.contains(&ip))
+        let ip = unmapped(ip);
+        self.clients
+            .iter()
+            .find(|(network, _)| network.contains(&ip))
+            .map(|(_, client)| client)
+    }
+}
+
+/// A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; networks are written as IPv4.
+pub fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
     }
 }
 
@@ -36,7 +52,8 @@ mod tests {
     fn client(name: &str, network: &str) -> ClientConfig {
         ClientConfig {
             name: name.into(),
-            network: network.parse().unwrap(),
+            network: Some(network.parse().unwrap()),
+            tls: None,
             secret: Secret::new("0123456789abcdef".into()),
             require_message_authenticator: true,
             limit_proxy_state: true,

@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DedupKey {
+    /// The TLS connection the request came on (0 on UDP): RadSec keeps duplicates apart per
+    /// connection (RFC 9765), even from a source port used again.
+    pub connection: u64,
     pub source: SocketAddr,
     pub identifier: u8,
     pub authenticator: [u8; 16],
@@ -193,6 +196,7 @@ mod tests {
 
     fn key(identifier: u8) -> DedupKey {
         DedupKey {
+            connection: 0,
             source: "127.0.0.1:5000".parse().unwrap(),
             identifier,
             authenticator: [identifier; 16],
@@ -245,6 +249,7 @@ mod tests {
         let now = Instant::now();
         let reply: Arc<[u8]> = vec![7u8; REPLY].into();
         let key = |n: u32| DedupKey {
+            connection: 0,
             source: SocketAddr::from(([127, 0, 0, 1], (n % 60_000) as u16 + 1024)),
             identifier: (n % 256) as u8,
             authenticator: [

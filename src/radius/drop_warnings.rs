@@ -123,7 +123,8 @@ mod tests {
     fn client(require: bool) -> ClientConfig {
         ClientConfig {
             name: "vpn".into(),
-            network: "10.0.0.1/32".parse().unwrap(),
+            network: Some("10.0.0.1/32".parse().unwrap()),
+            tls: None,
             secret: Secret::new("0123456789abcdef".into()),
             require_message_authenticator: require,
             limit_proxy_state: true,

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use super::dedup::{DedupCache, DedupKey};
+use super::dialect::Dialect;
 use super::dictionary::Dictionary;
 use super::guard;
 use super::packet::{Packet, PacketBuilder};
@@ -22,7 +23,8 @@ pub const FUZZ_SECRET: &str = "fuzzing-shared-secret";
 fn client(require_message_authenticator: bool) -> ClientConfig {
     ClientConfig {
         name: "fuzz".into(),
-        network: "127.0.0.1/32".parse().expect("a literal network"),
+        network: Some("127.0.0.1/32".parse().expect("a literal network")),
+        tls: None,
         secret: Secret::new(FUZZ_SECRET.into()),
         require_message_authenticator,
         limit_proxy_state: true,
@@ -38,18 +40,23 @@ fn client(require_message_authenticator: bool) -> ClientConfig {
 pub fn receive(datagram: &[u8]) {
     let source: SocketAddr = "127.0.0.1:1812".parse().expect("a literal address");
     let dedup = DedupCache::new(std::time::Duration::from_secs(30), 16, 1 << 20);
-    for client in [client(true), client(false)] {
-        let Ok(verified) = guard::check(&client, datagram) else {
+    for (client, dialect) in [
+        (client(true), Dialect::Classic),
+        (client(false), Dialect::Classic),
+        (client(false), Dialect::Radius11),
+    ] {
+        let Ok(verified) = guard::check_as(&client, datagram, dialect) else {
             continue;
         };
         let packet = verified.packet();
         let key = DedupKey {
+            connection: 0,
             source,
             identifier: packet.identifier,
             authenticator: packet.authenticator,
         };
         dedup.check(key, Instant::now());
-        let context = ReplyContext::of(packet);
+        let context = ReplyContext::of(&verified);
         if verified.is_status_server() {
             check_reply(&reply::status_accept(&context, &client));
             continue;

@@ -1,8 +1,11 @@
 //! The gate every datagram passes before anything acts on it: packet sanity, request codes,
 //! the Message-Authenticator policy (RFC 3579 section 3.2, RFC 5997, the BlastRADIUS
 //! mitigations) and the Proxy-State policy. Only `check` can build a `VerifiedRequest`, so
-//! no path can skip these checks.
+//! no path can skip these checks. Under RADIUS/1.1 (RFC 9765) TLS authenticates
+//! every packet: a Message-Authenticator means nothing there and is ignored, and the
+//! User-Password is the password itself (1 to 128 octets).
 
+use super::dialect::Dialect;
 use super::packet::{DecodeError, Packet, attr, code};
 use crate::config::ClientConfig;
 
@@ -66,11 +69,16 @@ impl From<DecodeError> for DropReason {
 #[derive(Debug)]
 pub struct VerifiedRequest<'a> {
     packet: Packet<'a>,
+    dialect: Dialect,
 }
 
 impl<'a> VerifiedRequest<'a> {
     pub fn packet(&self) -> &Packet<'a> {
         &self.packet
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     pub fn is_status_server(&self) -> bool {
@@ -81,6 +89,7 @@ impl<'a> VerifiedRequest<'a> {
     pub fn to_owned(&self) -> OwnedVerifiedRequest {
         OwnedVerifiedRequest {
             bytes: self.packet.bytes.to_vec(),
+            dialect: self.dialect,
         }
     }
 }
@@ -90,6 +99,7 @@ impl<'a> VerifiedRequest<'a> {
 #[derive(Debug, Clone)]
 pub struct OwnedVerifiedRequest {
     bytes: Vec<u8>,
+    dialect: Dialect,
 }
 
 impl OwnedVerifiedRequest {
@@ -98,7 +108,10 @@ impl OwnedVerifiedRequest {
     pub fn verified(&self) -> Option<VerifiedRequest<'_>> {
         Packet::decode(&self.bytes)
             .ok()
-            .map(|packet| VerifiedRequest { packet })
+            .map(|packet| VerifiedRequest {
+                packet,
+                dialect: self.dialect,
+            })
     }
 }
 
@@ -110,24 +123,46 @@ const SINGLE: &[u8] = &[
     attr::MESSAGE_AUTHENTICATOR,
 ];
 
+/// The same under RADIUS/1.1, where a Message-Authenticator is ignored (RFC 9765).
+const SINGLE_RADIUS_1_1: &[u8] = &[attr::USER_NAME, attr::USER_PASSWORD, attr::STATE];
+
 /// The value of a Message-Authenticator: an HMAC-MD5 (the attribute's length is 18).
 const MESSAGE_AUTHENTICATOR_LEN: usize = 16;
 
-/// Checks a datagram from a known client.
+/// Checks a classic RADIUS datagram from a known client.
 pub fn check<'a>(
     client: &ClientConfig,
     datagram: &'a [u8],
+) -> Result<VerifiedRequest<'a>, DropReason> {
+    check_as(client, datagram, Dialect::Classic)
+}
+
+/// Checks a packet from a known client in the dialect its transport negotiated.
+pub fn check_as<'a>(
+    client: &ClientConfig,
+    datagram: &'a [u8],
+    dialect: Dialect,
 ) -> Result<VerifiedRequest<'a>, DropReason> {
     let packet = Packet::decode(datagram)?;
     if packet.code != code::ACCESS_REQUEST && packet.code != code::STATUS_SERVER {
         return Err(DropReason::UnsupportedCode);
     }
-    if SINGLE.iter().any(|kind| packet.count(*kind) > 1) {
+    let single = match dialect {
+        Dialect::Classic => SINGLE,
+        // RFC 9765: a Message-Authenticator is ignored, however many there are.
+        Dialect::Radius11 => SINGLE_RADIUS_1_1,
+    };
+    if single.iter().any(|kind| packet.count(*kind) > 1) {
         return Err(DropReason::Malformed);
     }
     if let Some(password) = packet.first(attr::USER_PASSWORD) {
-        // RFC 2865 section 5.2: 16 to 128 octets, a multiple of 16.
-        if password.is_empty() || password.len() > 128 || !password.len().is_multiple_of(16) {
+        // RFC 2865 section 5.2: 16 to 128 octets, a multiple of 16; RFC 9765:
+        // in clear, 1 to 128 octets.
+        let padded = dialect == Dialect::Classic;
+        if password.is_empty()
+            || password.len() > 128
+            || (padded && !password.len().is_multiple_of(16))
+        {
             return Err(DropReason::Malformed);
         }
     }
@@ -136,6 +171,9 @@ pub fn check<'a>(
         .is_some_and(|name| std::str::from_utf8(name).is_err())
     {
         return Err(DropReason::Malformed);
+    }
+    if dialect == Dialect::Radius11 {
+        return Ok(VerifiedRequest { packet, dialect });
     }
     // RFC 3579 section 3.2: a Message-Authenticator of the wrong length means discard, whether
     // or not this client must send one. Checked here so that it is never taken for absent.
@@ -158,7 +196,7 @@ pub fn check<'a>(
             }
         }
     }
-    Ok(VerifiedRequest { packet })
+    Ok(VerifiedRequest { packet, dialect })
 }
 
 #[cfg(test)]
@@ -172,7 +210,8 @@ mod tests {
     fn client(require: bool, limit: bool) -> ClientConfig {
         ClientConfig {
             name: "nas".into(),
-            network: "127.0.0.1/32".parse().unwrap(),
+            network: Some("127.0.0.1/32".parse().unwrap()),
+            tls: None,
             secret: Secret::new(SECRET.into()),
             require_message_authenticator: require,
             limit_proxy_state: limit,
@@ -305,6 +344,30 @@ mod tests {
             check(&client(false, false), &signed)
                 .unwrap()
                 .is_status_server()
+        );
+    }
+
+    #[test]
+    fn under_radius_1_1_the_password_is_clear_and_a_message_authenticator_is_ignored() {
+        let mut b = PacketBuilder::new(code::ACCESS_REQUEST, 0);
+        b.push(attr::MESSAGE_AUTHENTICATOR, &[0u8; 3])
+            .push(attr::MESSAGE_AUTHENTICATOR, &[0u8; 16])
+            .push(attr::USER_NAME, b"alice")
+            .push(attr::USER_PASSWORD, b"4711");
+        let packet = b.finish_unsigned(&[7u8; 16]);
+        let verified = check_as(&client(true, true), &packet, Dialect::Radius11).unwrap();
+        assert_eq!(verified.dialect(), Dialect::Radius11);
+        assert!(
+            check(&client(true, true), &packet).is_err(),
+            "the same packet as classic RADIUS is dropped"
+        );
+        let mut b = PacketBuilder::new(code::ACCESS_REQUEST, 0);
+        b.push(attr::USER_NAME, b"alice")
+            .push(attr::USER_PASSWORD, b"");
+        let empty = b.finish_unsigned(&[7u8; 16]);
+        assert_eq!(
+            check_as(&client(true, true), &empty, Dialect::Radius11).unwrap_err(),
+            DropReason::Malformed
         );
     }
 }

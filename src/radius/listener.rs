@@ -1,6 +1,8 @@
-//! The UDP receive loops. Each loop only receives, finds the client, runs the guard and the
-//! duplicate cache, and hands the request to a task; it never waits on SQLite, Argon2 or a
-//! gateway. Status-Server is answered inline: it costs one HMAC.
+//! The request path every transport shares (`Server::admit`: Status-Server, the duplicate
+//! cache, the work bound, the engine call, the reply and its signing), and the UDP receive
+//! loops that feed it. Each loop only receives, finds the client, runs the guard and hands
+//! the request to `admit`; it never waits on SQLite, Argon2 or a gateway. RadSec
+//! (`tls`) feeds the same `admit` from its connections.
 //!
 //! Replies leave from the socket the request came in on, from the address it was sent to
 //! (`socket`). Work is bounded by a semaphore (`max_in_flight`): with no permit the datagram
@@ -8,29 +10,31 @@
 //! `request_timeout`.
 //!
 //! What a config decides (clients and secrets, reply policy, the engine and its policy) is
-//! one `Live` snapshot behind an `ArcSwap`. A datagram reads the snapshot once as it arrives
-//! and its request keeps that snapshot to the end, so a reload (`Server::swap`) changes
-//! nothing for requests in flight and everything for the next datagram. A section added
-//! to the config joins `Live` (or the engine it holds) and reloads with the rest.
+//! one `Live` snapshot behind an `ArcSwap`. A request reads the snapshot once as it arrives
+//! and keeps it to the end, so a reload (`Server::swap`) changes nothing for requests in
+//! flight and everything for the next one. A section added to the config joins `Live` (or
+//! the engine it holds) and reloads with the rest.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::clients::ClientTable;
 use super::dedup::{DedupCache, DedupKey, Seen};
+use super::dialect::Dialect;
 use super::drop_warnings::DropWarnings;
-use super::guard::{self, DropReason, OwnedVerifiedRequest};
+use super::guard::{self, DropReason, OwnedVerifiedRequest, VerifiedRequest};
 use super::packet::MAX_PACKET_LEN;
 use super::reply::{self, ReplyContext, ReplyPolicy};
 use super::request;
 use super::socket::{RadiusSocket, Received};
 use super::stats::{Bucket, RequestCode, Stats};
+use super::tls_stats::TlsStats;
 use crate::auth::Engine;
 use crate::auth::engine::Overloaded;
 use crate::config::{ClientConfig, Config};
@@ -48,8 +52,9 @@ pub struct Server {
     permits: Arc<Semaphore>,
     /// Request tasks, so shutdown can wait for them.
     tasks: TaskTracker,
+    /// The RadSec counters, in the same summary line.
+    pub tls_stats: Arc<TlsStats>,
 }
-
 /// What one config decides for the wire: who the clients are, how replies look, which
 /// engine decides. Built at start and by each reload; requests hold it while they run.
 pub struct Live {
@@ -106,7 +111,12 @@ impl Live {
 
     /// Counts a drop, logs it at debug level and, for drops a config change can fix, warns
     /// (rate-limited). `client` is `None` for a source that is no configured client.
-    fn drop_datagram(&self, client: Option<&ClientConfig>, source: SocketAddr, reason: DropReason) {
+    pub fn drop_datagram(
+        &self,
+        client: Option<&ClientConfig>,
+        source: SocketAddr,
+        reason: DropReason,
+    ) {
         let name = client.map(|c| c.name.as_str());
         let bucket = self.stats.bucket(name);
         let count = self.stats.dropped(bucket, reason);
@@ -118,20 +128,6 @@ impl Live {
         );
         self.warnings
             .note(bucket, client, source.ip(), reason, count);
-    }
-
-    /// The drop and reply counters, with the engine's (SMS limited, PIN queue full) and
-    /// the store's (PostgreSQL: challenges opened after their counter moved).
-    pub fn counters(&self) -> String {
-        [
-            self.stats.summary(),
-            self.engine.stats.summary(),
-            self.engine.store_counters(),
-        ]
-        .into_iter()
-        .filter(|part| !part.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
     }
 }
 
@@ -146,6 +142,7 @@ impl Server {
             ),
             permits: Arc::new(Semaphore::new(config.server.max_in_flight)),
             tasks: TaskTracker::new(),
+            tls_stats: Arc::new(TlsStats::default()),
         }
     }
 
@@ -154,7 +151,7 @@ impl Server {
         self.live.load_full()
     }
 
-    /// Puts a new config in force for every datagram from now on; requests in flight keep
+    /// Puts a new config in force for every request from now on; requests in flight keep
     /// the one they started with. The duplicate cache and the in-flight bound stay (their
     /// sizes are `[server]` keys that need a restart).
     pub fn swap(&self, live: Live) {
@@ -166,9 +163,199 @@ impl Server {
         &self.tasks
     }
 
-    /// The counters line of the config in force.
+    /// Counts a drop under the config in force (`Live::drop_datagram`).
+    pub fn drop_datagram(
+        &self,
+        client: Option<&ClientConfig>,
+        source: SocketAddr,
+        reason: DropReason,
+    ) {
+        self.live.load().drop_datagram(client, source, reason);
+    }
+
+    /// The drop and reply counters of the config in force, RadSec's, the engine's (SMS
+    /// limited, PIN queue full) and the store's (PostgreSQL: challenges opened after their
+    /// counter moved).
     pub fn counters(&self) -> String {
-        self.live.load().counters()
+        let live = self.live.load();
+        [
+            live.stats.summary(),
+            self.tls_stats.summary(),
+            live.engine.stats.summary(),
+            live.engine.store_counters(),
+        ]
+        .into_iter()
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+    }
+}
+
+/// Where a request came from and where its reply goes: the UDP socket it came in on, or its
+/// TLS connection's writer. The request path (guard, duplicate cache, engine, reply signing)
+/// is the same for both; only this differs.
+pub trait ReplyPath: Send + Sync + 'static {
+    /// Sends one reply.
+    fn send(&self, bytes: Arc<[u8]>) -> impl Future<Output = std::io::Result<()>> + Send;
+}
+
+/// What a request does when every `max_in_flight` permit is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenBusy {
+    /// Dropped and counted: a UDP NAS retransmits.
+    Drop,
+    /// Waits for a permit. A TLS client does not retransmit on its connection (RFC 6613,
+    /// RFC 6614), and its connection is not read meanwhile, so TCP pushes back.
+    Wait,
+}
+
+/// The duplicate cache's key for a verified request. Under RADIUS/1.1 only the Token counts
+/// (RFC 9765): the Identifier and Reserved-2 are ignored.
+pub fn dedup_key(connection: u64, source: SocketAddr, verified: &VerifiedRequest<'_>) -> DedupKey {
+    let packet = verified.packet();
+    match verified.dialect() {
+        Dialect::Classic => DedupKey {
+            connection,
+            source,
+            identifier: packet.identifier,
+            authenticator: packet.authenticator,
+        },
+        Dialect::Radius11 => DedupKey {
+            connection,
+            source,
+            identifier: 0,
+            authenticator: Dialect::reply_token(&packet.authenticator),
+        },
+    }
+}
+
+impl Server {
+    /// One verified request up to the hand-off, for every transport: Status-Server is
+    /// answered at once (it costs one HMAC), a duplicate is dropped or answered from the
+    /// cache, and a new request gets a `max_in_flight` permit and a task. `held` (a TLS
+    /// connection's own permit) lives as long as the task. An `Err` is a silent drop.
+    #[allow(clippy::too_many_arguments)] // each transport passes all of them, once
+    pub async fn admit<P: ReplyPath>(
+        self: &Arc<Self>,
+        live: &Arc<Live>,
+        client: &Arc<ClientConfig>,
+        verified: &VerifiedRequest<'_>,
+        key: DedupKey,
+        path: P,
+        when_busy: WhenBusy,
+        held: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), DropReason> {
+        let bucket = live.stats.bucket(Some(&client.name));
+        if verified.is_status_server() {
+            let started = Instant::now();
+            live.stats.requested(bucket, RequestCode::StatusServer);
+            let bytes = reply::status_accept(&ReplyContext::of(verified), client);
+            tracing::debug!(client = %client.name, source = %key.source, "status-server answered");
+            send(&path, live, bucket, bytes.into()).await;
+            live.durations
+                .status
+                .observe(started.elapsed().as_secs_f64());
+            return Ok(());
+        }
+        live.stats.requested(bucket, RequestCode::AccessRequest);
+        match self.dedup.check(key, Instant::now()) {
+            Seen::New => {}
+            Seen::InFlight => return Err(DropReason::DuplicateInFlight),
+            Seen::Answered(bytes) => {
+                tracing::debug!(source = %key.source, id = verified.packet().identifier, "retransmission answered from cache");
+                send(&path, live, bucket, bytes).await;
+                return Ok(());
+            }
+        }
+        let permit = match when_busy {
+            WhenBusy::Drop => self.permits.clone().try_acquire_owned().ok(),
+            WhenBusy::Wait => self.permits.clone().acquire_owned().await.ok(),
+        };
+        let Some(permit) = permit else {
+            self.dedup.abandon(key);
+            return Err(DropReason::Overloaded);
+        };
+        // Decoding the request's fields and naming its attributes happen in the task: the
+        // receiving loop only copies the verified bytes.
+        let owned = verified.to_owned();
+        let (server, live, client) = (self.clone(), live.clone(), client.clone());
+        self.tasks.spawn(async move {
+            let _permits = (permit, held);
+            server.handle(&live, path, client, owned, key).await;
+        });
+        Ok(())
+    }
+
+    /// Decides one request and sends the reply. Cancel-safe: if dropped, the cache entry is
+    /// left in flight until it expires, and the NAS's retransmissions are dropped meanwhile.
+    async fn handle<P: ReplyPath>(
+        &self,
+        live: &Live,
+        path: P,
+        client: Arc<ClientConfig>,
+        owned: OwnedVerifiedRequest,
+        key: DedupKey,
+    ) {
+        let Some(verified) = owned.verified() else {
+            self.dedup.abandon(key);
+            live.drop_datagram(Some(&client), key.source, DropReason::Malformed);
+            return;
+        };
+        let context = ReplyContext::of(&verified);
+        let request = request::extract(&verified, &client, &live.replies.dictionary);
+        tracing::debug!(client = %client.name, source = %key.source, attributes = %printable_list(&request.attributes), "request");
+        let started = Instant::now();
+        let verdict = match tokio::time::timeout(live.request_timeout, live.engine.decide(&request))
+            .await
+        {
+            Ok(Ok(verdict)) => verdict,
+            Ok(Err(Overloaded)) => {
+                // The PIN threads' queue is full: no reply, so the NAS retransmits.
+                self.dedup.abandon(key);
+                live.drop_datagram(Some(&client), key.source, DropReason::Overloaded);
+                return;
+            }
+            Err(_) => {
+                self.dedup.abandon(key);
+                let bucket = live.stats.bucket(Some(&client.name));
+                live.stats.dropped(bucket, DropReason::TimedOut);
+                tracing::warn!(client = %client.name, user = %printable(&request.user_name), "request timed out without a reply");
+                return;
+            }
+        };
+        let bytes: Arc<[u8]> =
+            reply::encode(&verdict.decision, &context, &client, &live.replies).into();
+        self.dedup.answered(key, bytes.clone());
+        let bucket = live.stats.bucket(Some(&client.name));
+        send(&path, live, bucket, bytes).await;
+        let step = match request.state {
+            Some(_) => &live.durations.answer,
+            None => &live.durations.pin,
+        };
+        step.observe(started.elapsed().as_secs_f64());
+        tracing::info!(
+            client = %client.name,
+            user = %printable(&request.user_name),
+            nas_ip = %printable(request.nas_ip.as_deref().unwrap_or("-")),
+            nas_identifier = %printable(request.nas_identifier.as_deref().unwrap_or("-")),
+            calling_station_id = %printable(request.calling_station_id.as_deref().unwrap_or("-")),
+            serial = verdict.serial.as_deref().unwrap_or("-"),
+            outcome = verdict.decision.outcome(),
+            reason = %printable(&verdict.reason),
+            phone = verdict.phone_masked.as_deref().unwrap_or("-"),
+            gateway = verdict.gateway.as_deref().unwrap_or("-"),
+            ms = started.elapsed().as_millis() as u64,
+            "decision"
+        );
+    }
+}
+
+/// Sends a reply and counts it by client and code.
+async fn send<P: ReplyPath>(path: &P, live: &Live, bucket: Bucket, bytes: Arc<[u8]>) {
+    let code = bytes.first().copied().unwrap_or_default();
+    match path.send(bytes).await {
+        Ok(()) => live.stats.replied(bucket, code),
+        Err(e) => tracing::warn!(error = %e, "cannot send reply"),
     }
 }
 
@@ -192,7 +379,7 @@ pub async fn run(socket: Arc<RadiusSocket>, server: Arc<Server>, shutdown: Cance
         let Some(datagram) = buffer.get(..received.len) else {
             continue;
         };
-        let live = server.live.load();
+        let live = server.live.load_full();
         if let Err((reason, client)) = receive(&socket, &server, &live, datagram, received).await {
             live.drop_datagram(client.as_deref(), received.source, reason);
         }
@@ -218,124 +405,31 @@ async fn receive(
         .clone();
     let from = |reason: DropReason| (reason, Some(client.clone()));
     let verified = guard::check(&client, datagram).map_err(from)?;
-    let packet = verified.packet();
-    let bucket = live.stats.bucket(Some(&client.name));
-    if verified.is_status_server() {
-        let started = Instant::now();
-        live.stats.requested(bucket, RequestCode::StatusServer);
-        let bytes = reply::status_accept(&ReplyContext::of(packet), &client);
-        send(socket, live, bucket, &bytes, source, local).await;
-        live.durations
-            .status
-            .observe(started.elapsed().as_secs_f64());
-        return Ok(());
-    }
-    live.stats.requested(bucket, RequestCode::AccessRequest);
-    let key = DedupKey {
-        source,
-        identifier: packet.identifier,
-        authenticator: packet.authenticator,
+    let key = dedup_key(0, source, &verified);
+    let path = UdpReply {
+        socket: socket.clone(),
+        destination: source,
+        local,
     };
-    match server.dedup.check(key, Instant::now()) {
-        Seen::New => {}
-        Seen::InFlight => return Err(from(DropReason::DuplicateInFlight)),
-        Seen::Answered(bytes) => {
-            tracing::debug!(source = %source, id = packet.identifier, "retransmission answered from cache");
-            send(socket, live, bucket, &bytes, source, local).await;
-            return Ok(());
-        }
-    }
-    let Ok(permit) = server.permits.clone().try_acquire_owned() else {
-        server.dedup.abandon(key);
-        return Err(from(DropReason::Overloaded));
-    };
-    // Decoding the request's fields and naming its attributes happen in the task: the loop
-    // only copies the verified bytes.
-    let owned = verified.to_owned();
-    let (socket, task_server, live) = (socket.clone(), server.clone(), live.clone());
-    server.tasks.spawn(async move {
-        let _permit = permit;
-        handle(socket, task_server, live, client, owned, key, local).await;
-    });
-    Ok(())
-}
-
-/// Decides one request and sends the reply. Cancel-safe: if dropped, the cache entry is left
-/// in flight until it expires, and the NAS's retransmissions are dropped meanwhile.
-async fn handle(
-    socket: Arc<RadiusSocket>,
-    server: Arc<Server>,
-    live: Arc<Live>,
-    client: Arc<ClientConfig>,
-    owned: OwnedVerifiedRequest,
-    key: DedupKey,
-    local: Option<IpAddr>,
-) {
-    let Some(verified) = owned.verified() else {
-        server.dedup.abandon(key);
-        live.drop_datagram(Some(&client), key.source, DropReason::Malformed);
-        return;
-    };
-    let context = ReplyContext::of(verified.packet());
-    let request = request::extract(&verified, &client, &live.replies.dictionary);
-    tracing::debug!(client = %client.name, source = %key.source, attributes = %printable_list(&request.attributes), "request");
-    let started = Instant::now();
-    let verdict = match tokio::time::timeout(live.request_timeout, live.engine.decide(&request))
+    server
+        .admit(live, &client, &verified, key, path, WhenBusy::Drop, None)
         .await
-    {
-        Ok(Ok(verdict)) => verdict,
-        Ok(Err(Overloaded)) => {
-            // The PIN threads' queue is full: no reply, so the NAS retransmits.
-            server.dedup.abandon(key);
-            live.drop_datagram(Some(&client), key.source, DropReason::Overloaded);
-            return;
-        }
-        Err(_) => {
-            server.dedup.abandon(key);
-            let bucket = live.stats.bucket(Some(&client.name));
-            live.stats.dropped(bucket, DropReason::TimedOut);
-            tracing::warn!(client = %client.name, user = %printable(&request.user_name), "request timed out without a reply");
-            return;
-        }
-    };
-    let bytes: Arc<[u8]> =
-        reply::encode(&verdict.decision, &context, &client, &live.replies).into();
-    server.dedup.answered(key, bytes.clone());
-    let bucket = live.stats.bucket(Some(&client.name));
-    send(&socket, &live, bucket, &bytes, key.source, local).await;
-    let step = match request.state {
-        Some(_) => &live.durations.answer,
-        None => &live.durations.pin,
-    };
-    step.observe(started.elapsed().as_secs_f64());
-    tracing::info!(
-        client = %client.name,
-        user = %printable(&request.user_name),
-        nas_ip = %printable(request.nas_ip.as_deref().unwrap_or("-")),
-        nas_identifier = %printable(request.nas_identifier.as_deref().unwrap_or("-")),
-        calling_station_id = %printable(request.calling_station_id.as_deref().unwrap_or("-")),
-        serial = verdict.serial.as_deref().unwrap_or("-"),
-        outcome = verdict.decision.outcome(),
-        reason = %printable(&verdict.reason),
-        phone = verdict.phone_masked.as_deref().unwrap_or("-"),
-        gateway = verdict.gateway.as_deref().unwrap_or("-"),
-        ms = started.elapsed().as_millis() as u64,
-        "decision"
-    );
+        .map_err(from)
 }
 
-async fn send(
-    socket: &RadiusSocket,
-    live: &Live,
-    bucket: Bucket,
-    bytes: &[u8],
+/// A UDP reply leaves from the socket the request came in on, from the address it was sent
+/// to.
+struct UdpReply {
+    socket: Arc<RadiusSocket>,
     destination: SocketAddr,
     local: Option<IpAddr>,
-) {
-    match socket.send(bytes, destination, local).await {
-        Ok(_) => live
-            .stats
-            .replied(bucket, bytes.first().copied().unwrap_or_default()),
-        Err(e) => tracing::warn!(destination = %destination, error = %e, "cannot send reply"),
+}
+
+impl ReplyPath for UdpReply {
+    async fn send(&self, bytes: Arc<[u8]>) -> std::io::Result<()> {
+        self.socket
+            .send(&bytes, self.destination, self.local)
+            .await
+            .map(|_| ())
     }
 }

@@ -287,6 +287,14 @@ impl PacketBuilder {
         self.bytes
     }
 
+    /// A RADIUS/1.1 packet (RFC 9765): the header's authenticator field carries
+    /// the token and zeroes as given, nothing is signed, the Identifier stays as built (0).
+    pub fn finish_unsigned(mut self, authenticator: &[u8; 16]) -> Vec<u8> {
+        self.set_length();
+        self.bytes[4..HEADER_LEN].copy_from_slice(authenticator);
+        self.bytes
+    }
+
     fn set_length(&mut self) {
         // `push` keeps the packet within 4096 octets, which fits in u16.
         let len = self.bytes.len() as u16;

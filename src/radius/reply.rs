@@ -2,7 +2,9 @@
 //! Message-Authenticator first (unless the client opted out), then State, Reply-Message
 //! split at 253 octets, Session-Timeout and Prompt for a challenge, then every Proxy-State
 //! of the request in order; the Message-Authenticator is computed before the Response
-//! Authenticator.
+//! Authenticator. Under RADIUS/1.1 (RFC 9765) a reply has no
+//! Message-Authenticator and no Response Authenticator: Reserved-1 is zero and the
+//! request's Token is echoed.
 //!
 //! An Access-Accept also carries the configured attributes: the client's, the user's
 //! group's, the user's own, and optionally the token serial. An Access-Challenge carries
@@ -12,8 +14,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::dialect::Dialect;
 use super::dictionary::{Dictionary, WireAttribute};
-use super::packet::{Packet, PacketBuilder, attr, code, split_text};
+use super::guard::VerifiedRequest;
+use super::packet::{PacketBuilder, attr, code, split_text};
 use crate::auth::{Decision, Grants};
 use crate::config::{ClientConfig, Config, SERIAL_ATTRIBUTE};
 
@@ -45,14 +49,17 @@ pub struct ReplyContext {
     pub identifier: u8,
     pub authenticator: [u8; 16],
     pub proxy_states: Vec<Vec<u8>>,
+    pub dialect: Dialect,
 }
 
 impl ReplyContext {
-    pub fn of(packet: &Packet<'_>) -> Self {
+    pub fn of(verified: &VerifiedRequest<'_>) -> Self {
+        let packet = verified.packet();
         ReplyContext {
             identifier: packet.identifier,
             authenticator: packet.authenticator,
             proxy_states: packet.all(attr::PROXY_STATE).map(<[u8]>::to_vec).collect(),
+            dialect: verified.dialect(),
         }
     }
 }
@@ -135,11 +142,17 @@ fn push_grants(
 }
 
 fn start(reply_code: u8, context: &ReplyContext, client: &ClientConfig) -> PacketBuilder {
-    let mut builder = PacketBuilder::new(reply_code, context.identifier);
-    if client.send_message_authenticator {
-        builder.message_authenticator();
+    match context.dialect {
+        Dialect::Classic => {
+            let mut builder = PacketBuilder::new(reply_code, context.identifier);
+            if client.send_message_authenticator {
+                builder.message_authenticator();
+            }
+            builder
+        }
+        // RFC 9765: Reserved-1 is zero.
+        Dialect::Radius11 => PacketBuilder::new(reply_code, 0),
     }
-    builder
 }
 
 fn push_text(builder: &mut PacketBuilder, text: &str) {
@@ -152,7 +165,12 @@ fn finish(mut builder: PacketBuilder, context: &ReplyContext, client: &ClientCon
     for proxy_state in &context.proxy_states {
         builder.push(attr::PROXY_STATE, proxy_state);
     }
-    builder.finish_reply(&context.authenticator, client.secret.expose().as_bytes())
+    match context.dialect {
+        Dialect::Classic => {
+            builder.finish_reply(&context.authenticator, client.secret.expose().as_bytes())
+        }
+        Dialect::Radius11 => builder.finish_unsigned(&Dialect::reply_token(&context.authenticator)),
+    }
 }
 
 #[cfg(test)]
@@ -160,12 +178,14 @@ mod tests {
     use super::*;
     use crate::auth::{Grants, TransactionId};
     use crate::config::{ClientMode, Secret};
+    use crate::radius::packet::Packet;
     use std::time::Duration;
 
     fn client() -> ClientConfig {
         ClientConfig {
             name: "nas".into(),
-            network: "127.0.0.1/32".parse().unwrap(),
+            network: Some("127.0.0.1/32".parse().unwrap()),
+            tls: None,
             secret: Secret::new("a-long-shared-secret".into()),
             require_message_authenticator: true,
             limit_proxy_state: true,
@@ -182,6 +202,7 @@ mod tests {
             identifier: 7,
             authenticator: [5; 16],
             proxy_states: vec![b"one".to_vec(), b"two".to_vec()],
+            dialect: Dialect::Classic,
         };
         let state = TransactionId::random().unwrap();
         let prompt = "x".repeat(300);
@@ -216,6 +237,7 @@ mod tests {
             identifier: 1,
             authenticator: [9; 16],
             proxy_states: vec![],
+            dialect: Dialect::Classic,
         };
         let bytes = encode(
             &Decision::Accept(Grants::default()),
@@ -246,6 +268,7 @@ mod tests {
             identifier: 1,
             authenticator: [9; 16],
             proxy_states: vec![],
+            dialect: Dialect::Classic,
         };
         let bytes = encode(
             &Decision::Reject { message: None },
@@ -287,6 +310,7 @@ mod tests {
             identifier: 1,
             authenticator: [9; 16],
             proxy_states: vec![b"p".to_vec()],
+            dialect: Dialect::Classic,
         };
         let bytes = encode(&Decision::Accept(grants), &context, &client, &policy);
         let packet = Packet::decode(&bytes).unwrap();
@@ -308,6 +332,7 @@ mod tests {
             identifier: 1,
             authenticator: [9; 16],
             proxy_states: vec![],
+            dialect: Dialect::Classic,
         };
         let decision = Decision::Challenge {
             state: TransactionId::random().unwrap(),
@@ -319,5 +344,34 @@ mod tests {
         // RFC 2865 section 4.4: State, Reply-Message, Session-Timeout (and the MA).
         let kinds: Vec<u8> = packet.attributes.iter().map(|a| a.kind).collect();
         assert_eq!(kinds, vec![80, 24, 18, 27]);
+    }
+
+    #[test]
+    fn a_radius_1_1_reply_echoes_the_token_and_carries_no_md5() {
+        let mut authenticator = [0u8; 16];
+        authenticator[..4].copy_from_slice(&[1, 2, 3, 4]);
+        authenticator[4..].copy_from_slice(&[9; 12]);
+        let context = ReplyContext {
+            identifier: 77,
+            authenticator,
+            proxy_states: vec![b"p".to_vec()],
+            dialect: Dialect::Radius11,
+        };
+        let bytes = encode(
+            &Decision::Accept(Grants::default()),
+            &context,
+            &client(),
+            &ReplyPolicy::default(),
+        );
+        let packet = Packet::decode(&bytes).unwrap();
+        assert_eq!(packet.identifier, 0, "Reserved-1 is zero");
+        assert_eq!(
+            packet.authenticator[..4],
+            [1, 2, 3, 4],
+            "the token is echoed"
+        );
+        assert_eq!(packet.authenticator[4..], [0; 12], "Reserved-2 is zero");
+        assert_eq!(packet.count(attr::MESSAGE_AUTHENTICATOR), 0);
+        assert_eq!(packet.first(attr::PROXY_STATE), Some(&b"p"[..]));
     }
 }

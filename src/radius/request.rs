@@ -1,9 +1,10 @@
 //! Turns a verified Access-Request into the engine's `auth::Request`: User-Name,
 //! User-Password (PAP, RFC 2865 section 5.2), State, NAS-IP-Address / NAS-IPv6-Address,
-//! NAS-Identifier and Calling-Station-Id.
+//! NAS-Identifier and Calling-Station-Id. Under RADIUS/1.1 the User-Password is not hidden.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use super::dialect::Dialect;
 use super::dictionary::Dictionary;
 use super::guard::VerifiedRequest;
 use super::packet::{attr, unhide_password};
@@ -23,13 +24,17 @@ pub fn extract(
             .first(kind)
             .map(|v| String::from_utf8_lossy(v).into_owned())
     };
-    let password = packet.first(attr::USER_PASSWORD).and_then(|hidden| {
-        unhide_password(
-            hidden,
-            client.secret.expose().as_bytes(),
-            &packet.authenticator,
-        )
-    });
+    let password = packet
+        .first(attr::USER_PASSWORD)
+        .and_then(|value| match verified.dialect() {
+            Dialect::Classic => unhide_password(
+                value,
+                client.secret.expose().as_bytes(),
+                &packet.authenticator,
+            ),
+            // RFC 9765: the password itself, protected by TLS.
+            Dialect::Radius11 => Some(value.to_vec()),
+        });
     let nas_ip = packet
         .first(attr::NAS_IP_ADDRESS)
         .and_then(|v| <[u8; 4]>::try_from(v).ok())

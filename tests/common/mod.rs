@@ -12,8 +12,9 @@ pub mod peers;
 pub mod pg;
 pub mod radclient;
 pub mod raw;
-pub mod slapd;
 pub mod scrape;
+pub mod slapd;
+pub mod tls;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -104,11 +105,13 @@ impl Default for Options {
 pub struct Server {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
-    /// Every address the server logged as listening.
+    /// Every UDP address the server logged as listening.
     pub addresses: Vec<SocketAddr>,
     /// The `[metrics]` endpoint's address, if it has one (logged before the listeners
     /// are all up, so known once `start` returns).
     pub http: Arc<Mutex<Option<SocketAddr>>>,
+    /// Every RadSec (TCP) address the server logged as listening.
+    pub radsec_addresses: Vec<SocketAddr>,
     child: Child,
     log: Arc<Mutex<String>>,
 }
@@ -176,22 +179,27 @@ impl Server {
                         .next()
                         .and_then(|a| a.parse::<SocketAddr>().ok());
                 }
-                if let Some(rest) = line.split("listening udp ").nth(1) {
-                    // Text and JSON logs both: the address ends at the first other character.
-                    let end = rest
-                        .find(|c: char| !(c.is_ascii_hexdigit() || ".:[]".contains(c)))
-                        .unwrap_or(rest.len());
-                    let _ = sender.send(rest[..end].parse::<SocketAddr>().ok());
+                for (kind, marker) in [(false, "listening udp "), (true, "listening radsec ")] {
+                    if let Some(rest) = line.split(marker).nth(1) {
+                        // Text and JSON logs both: the address ends at the first other
+                        // character.
+                        let end = rest
+                            .find(|c: char| !(c.is_ascii_hexdigit() || ".:[]".contains(c)))
+                            .unwrap_or(rest.len());
+                        let _ =
+                            sender.send(rest[..end].parse::<SocketAddr>().ok().map(|a| (kind, a)));
+                    }
                 }
                 let mut log = sink.lock().unwrap();
                 log.push_str(&line);
                 log.push('\n');
             }
         });
-        let mut addresses = Vec::new();
-        while addresses.len() < expected {
+        let (mut addresses, mut radsec_addresses) = (Vec::new(), Vec::new());
+        while addresses.len() + radsec_addresses.len() < expected {
             match receiver.recv_timeout(Duration::from_secs(10)) {
-                Ok(Some(address)) => addresses.push(address),
+                Ok(Some((false, address))) => addresses.push(address),
+                Ok(Some((true, address))) => radsec_addresses.push(address),
                 _ => {
                     let _ = child.kill();
                     panic!("otpgate did not start:\n{}", log.lock().unwrap());
@@ -203,6 +211,7 @@ impl Server {
             config,
             addresses,
             http,
+            radsec_addresses,
             child,
             log,
         }

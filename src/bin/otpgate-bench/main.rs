@@ -10,6 +10,7 @@ mod capture;
 mod client;
 mod flood;
 mod stats;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,6 +65,8 @@ struct Common {
     /// Print one JSON object instead of the text report.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
 }
 
 #[derive(clap::Args, Clone)]
@@ -313,6 +316,7 @@ enum Kind {
 
 async fn run(common: Common, users: Option<Users>, kind: Kind) -> anyhow::Result<()> {
     let capture = Capture::default();
+    let tls = tls::TlsOptions::from_args(&common.tls)?;
     if let Some(users) = &users {
         anyhow::ensure!(
             users.users >= common.concurrency,
@@ -349,19 +353,26 @@ async fn run(common: Common, users: Option<Users>, kind: Kind) -> anyhow::Result
     let lost = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for worker in 0..common.concurrency {
-        let (common, users, capture, schedule, lost) = (
+        let (common, users, capture, schedule, lost, tls) = (
             common.clone(),
             users.clone(),
             capture.clone(),
             schedule.clone(),
             lost.clone(),
+            tls.clone(),
         );
         workers.push(tokio::spawn(async move {
-            let mut client = Client::connect(common.server, &common.secret, common.timeout).await?;
+            let mut client = Client::open(
+                common.server,
+                tls.as_deref(),
+                &common.secret,
+                common.timeout,
+            )
+            .await?;
             let mut answer_client = match users.as_ref().and_then(|u| u.answer_server) {
-                Some(server) => {
-                    Some(Client::connect(server, &common.secret, common.timeout).await?)
-                }
+                Some(server) => Some(
+                    Client::open(server, tls.as_deref(), &common.secret, common.timeout).await?,
+                ),
                 None => None,
             };
             let mut tally = Tally::default();
