@@ -1,12 +1,14 @@
 //! What the Debian package installs, checked without installing it (scripts/package-check.sh
 //! installs the real .deb in CI): the systemd unit passes `systemd-analyze verify`, and the
-//! packaged config is valid once its absolute paths point into a temporary folder.
+//! packaged config is valid once its absolute paths point into a temporary folder, and the
+//! man page names every command the binary has.
 
 mod common;
 
 use std::process::Command;
 
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/etc/systemd/otpgate.service");
+const MAN_PAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/etc/debian/otpgate.1");
 const PACKAGED_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/etc/debian/otpgate.toml");
 
 #[test]
@@ -25,8 +27,9 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("otpgate.service");
     std::fs::write(&copy, unit.replace("/usr/bin/otpgate", common::binary())).unwrap();
+    // man:otpgate(1) exists once the package is installed (package-check verifies that).
     let output = Command::new("systemd-analyze")
-        .arg("verify")
+        .args(["verify", "--man=no"])
         .arg(&copy)
         .output()
         .unwrap();
@@ -73,4 +76,46 @@ fn the_packaged_config_passes_check_config_with_its_paths_moved() {
     .unwrap();
     let out = common::cli_ok(&config, &["check-config"], None);
     assert!(out.contains("1 client(s), 1 gateway(s)"), "{out}");
+}
+
+/// The commands listed under "Commands:" in `otpgate ARGS --help`, without `help`.
+fn commands(args: &[&str]) -> Vec<String> {
+    let output = Command::new(common::binary())
+        .args(args)
+        .arg("--help")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .split("Commands:\n")
+        .nth(1)
+        .unwrap_or_default()
+        .lines()
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_man_page_names_every_command_of_the_binary() {
+    let page = std::fs::read_to_string(MAN_PAGE).unwrap();
+    // The text as man shows it: no font changes, plain hyphens.
+    let text = page
+        .replace("\\fB", "")
+        .replace("\\fI", "")
+        .replace("\\fR", "")
+        .replace("\\-", "-");
+    let top = commands(&[]);
+    assert!(top.len() >= 7, "{top:?}");
+    for command in top {
+        let sub = commands(&[&command]);
+        if sub.is_empty() {
+            assert!(text.contains(&command), "the man page lacks {command}");
+        }
+        for s in sub {
+            let both = format!("{command} {s}");
+            assert!(text.contains(&both), "the man page lacks {both}");
+        }
+    }
 }
