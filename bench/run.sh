@@ -6,7 +6,7 @@
 #
 #   bench/run.sh                 # full run (several minutes)
 #   BENCH_QUICK=1 bench/run.sh   # smoke run
-#   BENCH_ONLY="status default" bench/run.sh   # some sections: status default cheap open isolation flood pg radsec
+#   BENCH_ONLY="status default" bench/run.sh   # some sections: status default cheap open isolation flood pg radsec directory
 #   BENCH_METRICS=1 bench/run.sh  # with [metrics] on, scraped once a second as Prometheus would
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -146,7 +146,7 @@ step() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); s=[x for x
 ratio() { python3 -c "import sys; print(round(float(sys.argv[1])/float(sys.argv[2]),2))" "$1" "$2"; }
 
 # BENCH_ONLY picks sections by name (default: all of them).
-only=${BENCH_ONLY:-status default cheap open isolation flood pg radsec}
+only=${BENCH_ONLY:-status default cheap open isolation flood pg radsec directory}
 wanted() { [[ " $only " == *" $1 "* ]]; }
 
 results=()
@@ -590,6 +590,87 @@ row "Full flows/s, cheap hash, UDP" "$u" "errors $(json "$dir/flow-udp.json" err
 row "Full flows/s, cheap hash, RadSec" "$t" "errors $(json "$dir/flow-tls.json" errors), timeouts $(json "$dir/flow-tls.json" timeouts)"
 row "  ratio RadSec / UDP (target >= 0.8)" "$(ratio "$t" "$u")"
 row "Full flows/s, cheap hash, RADIUS/1.1" "$(json "$dir/flow-1.1.json" ops_per_second)" "errors $(json "$dir/flow-1.1.json" errors), timeouts $(json "$dir/flow-1.1.json" timeouts)"
+fi
+
+# ---- Full flows with the directory password (first_factor = "directory") -----------------
+# slapd of its own on loopback (plain ldap:// with allow_insecure: connections are pooled,
+# so TLS would be a per-connection cost), the bench users with their PIN as directory
+# password and their phone as mobile; tokens enrolled as in the other sections. slapd's CPU
+# per flow is the directory's share.
+if wanted directory; then
+if [ ! -x /usr/sbin/slapd ] || ! command -v ldapadd >/dev/null; then
+  row "Full flows/s, first_factor = directory" "skipped" "(needs Debian's slapd and ldap-utils)"
+else
+dir=$work/directory; mkdir -p "$dir/ldap/data"; port=$(free_port); ldap_port=$(free_port)
+cat > "$dir/ldap/slapd.conf" <<EOF
+include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/inetorgperson.schema
+modulepath /usr/lib/ldap
+moduleload back_mdb
+pidfile $dir/ldap/slapd.pid
+database mdb
+suffix "dc=bench,dc=org"
+rootdn "cn=admin,dc=bench,dc=org"
+rootpw admin-secret
+directory $dir/ldap/data
+maxsize 104857600
+EOF
+run_as=()
+if [ "$(id -u)" -eq 0 ]; then
+  ldap_user=$(id -u openldap >/dev/null 2>&1 && echo openldap || echo nobody)
+  # slapd drops root before it opens its files: it must be able to pass through to them.
+  chown -R "$ldap_user" "$dir/ldap"; chmod o+x "$work" "$dir"; run_as=(-u "$ldap_user")
+fi
+/usr/sbin/slapd -d 0 -h "ldap://127.0.0.1:$ldap_port/" -f "$dir/ldap/slapd.conf" "${run_as[@]}" 2>"$dir/slapd.log" &
+slapd_pid=$!; pids+=("$slapd_pid")
+for _ in $(seq 100); do
+  python3 -c "import socket; socket.create_connection(('127.0.0.1', $ldap_port), 0.1)" 2>/dev/null && break
+  sleep 0.05
+done
+users=$([ "$quick" = 1 ] && echo 64 || echo 400)
+python3 -c '
+import sys
+print("dn: dc=bench,dc=org\nobjectClass: dcObject\nobjectClass: organization\no: bench\ndc: bench\n")
+print("dn: ou=people,dc=bench,dc=org\nobjectClass: organizationalUnit\nou: people\n")
+print("dn: cn=otpgate,dc=bench,dc=org\nobjectClass: person\ncn: otpgate\nsn: service\nuserPassword: service-secret\n")
+for i in range(int(sys.argv[1])):
+    print(f"dn: uid=bench-{i:06},ou=people,dc=bench,dc=org\nobjectClass: inetOrgPerson\nuid: bench-{i:06}\n"
+          f"cn: bench {i}\nsn: bench\nmobile: +49150{i:08}\nuserPassword: 4711\n")
+' "$users" > "$dir/users.ldif"
+ldapadd -x -H "ldap://127.0.0.1:$ldap_port" -D "cn=admin,dc=bench,dc=org" -w admin-secret -f "$dir/users.ldif" >/dev/null
+echo service-secret > "$dir/ldap-password"
+write_config "$dir" "$port" 8 1
+sed -i 's/^name = "bench"$/name = "bench"\nfirst_factor = "directory"/' "$dir/otpgate.toml"
+cat >> "$dir/otpgate.toml" <<EOF
+
+[directory]
+urls = ["ldap://127.0.0.1:$ldap_port"]
+starttls = false
+allow_insecure = true
+bind_dn = "cn=otpgate,dc=bench,dc=org"
+bind_password_file = "$dir/ldap-password"
+base_dn = "ou=people,dc=bench,dc=org"
+pool_size = 16
+EOF
+enroll "$dir" "$users"
+start "$dir"
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+slapd_before=$(cpu_ticks "$slapd_pid")
+"$bench" flow --server "127.0.0.1:$port" --secret "$secret" --users "$users" --capture "127.0.0.1:$capture_port" \
+  --concurrency 32 --duration "${seconds}s" --timeout 20s --pid "$otpgate_pid" --json > "$dir/flow.json"
+slapd_after=$(cpu_ticks "$slapd_pid")
+stop "$otpgate_pid"; stop "$slapd_pid"
+directory_flows=$(json "$dir/flow.json" ops_per_second)
+slapd_ms=$(python3 -c "print(round(($slapd_after - $slapd_before) * 1000 / $(getconf CLK_TCK) / max(1, $(json "$dir/flow.json" completed)), 3))")
+otpgate_ms=$(json "$dir/flow.json" server_cpu_ms_per_op)
+row "Full flows/s, first_factor = directory (local slapd)" "$directory_flows" "errors $(json "$dir/flow.json" errors), timeouts $(json "$dir/flow.json" timeouts), dropped overloaded $(dropped_overloaded "$dir")"
+if [ -n "${flows:-}" ]; then
+  row "  ratio to full flows/s with the default PIN hash" "$(ratio "$directory_flows" "$flows")" "(PIN: $flows flows/s in this run)"
+fi
+row "  CPU per flow, ms: otpgate / slapd" "$otpgate_ms / $slapd_ms" "the directory's share $(python3 -c "print(round($slapd_ms / max(0.001, $slapd_ms + $otpgate_ms), 2))")"
+row "  password step p50 / p99, ms" "$(step "$dir/flow.json" "first reply" p50_ms) / $(step "$dir/flow.json" "first reply" p99_ms)"
+fi
 fi
 
 echo

@@ -284,7 +284,8 @@ async fn search_on(
         SUCCESS | SIZE_LIMIT_EXCEEDED | NO_SUCH_OBJECT | REFERRAL => {}
         _ => return Err(LdapError::from(done)),
     }
-    if referral || done.rc == REFERRAL {
+    // The base itself is elsewhere: nothing here answers for the name.
+    if done.rc == REFERRAL {
         return Ok(Found::Referral);
     }
     if done.rc == NO_SUCH_OBJECT {
@@ -292,6 +293,10 @@ async fn search_on(
     }
     let mut entries = entries.into_iter();
     Ok(match (entries.next(), entries.next()) {
+        // Continuation references name parts of the tree held elsewhere (AD's DNS and
+        // configuration partitions under a domain root): with the entry found here they
+        // change nothing; without it the name may be there, which otpgate does not follow.
+        (None, _) if referral => Found::Referral,
         (None, _) => Found::Nothing,
         (Some(_), Some(_)) => Found::Several,
         (Some(entry), None) => {

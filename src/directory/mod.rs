@@ -166,29 +166,32 @@ impl Directory {
             .replace(USER_TAG, &ldap3::ldap_escape(name));
         let mut attributes = self.config.phone_attributes.clone();
         attributes.push(self.config.group_attribute.clone());
-        let entry = match self
+        let found = self
             .servers
             .search(&self.config.base_dn, Scope::Subtree, &filter, &attributes)
-            .await?
-        {
+            .await?;
+        let entry = match found {
             Found::One(entry) => entry,
-            Found::Nothing => {
+            other => {
                 // The search a found user's disabled_filter costs, against a base that does
-                // not exist: an unknown name costs the same round trips.
+                // not exist: a name that finds nobody costs the same round trips.
                 if let Some(filter) = &self.config.disabled_filter {
                     self.servers
                         .search(&self.decoy_dn, Scope::Base, filter, &["1.1".to_string()])
                         .await?;
                 }
-                return Ok(Lookup::Unknown);
-            }
-            Found::Several => {
-                tracing::warn!(user = %crate::logging::printable(name), "directory: several entries match the user name; rejected");
-                return Ok(Lookup::Several);
-            }
-            Found::Referral => {
-                tracing::warn!(user = %crate::logging::printable(name), "directory: the search returned a referral, which is not followed; rejected");
-                return Ok(Lookup::Referral);
+                let user = crate::logging::printable(name);
+                return Ok(match other {
+                    Found::Several => {
+                        tracing::warn!(user = %user, "directory: several entries match the user name; rejected");
+                        Lookup::Several
+                    }
+                    Found::Referral => {
+                        tracing::warn!(user = %user, "directory: no entry here, only a referral, which is not followed; rejected");
+                        Lookup::Referral
+                    }
+                    _ => Lookup::Unknown,
+                });
             }
         };
         let disabled = match &self.config.disabled_filter {

@@ -24,7 +24,8 @@ pub const ALICE_MOBILE: &str = "+491701111111";
 
 /// The directory the tests log in against: alice (mobile, in vpn-staff), bob (mobile, in no
 /// group), dave (disabled: employeeType=disabled), nophone (no mobile), two entries named
-/// twin, and the service account.
+/// twin, the service account, and a referral object (ou=elsewhere), for which every subtree
+/// search of the suffix also returns a continuation reference, as AD's domain root does.
 const USERS: &str = "
 dn: dc=example,dc=org
 objectClass: dcObject
@@ -101,6 +102,12 @@ cn: Twin
 sn: Two
 mobile: +491704444442
 userPassword: twin-secret
+
+dn: ou=elsewhere,dc=example,dc=org
+objectClass: referral
+objectClass: extensibleObject
+ou: elsewhere
+ref: ldap://127.0.0.1:1/ou=elsewhere,dc=example,dc=org
 
 dn: cn=vpn-staff,ou=groups,dc=example,dc=org
 objectClass: groupOfNames
@@ -284,6 +291,8 @@ impl Slapd {
             ADMIN_DN.to_string(),
             "-w".to_string(),
             ADMIN_PASSWORD.to_string(),
+            // ManageDsaIT: the referral object is added as an entry, not followed.
+            "-M".to_string(),
         ];
         if action == "add" {
             args.push("-a".to_string());
