@@ -1,6 +1,6 @@
 //! The module layers, checked by reading `src/`: every `crate::` path a module names must
 //! lead to a module of a lower layer, so the imports run one way and no two modules import
-//! each other (cli -> radius -> auth -> {store, sms}, with config below them all).
+//! each other (cli -> ops -> radius -> auth -> {store, sms}, with config below them all).
 //!
 //! A module that is not in `LAYERS` fails the test, so a new one gets a place on purpose.
 

@@ -3,6 +3,7 @@
 //! not open: a load balancer or a FreeRADIUS pool in front should send logins elsewhere
 //! otherwise. The report says, one line each, what is wrong and what is fine.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::ops::metrics::Metrics;
@@ -27,7 +28,12 @@ pub async fn check(live: &Live, config_path: &str) -> Readiness {
     let engine = live.engine();
     let metrics = Metrics::global();
     let mut problems = Vec::new();
-    let mut fine = vec![format!("config: {config_path} in force")];
+    let mut fine = vec![match metrics.last_reload_successful.get() {
+        0 => format!(
+            "config: {config_path} in force as loaded before the last reload, which was refused (see the log)"
+        ),
+        _ => format!("config: {config_path} in force"),
+    }];
 
     let now = now_ms();
     let store = engine.store().clone();
@@ -52,14 +58,20 @@ pub async fn check(live: &Live, config_path: &str) -> Readiness {
             .find(|b| b.gateway == gateway)
             .map_or("closed", |b| b.state)
     };
-    metrics.breaker.reset();
-    for gateway in engine.gateways().names() {
-        let state = state_of(gateway);
-        for each in BREAKER_STATES {
-            metrics
-                .breaker
-                .with_label_values(&[gateway, each])
-                .set(i64::from(each == state));
+    {
+        // Two scrapes at once must not interleave the reset and the sets.
+        static REFRESH: Mutex<()> = Mutex::new(());
+        let _one = REFRESH.lock().unwrap_or_else(|p| p.into_inner());
+        // Reset first: a gateway a reload removed loses its series.
+        metrics.breaker.reset();
+        for gateway in engine.gateways().names() {
+            let state = state_of(gateway);
+            for each in BREAKER_STATES {
+                metrics
+                    .breaker
+                    .with_label_values(&[gateway, each])
+                    .set(i64::from(each == state));
+            }
         }
     }
     let chain = engine.default_chain();

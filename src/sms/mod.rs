@@ -205,6 +205,32 @@ mod tests {
     use crate::phone::{PhoneFormat, PhoneRewrite};
 
     #[test]
+    fn a_reload_keeps_the_breaker_of_an_unchanged_gateway_and_forgets_a_changed_one() {
+        let example =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/otpgate.toml"))
+                .unwrap();
+        let load = |text: &str| Config::from_toml(text, std::path::Path::new("t.toml")).unwrap();
+        let gateways = Gateways::from_config(&load(&example)).unwrap();
+        gateways.breakers().failed("local", "disk full");
+        gateways.breakers().failed("clickatell", "HTTP 500");
+        let changed = example.replace(
+            "http://api.clickatell.com/http/sendmsg",
+            "https://api.clickatell.com/http/sendmsg",
+        );
+        assert_ne!(changed, example);
+        let reloaded = gateways.reconfigured(&load(&changed)).unwrap();
+        let states: Vec<(String, &str)> = reloaded
+            .breakers()
+            .snapshot()
+            .into_iter()
+            .map(|b| (b.gateway, b.state))
+            .collect();
+        assert_eq!(states, [("local".to_string(), "open")]);
+        assert!(!reloaded.breakers().allows("local"));
+        assert!(reloaded.breakers().allows("clickatell"));
+    }
+
+    #[test]
     fn shapes_a_number_for_a_gateway_format_then_rewrite() {
         let phone = Phone::parse("+491701234567", None).unwrap();
         let rewrite = PhoneRewrite::parse("/^\\+49/0/").unwrap();
