@@ -17,7 +17,7 @@ use super::{Decision, Request, Verdict};
 use crate::config::EventKind;
 use crate::directory::{Directory, DirectoryError, DirectoryUser, Lookup};
 use crate::phone::Phone;
-use crate::store::{FailureClaim, LoginStart, StoreError, TokenRow, UserRow};
+use crate::store::{FailureClaim, LoginStart, TokenRow, UserRow};
 use crate::time::now_ms;
 
 /// A reading of the password: the length of its directory-password part, and the OTP
@@ -287,19 +287,7 @@ impl Engine {
         )
         .map_err(super::engine::Failure::Other)?;
         let (row, new) = (user.clone(), token.clone());
-        let added = self
-            .db(move |s| {
-                match s.add_user(&row) {
-                    Ok(()) | Err(StoreError::Conflict(_)) => {}
-                    Err(e) => return Err(e),
-                }
-                if !s.tokens(Some(&row.name))?.is_empty() {
-                    return Ok(false);
-                }
-                s.add_token(&new)?;
-                Ok(true)
-            })
-            .await?;
+        let added = self.db(move |s| s.enroll_first(&row, &new)).await?;
         if !added {
             return Ok(None);
         }

@@ -944,6 +944,63 @@ pub fn copy_moves_everything_into_an_empty_store(from: &dyn Store, to: &dyn Stor
     ));
 }
 
+/// A token for `user` as `auto_enroll` makes it.
+pub fn first_token(user: &str, serial: &str) -> TokenRow {
+    TokenRow {
+        serial: serial.into(),
+        user: user.into(),
+        phone: None,
+        pin_hash: String::new(),
+        sealed_seed: vec![1],
+        counter: 0,
+        otp_length: 6,
+        fail_count: 0,
+        locked_at: None,
+        disabled: false,
+        gateway: None,
+        created: 1,
+    }
+}
+
+pub fn dave() -> UserRow {
+    UserRow {
+        name: "dave".into(),
+        phone: "+491701234569".into(),
+        created: 1,
+        group: None,
+    }
+}
+
+/// `enroll_first` makes the user and a token once; a second call adds nothing, and a user
+/// with a token of their own gets no other.
+pub fn enroll_first_makes_one_token(store: &dyn Store) {
+    assert!(
+        store
+            .enroll_first(&dave(), &first_token("dave", "D1"))
+            .unwrap()
+    );
+    assert!(
+        !store
+            .enroll_first(&dave(), &first_token("dave", "D2"))
+            .unwrap()
+    );
+    let serials: Vec<String> = store
+        .tokens(Some("dave"))
+        .unwrap()
+        .into_iter()
+        .map(|t| t.serial)
+        .collect();
+    assert_eq!(serials, ["D1"]);
+    enroll(store, "erin", "E1", "+491701234560");
+    let erin = store.user("erin").unwrap().unwrap();
+    assert!(
+        !store
+            .enroll_first(&erin, &first_token("erin", "E2"))
+            .unwrap()
+    );
+    assert_eq!(store.tokens(Some("erin")).unwrap().len(), 1);
+}
+
 pub fn run_all(fresh: &dyn Fn() -> Box<dyn Store>) {
     a_token_has_one_open_challenge_and_resends_wait(fresh().as_ref());
     sending_caps_stop_sms_per_token_phone_client_and_globally(fresh().as_ref());
@@ -959,4 +1016,5 @@ pub fn run_all(fresh: &dyn Fn() -> Box<dyn Store>) {
     begin_login_reads_the_view_and_claims_in_one(fresh().as_ref());
     start_challenge_takes_the_expected_counter_or_the_one_there_is(fresh().as_ref());
     copy_moves_everything_into_an_empty_store(fresh().as_ref(), fresh().as_ref());
+    enroll_first_makes_one_token(fresh().as_ref());
 }

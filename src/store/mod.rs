@@ -419,6 +419,10 @@ pub trait Store: Send + Sync {
     fn add_users(&self, users: &[UserRow]) -> StoreResult<()>;
     /// Adds many tokens in one transaction: all or none.
     fn add_tokens(&self, tokens: &[TokenRow]) -> StoreResult<()>;
+    /// Adds `user` unless it exists, then `token` only if the user has no token yet, in one
+    /// transaction: `auto_enroll`, where two first logins at once (on one node or two) must
+    /// make one token. False if the user had a token already.
+    fn enroll_first(&self, user: &UserRow, token: &TokenRow) -> StoreResult<bool>;
     fn token(&self, serial: &str) -> StoreResult<Option<TokenRow>>;
     /// Tokens of one user, or all, ordered by serial.
     fn tokens(&self, user: Option<&str>) -> StoreResult<Vec<TokenRow>>;

@@ -513,6 +513,37 @@ fn audit_from(row: &Row) -> AuditRow {
     }
 }
 
+const INSERT_TOKEN: &str = "INSERT INTO tokens (serial, user_name, phone, pin_hash, sealed_seed, counter,
+                                         otp_length, fail_count, locked_at, disabled, gateway, created)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+
+/// Runs `insert` (`INSERT_TOKEN`, prepared once per transaction) for `t`.
+fn insert_token(
+    tx: &mut postgres::Transaction<'_>,
+    insert: &Statement,
+    t: &TokenRow,
+) -> StoreResult<()> {
+    tx.execute(
+        insert,
+        &[
+            &t.serial,
+            &t.user,
+            &t.phone,
+            &t.pin_hash,
+            &t.sealed_seed,
+            &(t.counter as i64),
+            &i64::from(t.otp_length),
+            &i64::from(t.fail_count),
+            &t.locked_at,
+            &t.disabled,
+            &t.gateway,
+            &t.created,
+        ],
+    )
+    .map_err(|e| conflict_or(e, format!("token '{}' (or its user is missing)", t.serial)))?;
+    Ok(())
+}
+
 const INSERT_AUDIT: &str =
     "INSERT INTO audit (time, client, nas_ip, nas_identifier, calling_station_id, user_name,
                         serial, outcome, reason, phone_masked, gateway, duration_ms, attributes, node)
@@ -717,35 +748,41 @@ impl Store for PostgresStore {
     fn add_tokens(&self, tokens: &[TokenRow]) -> StoreResult<()> {
         let mut conn = self.conn()?;
         let mut tx = conn.client.transaction()?;
-        let insert = tx.prepare(
-            "INSERT INTO tokens (serial, user_name, phone, pin_hash, sealed_seed, counter, otp_length,
-                                 fail_count, locked_at, disabled, gateway, created)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )?;
+        let insert = tx.prepare(INSERT_TOKEN)?;
         for t in tokens {
-            tx.execute(
-                &insert,
-                &[
-                    &t.serial,
-                    &t.user,
-                    &t.phone,
-                    &t.pin_hash,
-                    &t.sealed_seed,
-                    &(t.counter as i64),
-                    &i64::from(t.otp_length),
-                    &i64::from(t.fail_count),
-                    &t.locked_at,
-                    &t.disabled,
-                    &t.gateway,
-                    &t.created,
-                ],
-            )
-            .map_err(|e| {
-                conflict_or(e, format!("token '{}' (or its user is missing)", t.serial))
-            })?;
+            insert_token(&mut tx, &insert, t)?;
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// The user row locked first, so that a second first login waits for this one and then
+    /// sees its token (each statement of a READ COMMITTED transaction reads anew).
+    fn enroll_first(&self, user: &UserRow, token: &TokenRow) -> StoreResult<bool> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.client.transaction()?;
+        tx.execute(
+            "INSERT INTO users (name, phone, created, user_group) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO NOTHING",
+            &[&user.name, &user.phone, &user.created, &user.group],
+        )?;
+        tx.execute(
+            "SELECT 1 FROM users WHERE name = $1 FOR UPDATE",
+            &[&user.name],
+        )?;
+        let has_token: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM tokens WHERE user_name = $1)",
+                &[&user.name],
+            )?
+            .get(0);
+        if has_token {
+            return Ok(false);
+        }
+        let insert = tx.prepare(INSERT_TOKEN)?;
+        insert_token(&mut tx, &insert, token)?;
+        tx.commit()?;
+        Ok(true)
     }
 
     fn token(&self, serial: &str) -> StoreResult<Option<TokenRow>> {
@@ -1452,6 +1489,39 @@ mod tests {
         let token = first.token("S1").unwrap().unwrap();
         assert_eq!(token.fail_count, 3, "each comparison counted one failure");
         assert!(token.locked_at.is_some(), "max_failures reached: locked");
+    }
+
+    /// Eight nodes making dave's first token at once: one token.
+    #[test]
+    fn first_logins_on_many_nodes_at_once_make_one_token() {
+        use crate::store::contract::{dave, first_token};
+        let cluster = PgCluster::start();
+        let url = cluster.fresh_database();
+        let stores: Vec<PostgresStore> = (0..8)
+            .map(|n| PostgresStore::open(&url, &options(&format!("n{n}"))).unwrap())
+            .collect();
+        let barrier = std::sync::Barrier::new(stores.len());
+        let made: usize = std::thread::scope(|scope| {
+            let runs: Vec<_> = stores
+                .iter()
+                .enumerate()
+                .map(|(n, store)| {
+                    let barrier = &barrier;
+                    scope.spawn(move || {
+                        barrier.wait();
+                        store
+                            .enroll_first(&dave(), &first_token("dave", &format!("D{n}")))
+                            .unwrap()
+                    })
+                })
+                .collect();
+            runs.into_iter()
+                .map(|r| r.join().unwrap())
+                .filter(|made| *made)
+                .count()
+        });
+        assert_eq!(made, 1);
+        assert_eq!(stores[0].tokens(Some("dave")).unwrap().len(), 1);
     }
 
     /// While another node holds the purge lock, a purge deletes nothing; once it is

@@ -273,6 +273,33 @@ fn audit_from(row: &Row<'_>) -> rusqlite::Result<AuditRow> {
     })
 }
 
+fn insert_token(db: &Connection, token: &TokenRow) -> StoreResult<()> {
+    db.prepare_cached(&format!(
+        "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+    ))?
+    .execute(params![
+        token.serial,
+        token.user,
+        token.phone,
+        token.pin_hash,
+        token.sealed_seed,
+        token.counter as i64,
+        token.otp_length,
+        token.fail_count,
+        token.locked_at,
+        token.disabled,
+        token.gateway,
+        token.created
+    ])
+    .map_err(|e| {
+        conflict_or(
+            e,
+            format!("token '{}' (or its user is missing)", token.serial),
+        )
+    })?;
+    Ok(())
+}
+
 fn insert_audit(db: &Connection, a: &AuditRow) -> rusqlite::Result<()> {
     let mut statement = db.prepare_cached(
         "INSERT INTO audit (time, client, nas_ip, nas_identifier, calling_station_id, user, serial, outcome,
@@ -408,36 +435,29 @@ impl Store for SqliteStore {
     fn add_tokens(&self, tokens: &[TokenRow]) -> StoreResult<()> {
         let mut db = self.db();
         let tx = db.transaction()?;
-        {
-            let mut insert = tx.prepare_cached(&format!(
-                "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
-            ))?;
-            for token in tokens {
-                insert
-                    .execute(params![
-                        token.serial,
-                        token.user,
-                        token.phone,
-                        token.pin_hash,
-                        token.sealed_seed,
-                        token.counter as i64,
-                        token.otp_length,
-                        token.fail_count,
-                        token.locked_at,
-                        token.disabled,
-                        token.gateway,
-                        token.created
-                    ])
-                    .map_err(|e| {
-                        conflict_or(
-                            e,
-                            format!("token '{}' (or its user is missing)", token.serial),
-                        )
-                    })?;
-            }
+        for token in tokens {
+            insert_token(&tx, token)?;
         }
         tx.commit()?;
         Ok(())
+    }
+
+    fn enroll_first(&self, user: &UserRow, token: &TokenRow) -> StoreResult<bool> {
+        let mut db = self.db();
+        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO users (name, phone, created, user_group) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![user.name, user.phone, user.created, user.group])?;
+        let has_token: bool = tx
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM tokens WHERE user = ?1)")?
+            .query_row([&user.name], |r| r.get(0))?;
+        if has_token {
+            return Ok(false);
+        }
+        insert_token(&tx, token)?;
+        tx.commit()?;
+        Ok(true)
     }
 
     fn token(&self, serial: &str) -> StoreResult<Option<TokenRow>> {
