@@ -636,3 +636,98 @@ fn a_peer_that_never_reads_its_replies_loses_only_its_own_connection() {
     let mut again = nas(&server, &pki, &[]);
     assert!(again.exchange(&status_server(99)).is_ok());
 }
+
+#[test]
+fn a_reload_adds_a_nas_by_certificate_and_a_certificate_that_does_not_load_is_refused() {
+    let (server, pki) = radsec_server("", "");
+    let nas2 = pki.issue("nas2", &["nas2.example.org"], "nas2", Make::Valid);
+    assert!(
+        !answered(&server, client_config(&pki, Some(&nas2), &[])),
+        "nas2 is no client yet"
+    );
+    // A connection open before the reload keeps working after it.
+    let mut open = nas(&server, &pki, &[]);
+    assert!(open.exchange(&status_server(1)).is_ok());
+    let original = std::fs::read_to_string(&server.config).unwrap();
+    let with_nas2 = format!("{original}{}", client_toml("nas2", "nas2.example.org", ""));
+    std::fs::write(&server.config, &with_nas2).unwrap();
+    assert!(server.reload(), "{}", server.log());
+    assert!(
+        answered(&server, client_config(&pki, Some(&nas2), &[])),
+        "nas2 is answered after the reload"
+    );
+    assert!(
+        open.exchange(&status_server(2)).is_ok(),
+        "the open connection stays"
+    );
+    // A server certificate that does not load refuses the whole reload; the old one serves.
+    std::fs::write(
+        &server.config,
+        with_nas2.replace("server.pem", "missing.pem"),
+    )
+    .unwrap();
+    assert!(!server.reload());
+    assert!(
+        server.log().contains("reload refused") && server.log().contains("radsec.cert_file"),
+        "{}",
+        server.log()
+    );
+    assert!(answered(&server, client_config(&pki, Some(&nas2), &[])));
+    assert!(answered(
+        &server,
+        client_config(&pki, Some(&pki.nas()), &[])
+    ));
+}
+
+#[test]
+fn radsec_refusals_connections_and_the_certificate_expiry_are_metrics() {
+    let options = Options::default();
+    let (dir, config) = Server::prepare(&options);
+    let pki = Pki::new(dir.path());
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&pki.radsec_toml(""));
+    text.push_str(&client_toml("nas1", NAS_NAME, ""));
+    text.push_str("\n[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    std::fs::write(&config, text).unwrap();
+    let server = Server::start(dir, config);
+    let scrape = || common::scrape::get(server.http_address(), "/metrics").1;
+    let series = |text: &str, name: &str| common::scrape::value(text, name).unwrap_or(-1.0);
+    let stranger = pki.issue("stranger", &["nas9.example.org"], "nas9", Make::Valid);
+    assert!(!answered(
+        &server,
+        client_config(&pki, Some(&stranger), &[])
+    ));
+    let mut open = nas(&server, &pki, &[]);
+    assert!(open.exchange(&status_server(1)).is_ok());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = scrape();
+        if series(
+            &text,
+            "otpgate_radsec_refused_total{reason=\"unknown_client\"}",
+        ) == 1.0
+            || Instant::now() > deadline
+        {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        series(
+            &text,
+            "otpgate_radsec_refused_total{reason=\"unknown_client\"}"
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(series(&text, "otpgate_radsec_connections"), 1.0, "{text}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let expiry = series(&text, "otpgate_radsec_certificate_expiry_timestamp_seconds");
+    assert!(
+        expiry > now,
+        "the test certificate is valid: {expiry} vs {now}"
+    );
+}

@@ -18,7 +18,7 @@ use crate::events::Notifier;
 use crate::ops::{http, notify, reload::Reloader};
 use crate::radius::listener::{self, Server};
 use crate::radius::socket::RadiusSocket;
-use crate::radius::tls::{self, Radsec};
+use crate::radius::tls::{self, RadsecListener};
 use crate::radius::tls_config;
 use crate::sms::Gateways;
 use crate::sms::breaker::Breakers;
@@ -123,7 +123,7 @@ async fn serve(config: Config) -> Result<()> {
         shutdown.clone(),
     ));
 
-    let reloader = Reloader::new(config.clone(), server.clone());
+    let reloader = Reloader::new(config.clone(), server.clone(), radsec.clone());
     loop {
         tokio::select! {
             _ = signals.wait() => break,
@@ -152,31 +152,13 @@ async fn serve(config: Config) -> Result<()> {
 
 /// The RadSec listener's shared state, with the certificates loaded (their problems stop
 /// start-up with the file and key named); None without `[radsec]`.
-fn radsec(config: &Config, server: &Server) -> Result<Option<Arc<Radsec>>> {
+fn radsec(config: &Config, server: &Server) -> Result<Option<Arc<RadsecListener>>> {
     let Some(settings) = &config.radsec else {
         return Ok(None);
     };
     let setup = tls_config::build(settings, &config.path).map_err(|e| anyhow!(e))?;
-    log_certificate_expiry(setup.certificate_not_after);
-    Ok(Radsec::new(config, setup.server_config, server.tls_stats.clone()).map(Arc::new))
-}
-
-/// Warn this long before the RadSec server certificate expires.
-const CERTIFICATE_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
-
-fn log_certificate_expiry(not_after: Option<i64>) {
-    let Some(seconds) = not_after.and_then(|s| u64::try_from(s).ok()) else {
-        return;
-    };
-    let expires = std::time::UNIX_EPOCH + Duration::from_secs(seconds);
-    let at = humantime::format_rfc3339_seconds(expires);
-    match expires.duration_since(std::time::SystemTime::now()) {
-        Ok(left) if left > CERTIFICATE_WARNING => {
-            tracing::info!(not_after = %at, "radsec certificate valid");
-        }
-        Ok(_) => tracing::warn!(not_after = %at, "radsec certificate expires within 30 days"),
-        Err(_) => tracing::warn!(not_after = %at, "radsec certificate has expired"),
-    }
+    tls_config::log_certificate_expiry(setup.certificate_not_after);
+    Ok(RadsecListener::new(config, setup.server_config, server.tls_stats.clone()).map(Arc::new))
 }
 
 /// Binds a TCP listener for RadSec; IPv6 listeners are IPv6-only, as for UDP.

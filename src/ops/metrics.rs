@@ -54,6 +54,12 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// 1 if the last reload was applied (or none was tried), 0 if it was refused.
     pub last_reload_successful: IntGauge,
+    /// RadSec connections refused before carrying a request, by reason.
+    pub radsec_refused: IntCounterVec,
+    /// RadSec connections open.
+    pub radsec_connections: IntGauge,
+    /// When the RadSec server certificate in force expires, Unix seconds.
+    pub radsec_certificate_expiry: IntGauge,
 }
 
 impl Metrics {
@@ -180,6 +186,22 @@ impl Metrics {
                 &registry,
                 "otpgate_config_last_reload_successful",
                 "1 if the last config reload was applied or none was tried, 0 if it was refused.",
+            ),
+            radsec_refused: counters(
+                &registry,
+                "otpgate_radsec_refused_total",
+                "RadSec connections refused before carrying a request (TLS handshake failures and certificates of no client), by reason.",
+                &["reason"],
+            ),
+            radsec_connections: gauge(
+                &registry,
+                "otpgate_radsec_connections",
+                "RadSec connections open.",
+            ),
+            radsec_certificate_expiry: gauge(
+                &registry,
+                "otpgate_radsec_certificate_expiry_timestamp_seconds",
+                "When the RadSec server certificate in force expires (Unix time).",
             ),
             registry,
         };

@@ -7,6 +7,10 @@
 //! logged as `file: key: problem`. Either way `otpgate_config_reloads_total` counts it and
 //! systemd hears RELOADING=1 and READY=1 around it.
 //!
+//! RadSec's certificates, CA and client entries by certificate reload with the rest (a
+//! certificate that does not load refuses the whole reload); open TLS connections keep the
+//! ones they were accepted under.
+//!
 //! Keys that shape what was built once at start-up (sockets, database, key file, queues,
 //! logging) are compared with the start-up config; a change is logged as needing a restart
 //! and the running value stays.
@@ -17,16 +21,27 @@ use crate::config::{Config, Database};
 use crate::ops::metrics::Metrics;
 use crate::ops::notify;
 use crate::radius::listener::{Live, Server};
+use crate::radius::tls::RadsecListener;
+use crate::radius::tls_config;
 
 pub struct Reloader {
     /// The config the process started with: what the restart-only keys still run with.
     started: Config,
     server: Arc<Server>,
+    radsec: Option<Arc<RadsecListener>>,
 }
 
 impl Reloader {
-    pub fn new(started: Config, server: Arc<Server>) -> Reloader {
-        Reloader { started, server }
+    pub fn new(
+        started: Config,
+        server: Arc<Server>,
+        radsec: Option<Arc<RadsecListener>>,
+    ) -> Reloader {
+        Reloader {
+            started,
+            server,
+            radsec,
+        }
     }
 
     /// Reloads the file the server started from, and logs and counts the result.
@@ -74,7 +89,18 @@ impl Reloader {
             .engine()
             .reconfigured(&config)
             .map_err(|e| vec![format!("{file}: {e}")])?;
+        // The certificates are read now, so that one that does not load refuses the reload.
+        let tls = match (&self.radsec, &config.radsec) {
+            (Some(_), Some(settings)) => {
+                Some(tls_config::build(settings, &config.path).map_err(|e| e.problems)?)
+            }
+            _ => None,
+        };
         self.server.swap(Live::new(&config, Arc::new(engine)));
+        if let (Some(radsec), Some(tls)) = (&self.radsec, tls) {
+            tls_config::log_certificate_expiry(tls.certificate_not_after);
+            radsec.reload(&config, tls.server_config);
+        }
         Ok(())
     }
 }
@@ -104,6 +130,19 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
         ),
         ("audit.keep", running.audit.keep != new.audit.keep),
         ("metrics.listen", running.metrics != new.metrics),
+        (
+            "radsec (turned on or off)",
+            running.radsec.is_some() != new.radsec.is_some(),
+        ),
+        (
+            "radsec.listen",
+            running.radsec.as_ref().map(|r| &r.listen) != new.radsec.as_ref().map(|r| &r.listen),
+        ),
+        (
+            "radsec.max_connections",
+            running.radsec.as_ref().map(|r| r.max_connections)
+                != new.radsec.as_ref().map(|r| r.max_connections),
+        ),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -33,49 +34,99 @@ use super::tls_clients::{self, Mismatch, TlsClientTable};
 use super::tls_stats::{Refusal, TlsStats};
 use crate::config::{ClientConfig, Config, RadsecConfig};
 
-/// What every RadSec connection shares.
-pub struct Radsec {
-    /// The TLS configuration; an `Arc` built from the config, so a reload can swap it.
-    acceptor: TlsAcceptor,
-    clients: TlsClientTable,
-    settings: RadsecConfig,
-    /// One permit per open connection (`max_connections`).
+/// What RadSec connections share across reloads: the connection bound, the numbering of
+/// connections for the duplicate cache, the counters and the connection tasks.
+struct Shared {
+    /// One permit per open connection (`max_connections`, which needs a restart).
     slots: Arc<Semaphore>,
     /// Numbers connections for the duplicate cache, so duplicates stay per connection.
     next_connection: AtomicU64,
-    pub stats: Arc<TlsStats>,
     /// Connection tasks, so shutdown can wait for them.
     connections: TaskTracker,
 }
 
-impl Radsec {
+/// One config's RadSec: its certificates, its clients by certificate, its timeouts. A
+/// connection keeps the one it was accepted under; a reload swaps in the next.
+pub struct Radsec {
+    acceptor: TlsAcceptor,
+    clients: TlsClientTable,
+    settings: RadsecConfig,
+    shared: Arc<Shared>,
+    pub stats: Arc<TlsStats>,
+}
+
+/// The RadSec listeners' state: the `Radsec` in force, behind an `ArcSwap`.
+pub struct RadsecListener {
+    current: ArcSwap<Radsec>,
+    shared: Arc<Shared>,
+    stats: Arc<TlsStats>,
+}
+
+impl RadsecListener {
     /// `None` when the config has no `[radsec]`.
     pub fn new(
         config: &Config,
         server_config: Arc<ServerConfig>,
         stats: Arc<TlsStats>,
-    ) -> Option<Radsec> {
-        let settings = config.radsec.clone()?;
-        Some(Radsec {
-            acceptor: TlsAcceptor::from(server_config),
-            clients: TlsClientTable::new(&config.clients),
+    ) -> Option<RadsecListener> {
+        let settings = config.radsec.as_ref()?;
+        let shared = Arc::new(Shared {
             slots: Arc::new(Semaphore::new(settings.max_connections)),
-            settings,
             next_connection: AtomicU64::new(1),
-            stats,
             connections: TaskTracker::new(),
+        });
+        let current = Radsec::of(config, server_config, shared.clone(), stats.clone())?;
+        Some(RadsecListener {
+            current: ArcSwap::from_pointee(current),
+            shared,
+            stats,
         })
     }
 
+    /// Puts the certificates, client entries and timeouts of a reloaded config in force for
+    /// the next connection; open connections keep theirs. False (nothing changed) when the
+    /// new config has no `[radsec]`, which needs a restart.
+    pub fn reload(&self, config: &Config, server_config: Arc<ServerConfig>) -> bool {
+        match Radsec::of(
+            config,
+            server_config,
+            self.shared.clone(),
+            self.stats.clone(),
+        ) {
+            Some(radsec) => {
+                self.current.store(Arc::new(radsec));
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn connections(&self) -> &TaskTracker {
-        &self.connections
+        &self.shared.connections
+    }
+}
+
+impl Radsec {
+    fn of(
+        config: &Config,
+        server_config: Arc<ServerConfig>,
+        shared: Arc<Shared>,
+        stats: Arc<TlsStats>,
+    ) -> Option<Radsec> {
+        Some(Radsec {
+            acceptor: TlsAcceptor::from(server_config),
+            clients: TlsClientTable::new(&config.clients),
+            settings: config.radsec.clone()?,
+            shared,
+            stats,
+        })
     }
 }
 
 /// Accepts on `listener` until `shutdown` is cancelled.
 pub async fn run(
     listener: TcpListener,
-    radsec: Arc<Radsec>,
+    listener_state: Arc<RadsecListener>,
     server: Arc<Server>,
     shutdown: CancellationToken,
 ) {
@@ -92,7 +143,8 @@ pub async fn run(
                 }
             },
         };
-        let Ok(slot) = radsec.slots.clone().try_acquire_owned() else {
+        let radsec = listener_state.current.load_full();
+        let Ok(slot) = radsec.shared.slots.clone().try_acquire_owned() else {
             radsec.stats.over_max_connections();
             tracing::debug!(peer = %peer, "radsec connection refused: max_connections reached");
             drop(stream);
@@ -100,7 +152,7 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let (radsec_task, server, shutdown) = (radsec.clone(), server.clone(), shutdown.clone());
-        radsec.connections.spawn(async move {
+        radsec.shared.connections.spawn(async move {
             radsec_task.stats.opened();
             connection(&radsec_task, &server, stream, peer, &shutdown).await;
             radsec_task.stats.closed();
@@ -153,7 +205,10 @@ async fn connection(
             return;
         }
     };
-    let connection = radsec.next_connection.fetch_add(1, Ordering::Relaxed);
+    let connection = radsec
+        .shared
+        .next_connection
+        .fetch_add(1, Ordering::Relaxed);
     tracing::info!(
         peer = %peer,
         client = %client.name,

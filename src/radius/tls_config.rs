@@ -113,3 +113,26 @@ fn not_after(certificate: &CertificateDer<'_>) -> Option<i64> {
     let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref()).ok()?;
     Some(parsed.validity().not_after.timestamp())
 }
+
+/// Warn this long before the RadSec server certificate expires.
+const CERTIFICATE_WARNING: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// Logs when the server certificate expires (info, or a warning within 30 days of it) and
+/// sets `otpgate_radsec_certificate_expiry_timestamp_seconds`.
+pub fn log_certificate_expiry(not_after: Option<i64>) {
+    let Some(seconds) = not_after.and_then(|s| u64::try_from(s).ok()) else {
+        return;
+    };
+    crate::ops::metrics::Metrics::global()
+        .radsec_certificate_expiry
+        .set(i64::try_from(seconds).unwrap_or(i64::MAX));
+    let expires = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
+    let at = humantime::format_rfc3339_seconds(expires);
+    match expires.duration_since(std::time::SystemTime::now()) {
+        Ok(left) if left > CERTIFICATE_WARNING => {
+            tracing::info!(not_after = %at, "radsec certificate valid");
+        }
+        Ok(_) => tracing::warn!(not_after = %at, "radsec certificate expires within 30 days"),
+        Err(_) => tracing::warn!(not_after = %at, "radsec certificate has expired"),
+    }
+}

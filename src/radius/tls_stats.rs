@@ -1,8 +1,11 @@
 //! RadSec counters: refused handshakes by reason, connections open and refused for
 //! `max_connections`, connections closed for a bad Length field or for `idle_timeout`.
-//! Cheap atomics, read for the periodic summary line like the UDP counters.
+//! Cheap atomics, read for the periodic summary line like the UDP counters; refusals and
+//! open connections also feed `/metrics`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::ops::metrics::Metrics;
 
 /// Why a TLS connection was refused before it carried a request; each has a counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,12 +72,18 @@ impl TlsStats {
         if let Some(counter) = self.refused.get(reason as usize) {
             counter.fetch_add(1, Ordering::Relaxed);
         }
+        Metrics::global()
+            .radsec_refused
+            .with_label_values(&[reason.label()])
+            .inc();
     }
     pub fn opened(&self) {
         self.open.fetch_add(1, Ordering::Relaxed);
+        Metrics::global().radsec_connections.inc();
     }
     pub fn closed(&self) {
         self.open.fetch_sub(1, Ordering::Relaxed);
+        Metrics::global().radsec_connections.dec();
     }
     pub fn over_max_connections(&self) {
         self.over_max_connections.fetch_add(1, Ordering::Relaxed);
