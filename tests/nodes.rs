@@ -14,14 +14,28 @@ use otpgate::radius::packet::{Packet, PacketBuilder, attr, code};
 
 /// Node `name` on the database at `url`; with `key_from`, that node's key file.
 fn node(url: &str, name: &str, key_from: Option<&Path>) -> (tempfile::TempDir, std::path::PathBuf) {
-    let (dir, config) = Server::prepare(&Options {
+    node_with(&node_options(url, name, NODE_KEYS), key_from)
+}
+
+/// The `[server]` keys of the tests' nodes: a small pool, and a short statement timeout.
+const NODE_KEYS: &str = "database_pool = 4\ndatabase_timeout = \"1s\"";
+
+/// The options of node `name` on the database at `url`, with more `[server]` keys.
+fn node_options(url: &str, name: &str, server_extra: &str) -> Options {
+    Options {
         database: Some(url.to_string()),
-        server_extra: format!(
-            "node_name = \"{name}\"\ndatabase_pool = 4\ndatabase_timeout = \"1s\""
-        ),
+        server_extra: format!("node_name = \"{name}\"\n{server_extra}"),
         resend_interval: "0s",
         ..Options::default()
-    });
+    }
+}
+
+/// A node with `options`; with `key_from`, that node's key file.
+fn node_with(
+    options: &Options,
+    key_from: Option<&Path>,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let (dir, config) = Server::prepare(options);
     if let Some(key) = key_from {
         std::fs::copy(key, dir.path().join("otpgate.key")).unwrap();
     }
@@ -35,9 +49,18 @@ fn two_nodes(cluster: &PgCluster) -> (Server, Server) {
 
 /// Two nodes on the database at `url`, alice enrolled through the first.
 fn two_nodes_on(url: &str) -> (Server, Server) {
-    let (dir_a, config_a) = node(url, "node-a", None);
+    two_nodes_with(&|name| node_options(url, name, "database_pool = 4\ndatabase_timeout = \"1s\""))
+}
+
+/// Nodes "node-a" and "node-b" with the options `options_of` gives each, sharing node A's
+/// key file; alice enrolled through node A.
+fn two_nodes_with(options_of: &dyn Fn(&str) -> Options) -> (Server, Server) {
+    let (dir_a, config_a) = node_with(&options_of("node-a"), None);
     common::enroll_alice(&config_a);
-    let (dir_b, config_b) = node(url, "node-b", Some(&dir_a.path().join("otpgate.key")));
+    let (dir_b, config_b) = node_with(
+        &options_of("node-b"),
+        Some(&dir_a.path().join("otpgate.key")),
+    );
     (
         Server::start(dir_a, config_a),
         Server::start(dir_b, config_b),
@@ -424,25 +447,11 @@ fn gateway_list_shows_the_breakers_of_every_node() {
         closed.local_addr().unwrap()
     );
     drop(closed);
-    let setup = |name: &str, key: Option<&Path>| {
-        let (dir, config) = Server::prepare(&Options {
-            database: Some(url.clone()),
-            server_extra: format!("node_name = \"{name}\""),
-            extra: dead.clone(),
-            chain: vec!["first".into(), "local".into()],
-            resend_interval: "0s",
-            ..Options::default()
-        });
-        if let Some(key) = key {
-            std::fs::copy(key, dir.path().join("otpgate.key")).unwrap();
-        }
-        (dir, config)
-    };
-    let (dir_a, config_a) = setup("node-a", None);
-    common::enroll_alice(&config_a);
-    let (dir_b, config_b) = setup("node-b", Some(&dir_a.path().join("otpgate.key")));
-    let a = Server::start(dir_a, config_a);
-    let _b = Server::start(dir_b, config_b);
+    let (a, _b) = two_nodes_with(&|name| Options {
+        extra: dead.clone(),
+        chain: vec!["first".into(), "local".into()],
+        ..node_options(&url, name, "")
+    });
     assert_eq!(a.login(PIN).code, "Access-Challenge");
     a.wait_for_sms(1);
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -588,26 +597,10 @@ fn freeradius_balances_50_flows_over_both_nodes_with_the_shipped_pool() {
     use common::freeradius::{self, NAS_SECRET};
     let cluster = PgCluster::start();
     let url = cluster.fresh_database();
-    let setup = |name: &str, key: Option<&Path>| {
-        let (dir, config) = Server::prepare(&Options {
-            database: Some(url.clone()),
-            server_extra: format!("node_name = \"{name}\""),
-            resend_interval: "0s",
-            limits_extra: "per_token_hour = 0\nper_token_day = 0\nper_phone_hour = 0".into(),
-            ..Options::default()
-        });
-        if let Some(key) = key {
-            std::fs::copy(key, dir.path().join("otpgate.key")).unwrap();
-        }
-        (dir, config)
-    };
-    let (dir_a, config_a) = setup("node-a", None);
-    common::enroll_alice(&config_a);
-    let (dir_b, config_b) = setup("node-b", Some(&dir_a.path().join("otpgate.key")));
-    let (a, b) = (
-        Server::start(dir_a, config_a),
-        Server::start(dir_b, config_b),
-    );
+    let (a, b) = two_nodes_with(&|name| Options {
+        limits_extra: "per_token_hour = 0\nper_token_day = 0\nper_phone_hour = 0".into(),
+        ..node_options(&url, name, "")
+    });
     let pool = freeradius::snippet("otpgate-pool.conf")
         .replacen(
             "ipaddr = 192.0.2.11\n    port = 1812",

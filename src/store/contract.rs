@@ -31,18 +31,10 @@ pub fn enroll(store: &dyn Store, name: &str, serial: &str, phone: &str) {
     }
     store
         .add_token(&TokenRow {
-            serial: serial.into(),
-            user: name.into(),
             phone: Some(phone.into()),
             pin_hash: "h".into(),
             sealed_seed: vec![1, 2, 3],
-            counter: 0,
-            otp_length: 6,
-            fail_count: 0,
-            locked_at: None,
-            disabled: false,
-            gateway: None,
-            created: 1,
+            ..first_token(name, serial)
         })
         .unwrap();
 }
@@ -944,7 +936,7 @@ pub fn copy_moves_everything_into_an_empty_store(from: &dyn Store, to: &dyn Stor
     ));
 }
 
-/// A token for `user` as `auto_enroll` makes it.
+/// A token for `user` as `auto_enroll` makes it (no PIN, the user's phone), 6-digit codes.
 pub fn first_token(user: &str, serial: &str) -> TokenRow {
     TokenRow {
         serial: serial.into(),

@@ -303,12 +303,14 @@ mod tests {
         assert_eq!(store.users().unwrap().len(), 100);
     }
 
-    /// Rows submitted while the thread is busy are written together, in order, and all of
-    /// them are in when `flush` returns; the limit counts rows, not writes.
-    #[tokio::test]
-    async fn audit_rows_queued_behind_a_busy_thread_are_written_in_order() {
-        let store = Arc::new(SqliteStore::in_memory().unwrap());
-        let thread = Arc::new(StoreThread::with_submit_limit(store.clone(), 1, 300).unwrap());
+    /// Holds the (one) store thread in a call until the test sends on the returned sender;
+    /// returns once the call runs.
+    async fn hold(
+        thread: &Arc<StoreThread>,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<StoreResult<()>>,
+    ) {
         let (release, held) = std::sync::mpsc::channel::<()>();
         let (started, running) = tokio::sync::oneshot::channel::<()>();
         let blocked = tokio::spawn({
@@ -324,6 +326,16 @@ mod tests {
             }
         });
         running.await.unwrap();
+        (release, blocked)
+    }
+
+    /// Rows submitted while the thread is busy are written together, in order, and all of
+    /// them are in when `flush` returns; the limit counts rows, not writes.
+    #[tokio::test]
+    async fn audit_rows_queued_behind_a_busy_thread_are_written_in_order() {
+        let store = Arc::new(SqliteStore::in_memory().unwrap());
+        let thread = Arc::new(StoreThread::with_submit_limit(store.clone(), 1, 300).unwrap());
+        let (release, blocked) = hold(&thread).await;
         let row = |n: i64| AuditRow {
             time: n,
             user: format!("u{n}"),
@@ -355,22 +367,7 @@ mod tests {
     async fn submit_waits_while_the_limit_of_queued_calls_is_reached() {
         let store = Arc::new(SqliteStore::in_memory().unwrap());
         let thread = Arc::new(StoreThread::with_submit_limit(store, 1, 2).unwrap());
-        // Hold the store thread until the test lets go.
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let (started, running) = tokio::sync::oneshot::channel::<()>();
-        let blocked = tokio::spawn({
-            let thread = thread.clone();
-            async move {
-                thread
-                    .run(move |_| {
-                        let _ = started.send(());
-                        let _ = held.recv();
-                        Ok(())
-                    })
-                    .await
-            }
-        });
-        running.await.unwrap();
+        let (release, blocked) = hold(&thread).await;
         for _ in 0..2 {
             thread.submit("nothing", |_| Ok(())).await;
         }
