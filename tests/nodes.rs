@@ -509,36 +509,28 @@ fn store_copy_moves_a_single_node_to_postgres_and_back() {
     let sqlite_file = sqlite.database();
 
     let url = cluster.fresh_database();
-    let (ok, out, err) = cli(
-        &sqlite.config,
-        &[
-            "store",
-            "copy",
-            "--from",
-            sqlite_file.to_str().unwrap(),
-            "--to",
-            &url,
-        ],
-        None,
-    );
+    let copy_to_postgres = || {
+        cli(
+            &sqlite.config,
+            &[
+                "store",
+                "copy",
+                "--from",
+                sqlite_file.to_str().unwrap(),
+                "--to",
+                &url,
+            ],
+            None,
+        )
+    };
+    let (ok, out, err) = copy_to_postgres();
     assert!(ok, "{out}{err}");
     assert!(
         out.contains("copied 1 user(s), 1 token(s), 1 open challenge(s)"),
         "{out}"
     );
     // Into a store that is no longer empty: refused, nothing merged.
-    let (ok, _, err) = cli(
-        &sqlite.config,
-        &[
-            "store",
-            "copy",
-            "--from",
-            sqlite_file.to_str().unwrap(),
-            "--to",
-            &url,
-        ],
-        None,
-    );
+    let (ok, _, err) = copy_to_postgres();
     assert!(!ok && err.contains("already holds 1 user(s)"), "{err}");
 
     // The PostgreSQL node, with the single node's key file: the login under way finishes,
