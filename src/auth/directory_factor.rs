@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use super::engine::{Engine, HeldClaims, Step, reject};
+use super::engine::{Engine, HeldClaims, HeldLogin, Step, reject};
 use super::enroll::{self, NewToken};
 use super::{Decision, Request, Verdict};
 use crate::config::EventKind;
@@ -76,7 +76,7 @@ impl Engine {
         let LoginStart {
             otp_lengths,
             view,
-            mut claims,
+            claims,
         } = start?;
         let lookup = match lookup {
             Ok(lookup) => lookup,
@@ -92,24 +92,13 @@ impl Engine {
                 return Ok(unavailable(request, &e));
             }
         };
-        let (user, tokens) = match view {
-            Some((user, tokens)) => (Some(user), tokens),
-            None => (None, Vec::new()),
-        };
-        let mut held = HeldClaims::new(self);
-        held.add(&tokens, &claims);
-        self.claim_busy(&tokens, &mut claims, &mut held, &rules)
-            .await?;
-        if let Some(user) = &user {
-            for (token, claim) in tokens.iter().zip(&claims) {
-                if claim.lock_cleared() {
-                    self.lock_cleared(user, token);
-                }
-            }
-        }
-        let checkable: Vec<usize> = (0..tokens.len())
-            .filter(|&i| claims.get(i).is_some_and(FailureClaim::allows_check))
-            .collect();
+        let HeldLogin {
+            user,
+            tokens,
+            claims,
+            mut held,
+            checkable,
+        } = self.hold_login(view, claims, &rules).await?;
         let found = match &lookup {
             Lookup::Found(found) => Some(found.clone()),
             _ => None,

@@ -302,26 +302,15 @@ impl Engine {
         let crate::store::LoginStart {
             otp_lengths,
             view,
-            mut claims,
+            claims,
         } = self.db(move |s| s.begin_login(&name, now, &rules)).await?;
-        let (user, tokens) = match view {
-            Some((user, tokens)) => (Some(user), tokens),
-            None => (None, Vec::new()),
-        };
-        let mut held = HeldClaims::new(self);
-        held.add(&tokens, &claims);
-        self.claim_busy(&tokens, &mut claims, &mut held, &rules)
-            .await?;
-        if let Some(user) = &user {
-            for (token, claim) in tokens.iter().zip(&claims) {
-                if claim.lock_cleared() {
-                    self.lock_cleared(user, token);
-                }
-            }
-        }
-        let checkable: Vec<usize> = (0..tokens.len())
-            .filter(|&i| claims.get(i).is_some_and(FailureClaim::allows_check))
-            .collect();
+        let HeldLogin {
+            user,
+            tokens,
+            claims,
+            mut held,
+            checkable,
+        } = self.hold_login(view, claims, &rules).await?;
         let check = PinCheck {
             user: request.user_name.clone(),
             password: zeroize::Zeroizing::new(password.to_vec()),
@@ -403,6 +392,43 @@ impl Engine {
                     .await
             }
         }
+    }
+
+    /// The start of a login once its claims are made: holds them (refunded if the request
+    /// ends without settling them), asks again for those refused as `Busy`, announces locks
+    /// that cleared, and names the tokens whose check may run. The PIN and the directory
+    /// first factor both start so.
+    pub(super) async fn hold_login(
+        &self,
+        view: Option<(UserRow, Vec<TokenRow>)>,
+        mut claims: Vec<FailureClaim>,
+        rules: &FailureRules,
+    ) -> Step<HeldLogin> {
+        let (user, tokens) = match view {
+            Some((user, tokens)) => (Some(user), tokens),
+            None => (None, Vec::new()),
+        };
+        let mut held = HeldClaims::new(self);
+        held.add(&tokens, &claims);
+        self.claim_busy(&tokens, &mut claims, &mut held, rules)
+            .await?;
+        if let Some(user) = &user {
+            for (token, claim) in tokens.iter().zip(&claims) {
+                if claim.lock_cleared() {
+                    self.lock_cleared(user, token);
+                }
+            }
+        }
+        let checkable: Vec<usize> = (0..tokens.len())
+            .filter(|&i| claims.get(i).is_some_and(FailureClaim::allows_check))
+            .collect();
+        Ok(HeldLogin {
+            user,
+            tokens,
+            claims,
+            held,
+            checkable,
+        })
     }
 
     /// Asks again for the claims refused as `Busy` (every failure left is claimed by checks
@@ -546,6 +572,16 @@ impl BusyWait {
 /// Failure claims a request holds while its PIN is checked. Dropped unsettled (the request
 /// was cancelled, or its PIN job refused), they are given back: no check was answered, so
 /// nothing was learnt that the count has to pay for.
+/// A login's user, tokens and failure claims, held (`Engine::hold_login`).
+pub(super) struct HeldLogin {
+    pub(super) user: Option<UserRow>,
+    pub(super) tokens: Vec<TokenRow>,
+    pub(super) claims: Vec<FailureClaim>,
+    pub(super) held: HeldClaims,
+    /// Indexes of the tokens whose check may run.
+    pub(super) checkable: Vec<usize>,
+}
+
 pub(super) struct HeldClaims {
     serials: Vec<String>,
     store_thread: Arc<StoreThread>,
