@@ -280,6 +280,49 @@ fn wrong_directory_passwords_count_and_lock_the_token_and_then_no_bind_is_made()
     );
 }
 
+/// 200 wrong directory passwords at once: exactly max_failures (3) of them reach a bind as
+/// alice, and the token locks; the rest are refused before the directory sees them.
+#[test]
+fn a_burst_of_wrong_directory_passwords_binds_max_failures_times_and_locks() {
+    let _timing = TIMING.read().unwrap_or_else(|p| p.into_inner());
+    let slapd = Slapd::start();
+    let server = start(&slapd, "", None);
+    assert_eq!(
+        login(&server, "alice", ALICE_PASSWORD).code,
+        "Access-Challenge"
+    );
+    let binds = || slapd.log().matches("BIND dn=\"uid=alice").count();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = binds();
+    let replies: Vec<String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..20)
+            .map(|_| {
+                scope.spawn(|| {
+                    (0..10)
+                        .map(|_| login(&server, "alice", "wrong-password").code)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    assert_eq!(replies.len(), 200);
+    assert!(replies.iter().all(|c| c == "Access-Reject"), "{replies:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        binds() - before,
+        3,
+        "binds as alice: max_failures of 200 tries"
+    );
+    let listed = server.cli(&["token", "list", "--user", "alice", "--json"], None);
+    let tokens: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+    assert_eq!(tokens[0]["locked"], true, "{listed}");
+    assert_eq!(tokens[0]["fail_count"], 3, "{listed}");
+}
+
 #[test]
 fn disabled_users_users_without_phone_and_ambiguous_names_are_rejected_with_their_reason() {
     let _timing = TIMING.read().unwrap_or_else(|p| p.into_inner());
