@@ -354,14 +354,7 @@ fn freeradius_snippet(pki: &Pki, port: u16) -> String {
     )
 }
 
-/// A TCP port free on loopback (bound and released).
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::free_tcp_port;
 
 #[test]
 fn freeradius_as_a_radsec_client_proxies_the_whole_challenge_flow() {

@@ -10,6 +10,7 @@ pub mod freeradius;
 pub mod http_peer;
 pub mod peers;
 pub mod pg;
+pub use pg::{free_port as free_tcp_port, is_root};
 pub mod radclient;
 pub mod raw;
 pub mod scrape;

@@ -44,7 +44,8 @@ fn bin_dir() -> PathBuf {
     }
 }
 
-fn is_root() -> bool {
+/// Whether the tests run as root (as CI does): daemons that refuse root run as another user.
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -52,7 +53,8 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn free_port() -> u16 {
+/// A free TCP port on loopback (bound and released).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

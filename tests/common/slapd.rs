@@ -161,20 +161,7 @@ pub struct Slapd {
     child: Option<Child>,
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
+use super::{free_tcp_port as free_port, is_root};
 
 impl Slapd {
     /// Starts slapd with the test directory loaded (through ldapadd, so that the memberof
