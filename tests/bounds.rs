@@ -216,7 +216,8 @@ fn the_right_code_after_max_attempts_wrong_ones_in_a_burst_is_not_compared() {
 fn a_burst_of_wrong_pins_counts_max_failures_and_the_lock_re_arms_every_period() {
     let options = Options {
         max_failures: 5,
-        clear_after: "3s",
+        // Long enough that a burst on a loaded 2-core machine is over within one period.
+        clear_after: "5s",
         // Room for the whole burst in the PIN queue, so that it is over well within a lock
         // period (a NAS's retransmissions would bring the rest later).
         limits_extra: "pin_queue = 128".into(),
@@ -261,7 +262,7 @@ fn a_burst_of_wrong_pins_counts_max_failures_and_the_lock_re_arms_every_period()
             wrong_pin_reply[38..],
             "the same reply attributes"
         );
-        std::thread::sleep(Duration::from_millis(3100));
+        std::thread::sleep(Duration::from_millis(5100));
     }
     // After the last period the lock has cleared: the right PIN gets its challenge.
     let open = client.exchange(&request(2, "alice", PIN, None)).unwrap();

@@ -115,6 +115,9 @@ const MIGRATIONS: &[&str] = &[
 "#,
 ];
 
+/// Bytes the WAL file is cut back to whenever it starts over (`journal_size_limit`).
+pub(super) const WAL_SIZE_LIMIT: i64 = 16 * 1024 * 1024;
+
 pub struct SqliteStore {
     /// Declared first so that it stops before `connection` closes (fields drop in order).
     checkpointer: Option<Checkpointer>,
@@ -154,7 +157,7 @@ impl SqliteStore {
         // WAL with NORMAL loses at most the last transactions on power loss, never integrity.
         connection.pragma_update(None, "synchronous", "NORMAL")?;
         // After a burst has grown the WAL file, give the space back when it restarts.
-        connection.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
+        connection.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
         // Plans must not depend on bound values: otherwise SQLite (built with STAT4) re-parses
         // and re-plans a cached statement such as `tokens WHERE user = ?1` at every new user,
