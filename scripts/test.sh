@@ -46,6 +46,6 @@ fi
 # Keep the output to close with one line that counts every test of every target.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --all-targets "$@" 2>&1 | tee "$log"
+cargo test --all-targets --no-fail-fast "$@" 2>&1 | tee "$log"
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log" | tee "${OTPGATE_TEST_SUMMARY:-/dev/null}"
