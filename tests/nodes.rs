@@ -298,7 +298,7 @@ fn the_pin_step_takes_two_round_trips_and_the_answer_one() {
     assert!(
         pin_step
             .iter()
-            .any(|(_, q)| q.contains("otpgate_begin_login"))
+            .any(|(_, q)| q.contains("otpgate begin_login"))
             && pin_step
                 .iter()
                 .any(|(_, q)| q.contains("otpgate_start_challenge")),

@@ -10,6 +10,7 @@ pub(crate) mod contract;
 pub mod copy;
 pub mod postgres;
 mod postgres_bounds;
+mod postgres_statements;
 pub mod sqlite;
 mod sqlite_bounds;
 pub mod thread;
