@@ -427,6 +427,21 @@ row "Full flows/s, cheap hash, PostgreSQL, one node (target >= 2000)" "$(json "$
 row "  otpgate CPU per flow, ms / PostgreSQL CPU per flow, ms" "$(json "$dir/flow.json" server_cpu_ms_per_op) / $(json "$dir/flow.json" database_cpu_ms_per_op)"
 row "  reply-path round trips per flow (target <= 3: PIN 2, answer 1)" "$(ratio "$statements" "$completed")" "$statements statements for $completed flows (pg_stat_statements)"
 row "  PIN step p50 / answer step p50, ms" "$(step "$dir/flow.json" "first reply" p50_ms) / $(step "$dir/flow.json" answer p50_ms)"
+# PostgreSQL's own floor on this machine: a flow commits three transactions that lock or
+# write a row; pgbench runs the cheapest such transaction (one row, by index) with the same
+# durable settings, and its CPU per transaction times three is what no store code can go
+# under.
+pg_cpu_ticks() { { awk '{print $14 + $15 + $16 + $17}' "/proc/$postmaster/stat"
+  for p in $(pgrep -P "$postmaster"); do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null; done; } | awk '{s += $1} END {print s}'; }
+printf '\\set i random(0, %d)\nUPDATE tokens SET pending = pending WHERE user_name = %s || lpad(:i::text, 6, %s);\n' \
+  "$((pg_users - 1))" "'bench-'" "'0'" > "$work/one_row.sql"
+ticks_before=$(pg_cpu_ticks)
+one_row=$("$pg_bin/pgbench" -n -M prepared -c 8 -j 1 -T "$seconds" -h 127.0.0.1 -p "$pg_port" -U otpgate -f "$work/one_row.sql" one 2>&1)
+sleep 0.3
+ticks_after=$(pg_cpu_ticks)
+one_row_txns=$(echo "$one_row" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')
+one_row_us=$(python3 -c "import sys; print(round((int(sys.argv[2]) - int(sys.argv[1])) * 1e6 / int(sys.argv[4]) / int(sys.argv[3]), 1))" "$ticks_before" "$ticks_after" "$one_row_txns" "$(getconf CLK_TCK)")
+row "  PostgreSQL CPU per one-row write transaction (pgbench), us; x3 per flow, ms" "$one_row_us" "$(python3 -c "import sys; print(round(3 * float(sys.argv[1]) / 1000, 2))" "$one_row_us") ms of the flow's $(json "$dir/flow.json" database_cpu_ms_per_op)"
 
 # Two nodes on one database: the PIN step on node 1, the answer on node 2.
 "$pg_bin/createdb" -h 127.0.0.1 -p "$pg_port" -U otpgate two
