@@ -874,22 +874,8 @@ impl Store for PostgresStore {
     }
 
     fn otp_lengths(&self) -> StoreResult<Vec<u32>> {
-        // A skip scan over the index: one seek per distinct length.
-        Ok(self
-            .conn()?
-            .query(
-                "WITH RECURSIVE lengths(n) AS (
-                     SELECT MIN(otp_length) FROM tokens
-                     UNION ALL
-                     SELECT (SELECT MIN(otp_length) FROM tokens WHERE otp_length > n) FROM lengths
-                     WHERE n IS NOT NULL
-                 )
-                 SELECT n FROM lengths WHERE n IS NOT NULL",
-                &[],
-            )?
-            .iter()
-            .map(|r| to_u32(r.get(0)))
-            .collect())
+        let row = self.conn()?.query_one(statements::OTP_LENGTHS, &[])?;
+        Ok(row.get::<_, Vec<i64>>(0).into_iter().map(to_u32).collect())
     }
 
     fn claim_failures(
@@ -1527,6 +1513,56 @@ mod tests {
         });
         assert_eq!(made, 1);
         assert_eq!(stores[0].tokens(Some("dave")).unwrap().len(), 1);
+    }
+
+    /// Tokens of eight new OTP lengths added at once from eight connections: every length
+    /// is in the kept set, and a deleted token's length goes with it.
+    #[test]
+    fn the_otp_lengths_follow_tokens_added_at_once() {
+        use crate::store::contract::first_token;
+        let cluster = PgCluster::start();
+        let url = cluster.fresh_database();
+        let stores: Vec<PostgresStore> = (0..8)
+            .map(|n| PostgresStore::open(&url, &options(&format!("n{n}"))).unwrap())
+            .collect();
+        let barrier = std::sync::Barrier::new(stores.len());
+        std::thread::scope(|scope| {
+            for (n, store) in stores.iter().enumerate() {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    let name = format!("u{n}");
+                    store
+                        .add_user(&UserRow {
+                            name: name.clone(),
+                            phone: "+491701234567".into(),
+                            created: 1,
+                            group: None,
+                        })
+                        .unwrap();
+                    barrier.wait();
+                    store
+                        .add_token(&TokenRow {
+                            otp_length: 6 + n as u32,
+                            ..first_token(&name, &format!("S{n}"))
+                        })
+                        .unwrap();
+                });
+            }
+        });
+        let all: Vec<u32> = (6..14).collect();
+        assert_eq!(stores[0].otp_lengths().unwrap(), all);
+        let rules = FailureRules {
+            max_failures: 5,
+            clear_after_ms: 0,
+            count: false,
+            claim_ttl_ms: 1_000,
+        };
+        assert_eq!(
+            stores[1].begin_login("u0", 1, &rules).unwrap().otp_lengths,
+            all
+        );
+        assert!(stores[2].delete_token("S7").unwrap());
+        assert_eq!(stores[3].otp_lengths().unwrap(), all[..7].to_vec());
     }
 
     /// While another node holds the purge lock, a purge deletes nothing; once it is

@@ -29,11 +29,11 @@ macro_rules! failure_claim {
  CROSS JOIN LATERAL (SELECT
      CASE WHEN h.pending > 0 AND p.now > h.pending_until THEN 0 ELSE h.pending END AS p0,
      h.locked_at IS NOT NULL AND p.clear_after > 0 AND p.now - h.locked_at >= p.clear_after
-         AS cleared) s
+         AS cleared OFFSET 0) s
  CROSS JOIN LATERAL (SELECT
      -- The lock period is over: the count starts again, so the lock re-arms.
      CASE WHEN s.cleared THEN s.p0 ELSE h.fail_count END AS f0,
-     h.locked_at IS NOT NULL AND NOT s.cleared AS still_locked) f
+     h.locked_at IS NOT NULL AND NOT s.cleared AS still_locked OFFSET 0) f
  CROSS JOIN LATERAL (SELECT CASE
      WHEN h.serial IS NULL THEN 'missing'
      WHEN h.disabled THEN 'disabled'
@@ -42,14 +42,14 @@ macro_rules! failure_claim {
          || CASE WHEN s.cleared THEN '+cleared' ELSE '' END
      WHEN s.p0 > 0 THEN 'busy'
      -- Every failure of the period is settled: the token locks now.
-     ELSE 'locked' END AS claim) k
+     ELSE 'locked' END AS claim OFFSET 0) k
  CROSS JOIN LATERAL (SELECT
      h.serial IS NOT NULL AND NOT h.disabled AND NOT f.still_locked AS writes,
      f.f0 + (k.claim LIKE 'claimed%')::int AS fail,
      s.p0 + (k.claim LIKE 'claimed%')::int AS pending,
      CASE WHEN k.claim LIKE 'claimed%' THEN GREATEST(h.pending_until, p.now + p.ttl)
           ELSE h.pending_until END AS until,
-     CASE WHEN k.claim = 'locked' THEN p.now END AS locked) n
+     CASE WHEN k.claim = 'locked' THEN p.now END AS locked OFFSET 0) n
 "
     };
 }
@@ -145,20 +145,24 @@ macro_rules! settled_lock {
     };
 }
 
+/// The distinct OTP lengths, as the trigger on tokens keeps them (migration 4).
+macro_rules! otp_lengths {
+    () => {
+        "coalesce((SELECT lengths FROM otpgate_otp_lengths), otpgate_otp_lengths_of_tokens())"
+    };
+}
+
+/// `Store::otp_lengths`.
+pub(super) const OTP_LENGTHS: &str = concat!("/* otpgate otp_lengths */ SELECT ", otp_lengths!());
+
 /// `Store::begin_login`: $1 user, $2 now, $3 max_failures, $4 clear_after, $5 count, $6
 /// claim ttl. Rows: the distinct OTP lengths (column 0, on every row), the user (1-4; NULL
 /// when there is none), each of their tokens as read before its claim (5-16; one row of
 /// NULLs when they have none) and its claim (17).
 pub(super) const BEGIN_LOGIN: &str = concat!(
-    "/* otpgate begin_login */ WITH RECURSIVE ",
+    "/* otpgate begin_login */ WITH ",
     claim_rules!("$2", "$3", "$4", "$5", "$6"),
     ",
-lengths(n) AS (
-    SELECT MIN(otp_length) FROM tokens
-    UNION ALL
-    SELECT (SELECT MIN(tk.otp_length) FROM tokens tk WHERE tk.otp_length > lengths.n)
-        FROM lengths WHERE lengths.n IS NOT NULL
-),
 h AS MATERIALIZED (
     SELECT tk.* FROM tokens tk WHERE tk.user_name = $1::text ORDER BY tk.serial FOR UPDATE
 ),
@@ -169,7 +173,9 @@ d AS MATERIALIZED (
     "),",
     write_claims!(),
     "
-SELECT (SELECT coalesce(array_agg(n ORDER BY n), '{}') FROM lengths WHERE n IS NOT NULL),
+SELECT ",
+    otp_lengths!(),
+    ",
        u.name, u.phone, u.created, u.user_group, ",
     token_columns!("d"),
     ", d.claim
@@ -304,16 +310,16 @@ ended AS MATERIALIZED (
            o.outcome = 'wrong' AND t.locked_at_now IS NOT DISTINCT FROM p.now AS locked_now
     FROM decided d CROSS JOIN p
     CROSS JOIN LATERAL (SELECT CASE WHEN d.step <> 'compare' THEN d.step
-                                    WHEN d.right_code THEN 'accepted' ELSE 'wrong' END AS outcome) o
+                                    WHEN d.right_code THEN 'accepted' ELSE 'wrong' END AS outcome OFFSET 0) o
     -- The token after the claim this answer took (none when the request holds one).
     CROSS JOIN LATERAL (SELECT NOT $10::boolean AND d.step IN ('compare', 'busy', 'locked')
-                               AND coalesce(d.writes, false) AS applies) ca
+                               AND coalesce(d.writes, false) AS applies OFFSET 0) ca
     CROSS JOIN LATERAL (SELECT
         CASE WHEN ca.applies THEN d.fail ELSE d.fail_count END AS fail,
         CASE WHEN ca.applies THEN d.n_pending ELSE d.pending END AS pending,
         CASE WHEN ca.applies THEN d.until ELSE d.pending_until END AS until,
-        CASE WHEN ca.applies THEN d.locked ELSE d.locked_at END AS locked) a
-    CROSS JOIN LATERAL (SELECT GREATEST(a.pending - 1, 0) AS pending) rest
+        CASE WHEN ca.applies THEN d.locked ELSE d.locked_at END AS locked OFFSET 0) a
+    CROSS JOIN LATERAL (SELECT GREATEST(a.pending - 1, 0) AS pending OFFSET 0) rest
     CROSS JOIN LATERAL (SELECT
         -- A login resets the count; other checks still running keep their claims.
         CASE o.outcome WHEN 'accepted' THEN rest.pending ELSE a.fail END AS fail_now,
@@ -324,7 +330,7 @@ ended AS MATERIALIZED (
                        WHEN 'wrong' THEN ",
     settled_lock!("a.fail", "rest.pending", "a.locked", "p.now", "p.max"),
     "
-                       ELSE a.locked END AS locked_at_now) t
+                       ELSE a.locked END AS locked_at_now OFFSET 0) t
 ),
 token_written AS (
     UPDATE tokens t SET fail_count = e.fail_now, pending = e.pending_now,
