@@ -1482,36 +1482,48 @@ mod tests {
         assert!(token.locked_at.is_some(), "max_failures reached: locked");
     }
 
+    /// `count` stores on `url`, as `count` nodes would have.
+    fn nodes_on(url: &str, count: usize) -> Vec<PostgresStore> {
+        (0..count)
+            .map(|n| PostgresStore::open(url, &options(&format!("n{n}"))).unwrap())
+            .collect()
+    }
+
+    /// Runs `run` on every store at the same instant, one thread each; the results in
+    /// store order.
+    fn all_at_once<T: Send>(
+        stores: &[PostgresStore],
+        run: impl Fn(usize, &PostgresStore) -> T + Sync,
+    ) -> Vec<T> {
+        let barrier = std::sync::Barrier::new(stores.len());
+        std::thread::scope(|scope| {
+            let runs: Vec<_> = stores
+                .iter()
+                .enumerate()
+                .map(|(n, store)| {
+                    let (barrier, run) = (&barrier, &run);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        run(n, store)
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        })
+    }
+
     /// Eight nodes making dave's first token at once: one token.
     #[test]
     fn first_logins_on_many_nodes_at_once_make_one_token() {
         use crate::store::contract::{dave, first_token};
         let cluster = PgCluster::start();
-        let url = cluster.fresh_database();
-        let stores: Vec<PostgresStore> = (0..8)
-            .map(|n| PostgresStore::open(&url, &options(&format!("n{n}"))).unwrap())
-            .collect();
-        let barrier = std::sync::Barrier::new(stores.len());
-        let made: usize = std::thread::scope(|scope| {
-            let runs: Vec<_> = stores
-                .iter()
-                .enumerate()
-                .map(|(n, store)| {
-                    let barrier = &barrier;
-                    scope.spawn(move || {
-                        barrier.wait();
-                        store
-                            .enroll_first(&dave(), &first_token("dave", &format!("D{n}")))
-                            .unwrap()
-                    })
-                })
-                .collect();
-            runs.into_iter()
-                .map(|r| r.join().unwrap())
-                .filter(|made| *made)
-                .count()
+        let stores = nodes_on(&cluster.fresh_database(), 8);
+        let made = all_at_once(&stores, |n, store| {
+            store
+                .enroll_first(&dave(), &first_token("dave", &format!("D{n}")))
+                .unwrap()
         });
-        assert_eq!(made, 1);
+        assert_eq!(made.iter().filter(|made| **made).count(), 1);
         assert_eq!(stores[0].tokens(Some("dave")).unwrap().len(), 1);
     }
 
@@ -1521,33 +1533,24 @@ mod tests {
     fn the_otp_lengths_follow_tokens_added_at_once() {
         use crate::store::contract::first_token;
         let cluster = PgCluster::start();
-        let url = cluster.fresh_database();
-        let stores: Vec<PostgresStore> = (0..8)
-            .map(|n| PostgresStore::open(&url, &options(&format!("n{n}"))).unwrap())
-            .collect();
-        let barrier = std::sync::Barrier::new(stores.len());
-        std::thread::scope(|scope| {
-            for (n, store) in stores.iter().enumerate() {
-                let barrier = &barrier;
-                scope.spawn(move || {
-                    let name = format!("u{n}");
-                    store
-                        .add_user(&UserRow {
-                            name: name.clone(),
-                            phone: "+491701234567".into(),
-                            created: 1,
-                            group: None,
-                        })
-                        .unwrap();
-                    barrier.wait();
-                    store
-                        .add_token(&TokenRow {
-                            otp_length: 6 + n as u32,
-                            ..first_token(&name, &format!("S{n}"))
-                        })
-                        .unwrap();
-                });
-            }
+        let stores = nodes_on(&cluster.fresh_database(), 8);
+        for n in 0..stores.len() {
+            stores[0]
+                .add_user(&UserRow {
+                    name: format!("u{n}"),
+                    phone: "+491701234567".into(),
+                    created: 1,
+                    group: None,
+                })
+                .unwrap();
+        }
+        all_at_once(&stores, |n, store| {
+            store
+                .add_token(&TokenRow {
+                    otp_length: 6 + n as u32,
+                    ..first_token(&format!("u{n}"), &format!("S{n}"))
+                })
+                .unwrap()
         });
         let all: Vec<u32> = (6..14).collect();
         assert_eq!(stores[0].otp_lengths().unwrap(), all);
