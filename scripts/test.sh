@@ -5,8 +5,8 @@
 # for the NAS recipes; radsecproxy and openssl for the RadSec tests; postgresql, whose
 # initdb and pg_ctl the PostgreSQL tests start a cluster of their own with; slapd and
 # ldap-utils, for the directory tests' own OpenLDAP; Python 3 with the packages of
-# tests/peers/requirements.txt for the SMTP, XML-RPC, modem and pyrad peers), then runs
-# every test.
+# tests/peers/requirements.txt for the SMTP, XML-RPC, modem and pyrad peers; Node.js and npm
+# with tests/peers/node's radius package, for node-radius as a NAS), then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +23,9 @@ command -v eapol_test >/dev/null 2>&1 || need_packages+=(eapoltest)
 command -v radsecproxy >/dev/null 2>&1 || need_packages+=(radsecproxy)
 command -v openssl >/dev/null 2>&1 || need_packages+=(openssl)
 command -v python3 >/dev/null 2>&1 || need_packages+=(python3 python3-pip)
+# node-radius as a NAS (tests/nas_recipes.rs): Node.js and npm, then the radius package.
+command -v node >/dev/null 2>&1 || need_packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_packages+=(npm)
 command -v promtool >/dev/null 2>&1 || need_packages+=(prometheus)  # tests/metrics.rs: promtool check metrics
 # Debian keeps initdb off PATH, under /usr/lib/postgresql/VERSION/bin.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_packages+=(postgresql)
@@ -41,6 +44,11 @@ if ! python3 -c 'import aiosmtpd, gsmmodem, pyrad' >/dev/null 2>&1; then
   echo "installing the Python packages of tests/peers/requirements.txt"
   python3 -m pip install --quiet --disable-pip-version-check -r tests/peers/requirements.txt ||
     python3 -m pip install --quiet --disable-pip-version-check --break-system-packages -r tests/peers/requirements.txt
+fi
+
+if [ ! -d tests/peers/node/node_modules/radius ]; then
+  echo "installing the npm packages of tests/peers/node/package-lock.json"
+  (cd tests/peers/node && npm ci --silent --no-audit --no-fund)
 fi
 
 # Keep the output to close with one line that counts every test of every target.

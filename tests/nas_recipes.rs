@@ -1,8 +1,9 @@
 //! The README's "NAS compatibility" recipes, run as written against real NAS software:
 //! pam_radius_auth 2.0 driven by pamtester on a pseudo-terminal (tests/peers/pam_terminal.py),
 //! and Wi-Fi 802.1X with EAP-TTLS/PAP terminated by FreeRADIUS 3.2 (Debian's stock raddb
-//! with the recipe's edits), the inner tunnel proxied to otpgate, driven by eapol_test.
-//! Each test checks that the README still carries the lines it uses.
+//! with the recipe's edits), the inner tunnel proxied to otpgate, driven by eapol_test; and
+//! node-radius (the `radius` npm package, tests/peers/node) as a NAS. Each test checks that
+//! the README still carries the lines it uses.
 
 mod common;
 
@@ -164,6 +165,79 @@ fn without_send_prompt_pam_radius_auth_echoes_the_code() {
         terminal.contains(&otp),
         "the code was not echoed:\n{terminal}"
     );
+}
+
+/// node-radius as a NAS (tests/peers/node/radius_flow.js): the PIN, then the code of the
+/// newest SMS in `server`'s spool once a challenge comes. Returns (accepted, what it printed).
+fn node_radius(server: &Server, message_authenticator: bool) -> (bool, String) {
+    use std::io::{BufRead, Write};
+    let node = format!("{PEERS}/node");
+    assert!(
+        Path::new(&node).join("node_modules/radius").is_dir(),
+        "run `npm ci` in {node} first (scripts/test.sh does)"
+    );
+    let address = server.address();
+    let mut child = Command::new("node")
+        .arg(format!("{node}/radius_flow.js"))
+        .args([
+            address.ip().to_string(),
+            address.port().to_string(),
+            SECRET.to_string(),
+            "alice".into(),
+            PIN.into(),
+        ])
+        .args(message_authenticator.then_some("--message-authenticator"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node runs the node-radius NAS");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut printed = String::new();
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        printed.push_str(&line);
+        printed.push('\n');
+        if line == "reply Access-Challenge" {
+            let code = otp_of(&server.wait_for_sms(1).1);
+            writeln!(stdin, "{code}").unwrap();
+        }
+    }
+    (child.wait().unwrap().success(), printed)
+}
+
+#[test]
+fn node_radius_told_to_add_the_message_authenticator_logs_in() {
+    assert_readme_has("pass `add_message_authenticator: true` to `radius.encode`, or set");
+    let (server, _) = Server::with_alice(&Options::default());
+    let (accepted, printed) = node_radius(&server, true);
+    assert!(accepted, "{printed}\n{}", server.log());
+    assert_eq!(printed, "reply Access-Challenge\nreply Access-Accept\n");
+}
+
+#[test]
+fn node_radius_without_the_message_authenticator_is_dropped_and_told_what_to_set() {
+    let (server, _) = Server::with_alice(&Options::default());
+    let (accepted, printed) = node_radius(&server, false);
+    assert!(!accepted);
+    assert_eq!(printed, "timeout\n", "dropped, as the README says");
+    assert!(
+        logged(
+            &server,
+            &[
+                "sends no Message-Authenticator",
+                "require_message_authenticator = false"
+            ]
+        ),
+        "{}",
+        server.log()
+    );
+    // The other way the README gives: the client entry stops requiring it.
+    let (server, _) = Server::with_alice(&Options {
+        require_message_authenticator: false,
+        ..Options::default()
+    });
+    let (accepted, printed) = node_radius(&server, false);
+    assert!(accepted, "{printed}\n{}", server.log());
 }
 
 /// Debian's stock raddb in `dir`, changed as the Wi-Fi recipe says, plus what a test needs
