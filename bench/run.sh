@@ -152,16 +152,13 @@ wanted() { [[ " $only " == *" $1 "* ]]; }
 results=()
 row() { results+=("$(printf '%-58s %14s  %s' "$1" "$2" "${3:-}")"); }
 
-# ---- Status-Server: otpgate vs FreeRADIUS ------------------------------------------------
-if wanted status; then
-dir=$work/status; mkdir -p "$dir"; port=$(free_port)
-write_config "$dir" "$port" 8 1
-start "$dir"
-"$bench" status --server "127.0.0.1:$port" --secret "$secret" --concurrency 64 --duration "${seconds}s" --pid "$otpgate_pid" --json > "$dir/otpgate-status.json"
-stop "$otpgate_pid"
-
-fr=$work/freeradius; mkdir -p "$fr"; fr_port=$(free_port)
-cat > "$fr/radiusd.conf" <<EOF
+# freeradius_status DIR PORT CLIENTS LISTEN STATUS_ARGS...: FreeRADIUS 3.2 with a minimal
+# radiusd.conf in DIR that answers Status-Server on PORT (CLIENTS: its client section;
+# LISTEN: more lines for its listen section); sets fr_pid once it answers, checked with
+# `otpgate-bench status STATUS_ARGS`.
+freeradius_status() {
+  local fr=$1 port=$2 clients=$3 listen=$4; shift 4
+  cat > "$fr/radiusd.conf" <<CONF
 prefix = /usr
 exec_prefix = /usr
 sysconfdir = /etc
@@ -188,10 +185,7 @@ security {
     reject_delay = 0
     status_server = yes
 }
-client bench {
-    ipaddr = 127.0.0.1
-    secret = $secret
-}
+$clients
 thread pool {
     start_servers = 4
     max_servers = 32
@@ -207,7 +201,8 @@ server default {
     listen {
         type = auth
         ipaddr = 127.0.0.1
-        port = $fr_port
+        port = $port
+$listen
     }
     authorize {
         Autz-Type Status-Server {
@@ -217,13 +212,28 @@ server default {
     authenticate {
     }
 }
-EOF
-freeradius -f -n radiusd -d "$fr" &
-fr_pid=$!; pids+=("$fr_pid")
-for _ in $(seq 100); do
-  "$bench" status --server "127.0.0.1:$fr_port" --secret "$secret" --concurrency 1 --duration 200ms --timeout 100ms --json 2>/dev/null | grep -q '"completed":[1-9]' && break
-  sleep 0.1
-done
+CONF
+  freeradius -f -n radiusd -d "$fr" &
+  fr_pid=$!; pids+=("$fr_pid")
+  for _ in $(seq 100); do
+    "$bench" status --server "127.0.0.1:$port" "$@" --concurrency 1 --duration 200ms --timeout 100ms --json 2>/dev/null | grep -q '"completed":[1-9]' && break
+    sleep 0.1
+  done
+}
+
+# ---- Status-Server: otpgate vs FreeRADIUS ------------------------------------------------
+if wanted status; then
+dir=$work/status; mkdir -p "$dir"; port=$(free_port)
+write_config "$dir" "$port" 8 1
+start "$dir"
+"$bench" status --server "127.0.0.1:$port" --secret "$secret" --concurrency 64 --duration "${seconds}s" --pid "$otpgate_pid" --json > "$dir/otpgate-status.json"
+stop "$otpgate_pid"
+
+fr=$work/freeradius; mkdir -p "$fr"; fr_port=$(free_port)
+freeradius_status "$fr" "$fr_port" "client bench {
+    ipaddr = 127.0.0.1
+    secret = $secret
+}" "" --secret "$secret"
 "$bench" status --server "127.0.0.1:$fr_port" --secret "$secret" --concurrency 64 --duration "${seconds}s" --pid "$fr_pid" --json > "$dir/freeradius-status.json"
 stop "$fr_pid"
 o=$(json "$dir/otpgate-status.json" ops_per_second); f=$(json "$dir/freeradius-status.json" ops_per_second)
@@ -505,34 +515,7 @@ start "$dir"
 stop "$otpgate_pid"
 
 fr=$work/freeradius-radsec; mkdir -p "$fr"; fr_port=$(free_port)
-cat > "$fr/radiusd.conf" <<CONF
-prefix = /usr
-exec_prefix = /usr
-sysconfdir = /etc
-localstatedir = /var
-sbindir = /usr/sbin
-raddbdir = $fr
-confdir = $fr
-logdir = $fr
-run_dir = $fr
-db_dir = $fr
-libdir = /usr/lib/freeradius
-name = freeradius
-pidfile = $fr/freeradius.pid
-max_request_time = 30
-cleanup_delay = 5
-max_requests = 65536
-hostname_lookups = no
-log {
-    destination = files
-    file = $fr/radius.log
-}
-security {
-    max_attributes = 200
-    reject_delay = 0
-    status_server = yes
-}
-clients radsec {
+freeradius_status "$fr" "$fr_port" "clients radsec {
     client bench {
         ipaddr = 127.0.0.1
         proto = tls
@@ -544,24 +527,7 @@ clients radsec {
             idle_timeout = 0
         }
     }
-}
-thread pool {
-    start_servers = 4
-    max_servers = 32
-    min_spare_servers = 2
-    max_spare_servers = 8
-}
-modules {
-    always ok {
-        rcode = ok
-    }
-}
-server default {
-    listen {
-        type = auth
-        ipaddr = 127.0.0.1
-        port = $fr_port
-        proto = tcp
+}" "        proto = tcp
         clients = radsec
         limit {
             max_connections = 256
@@ -575,24 +541,8 @@ server default {
             require_client_cert = yes
             fragment_size = 8192
             check_crl = no
-            tls_min_version = "1.2"
-        }
-    }
-    authorize {
-        Autz-Type Status-Server {
-            ok
-        }
-    }
-    authenticate {
-    }
-}
-CONF
-freeradius -f -n radiusd -d "$fr" &
-fr_pid=$!; pids+=("$fr_pid")
-for _ in $(seq 100); do
-  "$bench" status --server "127.0.0.1:$fr_port" --secret radsec "${tls[@]}" --concurrency 1 --duration 200ms --timeout 100ms --json 2>/dev/null | grep -q '"completed":[1-9]' && break
-  sleep 0.1
-done
+            tls_min_version = \"1.2\"
+        }" --secret radsec "${tls[@]}"
 "$bench" status --server "127.0.0.1:$fr_port" --secret radsec "${tls[@]}" --concurrency 64 --duration "${seconds}s" --pid "$fr_pid" --json > "$dir/freeradius-status.json"
 stop "$fr_pid"
 o=$(json "$dir/otpgate-status.json" ops_per_second); f=$(json "$dir/freeradius-status.json" ops_per_second)
