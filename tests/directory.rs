@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::Path;
-use std::sync::RwLock;
+use std::sync::{RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use common::raw::{Client, access_request, random_authenticator};
@@ -69,6 +69,20 @@ fn options(toml: String) -> Options {
 }
 
 /// A server whose directory is `slapd` over StartTLS, with `extra` `[directory]` keys.
+/// Runs the calling test beside the others: only the timing test runs alone.
+fn beside_others() -> RwLockReadGuard<'static, ()> {
+    TIMING.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A slapd of its own and a server on it with the default directory config, beside the
+/// other tests.
+fn on_a_slapd() -> (RwLockReadGuard<'static, ()>, Slapd, Server) {
+    let timing = beside_others();
+    let slapd = Slapd::start();
+    let server = start(&slapd, "", None);
+    (timing, slapd, server)
+}
+
 fn start(slapd: &Slapd, extra: &str, urls: Option<Vec<String>>) -> Server {
     let keys = tempfile::tempdir().unwrap();
     let urls = urls.unwrap_or_else(|| vec![slapd.plain_url()]);
@@ -114,9 +128,7 @@ fn last_reason(server: &Server, rows: usize) -> String {
 
 #[test]
 fn directory_password_then_code_accepts_with_the_mapped_group_and_enrolls_at_first_login() {
-    let _timing = TIMING.read().unwrap_or_else(|p| p.into_inner());
-    let slapd = Slapd::start();
-    let server = start(&slapd, "", None);
+    let (_timing, _slapd, server) = on_a_slapd();
     // Before the first login: the directory's view only.
     let shown = server.cli(&["user", "show", "alice"], None);
     assert!(shown.contains("uid=alice,ou=people"), "{shown}");
@@ -212,9 +224,7 @@ fn directory_password_then_code_accepts_with_the_mapped_group_and_enrolls_at_fir
 
 #[test]
 fn a_mobile_changed_in_the_directory_takes_effect_at_the_next_login() {
-    let _timing = TIMING.read().unwrap_or_else(|p| p.into_inner());
-    let slapd = Slapd::start();
-    let server = start(&slapd, "", None);
+    let (_timing, slapd, server) = on_a_slapd();
     assert_eq!(
         login(&server, "alice", ALICE_PASSWORD).code,
         "Access-Challenge"
@@ -243,9 +253,7 @@ fn a_mobile_changed_in_the_directory_takes_effect_at_the_next_login() {
 
 #[test]
 fn wrong_directory_passwords_count_and_lock_the_token_and_then_no_bind_is_made() {
-    let _timing = TIMING.read().unwrap_or_else(|p| p.into_inner());
-    let slapd = Slapd::start();
-    let server = start(&slapd, "", None);
+    let (_timing, slapd, server) = on_a_slapd();
     assert_eq!(
         login(&server, "alice", ALICE_PASSWORD).code,
         "Access-Challenge"
@@ -284,9 +292,7 @@ fn wrong_directory_passwords_count_and_lock_the_token_and_then_no_bind_is_made()
 /// alice, and the token locks; the rest are refused before the directory sees them.
 #[test]
 fn a_burst_of_wrong_directory_passwords_binds_max_failures_times_and_locks() {
-    let _timing = TIMING.read().unwrap_or_else(|p| p.into_inner());
-    let slapd = Slapd::start();
-    let server = start(&slapd, "", None);
+    let (_timing, slapd, server) = on_a_slapd();
     assert_eq!(
         login(&server, "alice", ALICE_PASSWORD).code,
         "Access-Challenge"
@@ -325,9 +331,7 @@ fn a_burst_of_wrong_directory_passwords_binds_max_failures_times_and_locks() {
 
 #[test]
 fn disabled_users_users_without_phone_and_ambiguous_names_are_rejected_with_their_reason() {
-    let _timing = TIMING.read().unwrap_or_else(|p| p.into_inner());
-    let slapd = Slapd::start();
-    let server = start(&slapd, "", None);
+    let (_timing, _slapd, server) = on_a_slapd();
     let cases = [
         ("dave", "dave-secret", "directory user disabled"),
         (
@@ -365,9 +369,7 @@ fn disabled_users_users_without_phone_and_ambiguous_names_are_rejected_with_thei
 
 #[test]
 fn hostile_user_names_match_nobody() {
-    let _timing = TIMING.read().unwrap_or_else(|p| p.into_inner());
-    let slapd = Slapd::start();
-    let server = start(&slapd, "", None);
+    let (_timing, slapd, server) = on_a_slapd();
     let client = Client::new(server.address());
     let before = slapd.search_results().len();
     let names = [
@@ -410,7 +412,7 @@ fn hostile_user_names_match_nobody() {
 
 #[test]
 fn a_dead_first_url_is_skipped_by_its_breaker_and_a_stopped_directory_rejects_in_time() {
-    let _timing = TIMING.read().unwrap_or_else(|p| p.into_inner());
+    let _timing = beside_others();
     let mut slapd = Slapd::start();
     let closed = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -470,7 +472,7 @@ fn a_dead_first_url_is_skipped_by_its_breaker_and_a_stopped_directory_rejects_in
 
 #[test]
 fn starttls_and_ldaps_work_with_the_test_ca_and_another_ca_is_refused() {
-    let _timing = TIMING.read().unwrap_or_else(|p| p.into_inner());
+    let _timing = beside_others();
     let slapd = Slapd::start();
     let ldaps = start(&slapd, "", Some(vec![slapd.ldaps_url()]));
     assert_eq!(
@@ -506,7 +508,7 @@ fn starttls_and_ldaps_work_with_the_test_ca_and_another_ca_is_refused() {
 
 #[test]
 fn plain_ldap_without_starttls_is_refused_at_start_up() {
-    let _timing = TIMING.read().unwrap_or_else(|p| p.into_inner());
+    let _timing = beside_others();
     let dir = tempfile::tempdir().unwrap();
     let toml = directory_toml(
         dir.path(),
