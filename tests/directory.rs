@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::raw::{Client, access_request, random_authenticator};
 use common::slapd::{ALICE_MOBILE, ALICE_PASSWORD, Pki, SERVICE_DN, STAFF_DN, SUFFIX, Slapd};
+use common::timing::interleaved_medians;
 use common::{Options, Server, otp_of, radclient};
 
 /// The `[directory]` table for `urls`, trusting `ca`, with `extra` keys; plus the group
@@ -525,11 +526,6 @@ fn plain_ldap_without_starttls_is_refused_at_start_up() {
     );
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
 #[test]
 fn an_unknown_directory_user_and_a_wrong_password_take_the_same_time() {
     let _timing = TIMING.write().unwrap_or_else(|p| p.into_inner());
@@ -554,19 +550,9 @@ fn an_unknown_directory_user_and_a_wrong_password_take_the_same_time() {
         ("alice", "wrong-password-1234"),
         ("bob", "wrong-password-1234"),
     ];
-    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); kinds.len()];
-    for round in 0..100u8 {
-        for k in 0..kinds.len() {
-            let i = (k + usize::from(round)) % kinds.len();
-            let (user, password) = kinds[i];
-            let request = access_request(round, random_authenticator(), user, password, true, &[]);
-            let started = Instant::now();
-            let reply = client.exchange(&request).expect("a reply");
-            samples[i].push(started.elapsed());
-            assert_eq!(reply[0], 3);
-        }
-    }
-    let medians: Vec<Duration> = samples.into_iter().map(median).collect();
+    let medians = interleaved_medians(&client, &kinds, 100, |_, reply| {
+        assert_eq!(reply[0], 3);
+    });
     println!("medians unknown user / wrong password: {medians:?}");
     let ratio = |a: Duration, b: Duration| a.max(b).as_secs_f64() / a.min(b).as_secs_f64();
     // The bound: an unknown name and a wrong password look the same.

@@ -4,15 +4,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
 
 use common::raw::{Client, access_request, random_authenticator};
+use common::timing::interleaved_medians;
 use common::{Options, Server};
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
 
 #[test]
 fn unknown_user_wrong_pin_three_tokens_locked_and_disabled_take_the_same_time() {
@@ -82,21 +77,10 @@ fn unknown_user_wrong_pin_three_tokens_locked_and_disabled_take_the_same_time() 
         ("carol", "13572468135724"),
         ("erin", "24681357246813"),
     ];
-    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); kinds.len()];
     let mut replies: Vec<Vec<u8>> = vec![Vec::new(); kinds.len()];
-    for round in 0..100u8 {
-        // Each kind takes every place in the round in turn, so no kind always follows another.
-        for k in 0..kinds.len() {
-            let i = (k + usize::from(round)) % kinds.len();
-            let (user, password) = kinds[i];
-            let request = access_request(round, random_authenticator(), user, password, true, &[]);
-            let started = Instant::now();
-            let reply = client.exchange(&request).expect("a reply");
-            samples[i].push(started.elapsed());
-            replies[i] = reply[20..].to_vec();
-        }
-    }
-    let medians: Vec<Duration> = samples.into_iter().map(median).collect();
+    let medians = interleaved_medians(&client, &kinds, 100, |i, reply| {
+        replies[i] = reply[20..].to_vec();
+    });
     let slowest = *medians.iter().max().unwrap();
     let fastest = *medians.iter().min().unwrap();
     println!("medians unknown/wrong PIN/three tokens/disabled/locked: {medians:?}");

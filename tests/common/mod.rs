@@ -15,6 +15,7 @@ pub mod radclient;
 pub mod raw;
 pub mod scrape;
 pub mod slapd;
+pub mod timing;
 pub mod tls;
 
 use std::io::{BufRead, BufReader, Write};
