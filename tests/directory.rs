@@ -301,19 +301,9 @@ fn a_burst_of_wrong_directory_passwords_binds_max_failures_times_and_locks() {
     let binds = || slapd.log().matches("BIND dn=\"uid=alice").count();
     std::thread::sleep(Duration::from_millis(300));
     let before = binds();
-    let replies: Vec<String> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..20)
-            .map(|_| {
-                scope.spawn(|| {
-                    (0..10)
-                        .map(|_| login(&server, "alice", "wrong-password").code)
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap())
+    let replies = common::on_threads(20, |_| {
+        (0..10)
+            .map(|_| login(&server, "alice", "wrong-password").code)
             .collect()
     });
     assert_eq!(replies.len(), 200);

@@ -106,37 +106,26 @@ fn wrong_guesses_split_over_two_nodes_are_compared_max_attempts_times() {
     assert_eq!(challenge.code, "Access-Challenge", "{}", challenge.output);
     let state = hex::decode(challenge.state().trim_start_matches("0x")).unwrap();
     let started = Instant::now();
-    let replies: Vec<u8> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..20)
-            .map(|w| {
-                let server = if w % 2 == 0 { a.address() } else { b.address() };
-                let state = state.clone();
-                scope.spawn(move || {
-                    let client = Client::new(server);
-                    (0..50)
-                        .map(|i| {
-                            let extra: Vec<(u8, &[u8])> = vec![(attr::STATE, &state)];
-                            let bytes = access_request(
-                                i as u8,
-                                random_authenticator(),
-                                "alice",
-                                "000000x",
-                                true,
-                                &extra,
-                            );
-                            // A NAS resends an unanswered request as it was.
-                            (0..5)
-                                .find_map(|_| client.exchange(&bytes))
-                                .map(|r| Packet::decode(&r).unwrap().code)
-                                .unwrap_or(0)
-                        })
-                        .collect::<Vec<u8>>()
-                })
+    let replies = common::on_threads(20, |w| {
+        let server = if w % 2 == 0 { a.address() } else { b.address() };
+        let client = Client::new(server);
+        let extra: Vec<(u8, &[u8])> = vec![(attr::STATE, &state)];
+        (0..50)
+            .map(|i| {
+                let bytes = access_request(
+                    i as u8,
+                    random_authenticator(),
+                    "alice",
+                    "000000x",
+                    true,
+                    &extra,
+                );
+                // A NAS resends an unanswered request as it was.
+                (0..5)
+                    .find_map(|_| client.exchange(&bytes))
+                    .map(|r| Packet::decode(&r).unwrap().code)
+                    .unwrap_or(0)
             })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap())
             .collect()
     });
     assert_eq!(replies.len(), 1000);
@@ -174,21 +163,9 @@ fn wrong_pins_in_parallel_on_two_nodes_lock_at_max_failures_in_total() {
     let (a, b) = two_nodes(&cluster);
     // 200 wrong PINs at once, half on each node: exactly max_failures (10) are compared,
     // then the token is locked for both nodes.
-    let replies: Vec<String> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..20)
-            .map(|w| {
-                let server = if w % 2 == 0 { &a } else { &b };
-                scope.spawn(move || {
-                    (0..10)
-                        .map(|_| server.login("wrong-pin").code)
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap())
-            .collect()
+    let replies = common::on_threads(20, |w| {
+        let server = if w % 2 == 0 { &a } else { &b };
+        (0..10).map(|_| server.login("wrong-pin").code).collect()
     });
     assert!(replies.iter().all(|c| c == "Access-Reject"), "{replies:?}");
     let token: Vec<serde_json::Value> =

@@ -4,7 +4,6 @@
 
 mod common;
 
-
 use common::raw::{Client, access_request, random_authenticator};
 use common::timing::interleaved_medians;
 use common::{Options, Server};

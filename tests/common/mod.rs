@@ -535,3 +535,19 @@ pub fn otp_of(text: &str) -> String {
         .unwrap_or_else(|| panic!("unexpected SMS text {text:?}"))
         .to_string()
 }
+
+/// Runs `each(worker)` on `workers` threads at once; what they returned, worker by worker.
+pub fn on_threads<T: Send>(workers: usize, each: impl Fn(usize) -> Vec<T> + Sync) -> Vec<T> {
+    std::thread::scope(|scope| {
+        let running: Vec<_> = (0..workers)
+            .map(|w| {
+                let each = &each;
+                scope.spawn(move || each(w))
+            })
+            .collect();
+        running
+            .into_iter()
+            .flat_map(|r| r.join().unwrap())
+            .collect()
+    })
+}
