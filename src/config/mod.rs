@@ -555,6 +555,25 @@ pub struct ClientConfig {
     pub accept_attributes: Vec<WireAttribute>,
 }
 
+impl ClientConfig {
+    /// A client named `name` with `secret`, reached from `network`, and every other key at
+    /// the default a `[[client]]` entry gets.
+    pub fn with_defaults(name: &str, network: Option<IpNet>, secret: &str) -> ClientConfig {
+        ClientConfig {
+            name: name.into(),
+            network,
+            tls: None,
+            secret: Secret::new(secret.into()),
+            require_message_authenticator: true,
+            limit_proxy_state: true,
+            send_message_authenticator: true,
+            mode: ClientMode::default(),
+            first_factor: FirstFactor::default(),
+            accept_attributes: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SmsConfig {
     pub default_chain: Vec<String>,

@@ -47,21 +47,10 @@ pub fn unmapped(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ClientMode, Config, Secret};
+    use crate::config::Config;
 
     fn client(name: &str, network: &str) -> ClientConfig {
-        ClientConfig {
-            name: name.into(),
-            network: Some(network.parse().unwrap()),
-            tls: None,
-            secret: Secret::new("0123456789abcdef".into()),
-            require_message_authenticator: true,
-            limit_proxy_state: true,
-            send_message_authenticator: true,
-            mode: ClientMode::Challenge,
-            first_factor: Default::default(),
-            accept_attributes: Vec::new(),
-        }
+        ClientConfig::with_defaults(name, Some(network.parse().unwrap()), "0123456789abcdef")
     }
 
     #[test]

@@ -118,20 +118,15 @@ fn advice(client: Option<&ClientConfig>, source: IpAddr, reason: DropReason) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ClientMode, Secret};
 
     fn client(require: bool) -> ClientConfig {
         ClientConfig {
-            name: "vpn".into(),
-            network: Some("10.0.0.1/32".parse().unwrap()),
-            tls: None,
-            secret: Secret::new("0123456789abcdef".into()),
             require_message_authenticator: require,
-            limit_proxy_state: true,
-            send_message_authenticator: true,
-            mode: ClientMode::Challenge,
-            first_factor: Default::default(),
-            accept_attributes: Vec::new(),
+            ..ClientConfig::with_defaults(
+                "vpn",
+                Some("10.0.0.1/32".parse().unwrap()),
+                "0123456789abcdef",
+            )
         }
     }
 

@@ -15,23 +15,19 @@ use super::packet::{Packet, PacketBuilder};
 use super::reply::{self, ReplyContext, ReplyPolicy};
 use super::request;
 use crate::auth::{Decision, Grants, TransactionId};
-use crate::config::{ClientConfig, ClientMode, Secret};
+use crate::config::ClientConfig;
 
 /// The shared secret the seed corpus is signed with.
 pub const FUZZ_SECRET: &str = "fuzzing-shared-secret";
 
 fn client(require_message_authenticator: bool) -> ClientConfig {
     ClientConfig {
-        name: "fuzz".into(),
-        network: Some("127.0.0.1/32".parse().expect("a literal network")),
-        tls: None,
-        secret: Secret::new(FUZZ_SECRET.into()),
         require_message_authenticator,
-        limit_proxy_state: true,
-        send_message_authenticator: true,
-        mode: ClientMode::Challenge,
-        first_factor: Default::default(),
-        accept_attributes: Vec::new(),
+        ..ClientConfig::with_defaults(
+            "fuzz",
+            Some("127.0.0.1/32".parse().expect("a literal network")),
+            FUZZ_SECRET,
+        )
     }
 }
 

@@ -202,23 +202,16 @@ pub fn check_as<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ClientMode, Secret};
+
     use crate::radius::packet::{PacketBuilder, hide_password};
 
     const SECRET: &str = "a-long-shared-secret";
 
     fn client(require: bool, limit: bool) -> ClientConfig {
         ClientConfig {
-            name: "nas".into(),
-            network: Some("127.0.0.1/32".parse().unwrap()),
-            tls: None,
-            secret: Secret::new(SECRET.into()),
             require_message_authenticator: require,
             limit_proxy_state: limit,
-            send_message_authenticator: true,
-            mode: ClientMode::Challenge,
-            first_factor: Default::default(),
-            accept_attributes: Vec::new(),
+            ..ClientConfig::with_defaults("nas", Some("127.0.0.1/32".parse().unwrap()), SECRET)
         }
     }
 

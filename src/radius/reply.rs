@@ -177,23 +177,16 @@ fn finish(mut builder: PacketBuilder, context: &ReplyContext, client: &ClientCon
 mod tests {
     use super::*;
     use crate::auth::{Grants, TransactionId};
-    use crate::config::{ClientMode, Secret};
+
     use crate::radius::packet::Packet;
     use std::time::Duration;
 
     fn client() -> ClientConfig {
-        ClientConfig {
-            name: "nas".into(),
-            network: Some("127.0.0.1/32".parse().unwrap()),
-            tls: None,
-            secret: Secret::new("a-long-shared-secret".into()),
-            require_message_authenticator: true,
-            limit_proxy_state: true,
-            send_message_authenticator: true,
-            mode: ClientMode::Challenge,
-            first_factor: Default::default(),
-            accept_attributes: Vec::new(),
-        }
+        ClientConfig::with_defaults(
+            "nas",
+            Some("127.0.0.1/32".parse().unwrap()),
+            "a-long-shared-secret",
+        )
     }
 
     #[test]

@@ -116,24 +116,16 @@ pub fn fingerprint(certificate: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ClientMode, Secret, TlsIdentity};
+    use crate::config::TlsIdentity;
 
     fn client(name: &str, names: &[&str], fingerprints: Vec<[u8; 32]>) -> ClientConfig {
         ClientConfig {
-            name: name.into(),
-            network: None,
             tls: Some(TlsIdentity {
                 names: names.iter().map(|n| n.to_string()).collect(),
                 fingerprints,
                 require_radius_1_1: false,
             }),
-            secret: Secret::new("radsec".into()),
-            require_message_authenticator: true,
-            limit_proxy_state: true,
-            send_message_authenticator: true,
-            mode: ClientMode::Challenge,
-            first_factor: Default::default(),
-            accept_attributes: Vec::new(),
+            ..ClientConfig::with_defaults(name, None, "radsec")
         }
     }
 
