@@ -9,7 +9,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use common::scrape::{self, METRICS_ON};
-use common::{Options, PIN, SECRET, Server, otp_of, radclient};
+use common::{Options, PIN, Server, otp_of, radclient};
 
 fn scraped(server: &Server) -> String {
     let (status, body) = scrape::get(server.http_address(), "/metrics");
@@ -37,13 +37,7 @@ fn flows_move_the_counters_and_promtool_accepts_the_output() {
         0.0
     );
 
-    let status = radclient::send(
-        server.address(),
-        "status",
-        SECRET,
-        "Message-Authenticator=0x00",
-        3,
-    );
+    let status = radclient::status(server.address());
     assert_eq!(status.code, "Access-Accept", "{}", status.output);
     let challenge = server.login(PIN);
     assert_eq!(challenge.code, "Access-Challenge", "{}", challenge.output);

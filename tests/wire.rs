@@ -98,13 +98,7 @@ fn the_same_id_with_a_new_authenticator_is_a_new_request() {
 #[test]
 fn status_server_is_answered_with_access_accept() {
     let (server, _) = Server::with_alice(&Options::default());
-    let reply = radclient::send(
-        server.address(),
-        "status",
-        SECRET,
-        "Message-Authenticator=0x00",
-        3,
-    );
+    let reply = radclient::status(server.address());
     assert_eq!(reply.code, "Access-Accept", "{}", reply.output);
     assert!(reply.get("Message-Authenticator").is_some());
     // Nothing else happens: no audit row, no SMS.

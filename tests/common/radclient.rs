@@ -104,6 +104,17 @@ pub fn auth(server: SocketAddr, attributes: &str) -> Reply {
     )
 }
 
+/// A Status-Server with a Message-Authenticator.
+pub fn status(server: SocketAddr) -> Reply {
+    send(
+        server,
+        "status",
+        super::SECRET,
+        "Message-Authenticator=0x00",
+        3,
+    )
+}
+
 fn parse(text: &str) -> Reply {
     let mut code = "none".to_string();
     let mut attributes = Vec::new();
