@@ -489,12 +489,7 @@ fn the_bench_client_completes_flows_over_radius_1_1() {
         .status()
         .unwrap();
     assert!(status.success());
-    common::cli_ok(&config, &["user", "import", users.to_str().unwrap()], None);
-    common::cli_ok(
-        &config,
-        &["token", "import", tokens.to_str().unwrap()],
-        None,
-    );
+    common::import_csv(&config, &users, &tokens);
     let server = Server::start(dir, config);
 
     let nas = pki.nas();

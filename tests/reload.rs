@@ -220,12 +220,7 @@ fn two_hundred_logins_running_through_a_reload_all_complete() {
     }
     std::fs::write(&users, user_lines).unwrap();
     std::fs::write(&tokens, token_lines).unwrap();
-    common::cli_ok(&config, &["user", "import", users.to_str().unwrap()], None);
-    common::cli_ok(
-        &config,
-        &["token", "import", tokens.to_str().unwrap()],
-        None,
-    );
+    common::import_csv(&config, &users, &tokens);
     let server = Server::start(dir, config);
 
     let done = AtomicUsize::new(0);

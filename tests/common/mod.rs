@@ -426,6 +426,13 @@ pub fn cli_ok(config: &Path, args: &[&str], stdin: Option<&str>) -> String {
     out
 }
 
+/// Imports the users, then the tokens, of two CSV files through the CLI.
+pub fn import_csv(config: &Path, users: &Path, tokens: &Path) {
+    for (what, file) in [("user", users), ("token", tokens)] {
+        cli_ok(config, &[what, "import", file.to_str().unwrap()], None);
+    }
+}
+
 fn config_text(dir: &Path, o: &Options) -> String {
     let listen = o
         .listen
