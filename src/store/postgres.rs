@@ -293,7 +293,7 @@ impl PostgresStore {
         server_options.push_str(&format!(" -c statement_timeout={timeout_ms}"));
         // Every statement otpgate prepares looks rows up by key, so one plan fits all values;
         // left to choose, PostgreSQL planned those with array parameters again at every call
-        // (measured: a seventh of its CPU per login).
+        // (pg_stat_statements: 140 us of planning per login, a tenth of its CPU).
         server_options.push_str(" -c plan_cache_mode=force_generic_plan");
         config.options(server_options.trim());
         config.connect_timeout(options.timeout);
