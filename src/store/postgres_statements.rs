@@ -274,7 +274,7 @@ open_of AS MATERIALIZED (
 c AS (SELECT * FROM by_id UNION ALL SELECT * FROM open_of),
 decided AS MATERIALIZED (
     SELECT c.transaction_id, c.serial AS challenge_serial, c.expires AS challenge_expires,
-           c.attempts + 1 AS attempts_now, c.used AS was_used, c.user_name AS owner_name,
+           c.attempts + 1 AS attempts_now, c.user_name AS owner_name,
            u.name AS u_name, u.phone AS u_phone, u.created AS u_created, u.user_group,
            h.*, k.claim, n.writes, n.fail, n.pending AS n_pending, n.until, n.locked,
            CASE
@@ -307,7 +307,9 @@ decided AS MATERIALIZED (
     "),
 ended AS MATERIALIZED (
     SELECT d.*, o.outcome, t.fail_now, t.pending_now, t.until_now, t.locked_at_now,
-           o.outcome = 'wrong' AND t.locked_at_now IS NOT DISTINCT FROM p.now AS locked_now
+           w.locked_now,
+           -- A wrong code ends the challenge once no attempt is left or the token locked.
+           o.outcome = 'wrong' AND (d.attempts_now >= $6::bigint OR w.locked_now) AS ended_now
     FROM decided d CROSS JOIN p
     CROSS JOIN LATERAL (SELECT CASE WHEN d.step <> 'compare' THEN d.step
                                     WHEN d.right_code THEN 'accepted' ELSE 'wrong' END AS outcome OFFSET 0) o
@@ -331,6 +333,8 @@ ended AS MATERIALIZED (
     settled_lock!("a.fail", "rest.pending", "a.locked", "p.now", "p.max"),
     "
                        ELSE a.locked END AS locked_at_now OFFSET 0) t
+    CROSS JOIN LATERAL (SELECT o.outcome = 'wrong' AND t.locked_at_now IS NOT DISTINCT FROM p.now
+                                   AS locked_now OFFSET 0) w
 ),
 token_written AS (
     UPDATE tokens t SET fail_count = e.fail_now, pending = e.pending_now,
@@ -344,14 +348,11 @@ challenge_written AS (
     UPDATE challenges ch
     SET attempts = CASE WHEN e.outcome IN ('accepted', 'wrong') THEN e.attempts_now
                         ELSE ch.attempts END,
-        used = CASE WHEN e.outcome = 'wrong'
-                    THEN e.attempts_now >= $6::bigint OR e.locked_now ELSE true END
+        used = e.outcome <> 'wrong' OR e.ended_now
     FROM ended e
     WHERE ch.transaction_id = e.transaction_id AND e.outcome NOT IN ('busy', 'used')
 )
-SELECT e.outcome, e.attempts_now,
-       e.outcome = 'wrong' AND (e.attempts_now >= $6::bigint OR e.locked_now),
-       e.locked_now, e.challenge_expires, e.challenge_serial,
+SELECT e.outcome, e.attempts_now, e.ended_now, e.locked_now, e.challenge_expires, e.challenge_serial,
        NOT $10::boolean AND e.step = 'compare' AND e.claim = 'claimed+cleared',
        e.step IN ('compare', 'busy', 'disabled', 'locked'),
        e.u_name, e.u_phone, e.u_created, e.user_group, ",
