@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::background::Background;
+use common::scrape::{self, METRICS_ON};
 use common::tls::{Client, Make, NAS_NAME, Pki, client_config, client_toml};
 use common::{Options, PIN, Server, otp_of, radclient};
 use otpgate::radius::packet::{Packet, PacketBuilder, attr, code, hide_password};
@@ -19,8 +20,12 @@ const RADSEC: &str = "radsec";
 /// A server with alice enrolled, RadSec on with the test PKI and `radsec_extra` keys, and
 /// the NAS client `nas1` (`client_extra` keys).
 fn radsec_server(radsec_extra: &str, client_extra: &str) -> (Server, Pki) {
-    let options = Options::default();
-    let (dir, config) = Server::prepare(&options);
+    radsec_server_with(&Options::default(), radsec_extra, client_extra)
+}
+
+/// `radsec_server` with `options`.
+fn radsec_server_with(options: &Options, radsec_extra: &str, client_extra: &str) -> (Server, Pki) {
+    let (dir, config) = Server::prepare(options);
     let pki = Pki::new(dir.path());
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str(&pki.radsec_toml(radsec_extra));
@@ -42,12 +47,18 @@ fn nas(server: &Server, pki: &Pki, alpn: &[&str]) -> Client {
     .expect("the NAS connects")
 }
 
-/// A classic Access-Request signed with the RadSec secret, Message-Authenticator first.
+/// A classic Access-Request of alice, signed with the RadSec secret, Message-Authenticator
+/// first.
 fn access_request(id: u8, password: &str, state: Option<&[u8]>) -> Vec<u8> {
+    access_request_of("alice", id, password, state)
+}
+
+/// `access_request` of `user`.
+fn access_request_of(user: &str, id: u8, password: &str, state: Option<&[u8]>) -> Vec<u8> {
     let authenticator: [u8; 16] = std::array::from_fn(|i| (i as u8) ^ id ^ 0x5a);
     let mut b = PacketBuilder::new(code::ACCESS_REQUEST, id);
     b.message_authenticator()
-        .push(attr::USER_NAME, b"alice")
+        .push(attr::USER_NAME, user.as_bytes())
         .push(
             attr::USER_PASSWORD,
             &hide_password(password.as_bytes(), RADSEC.as_bytes(), &authenticator),
@@ -299,6 +310,62 @@ fn idle_connections_and_a_slowloris_do_not_delay_another_clients_flow() {
         "an idle connection is closed"
     );
     assert!(server.wait_for_log("idle for idle_timeout", Duration::from_secs(5)));
+}
+
+/// 200 requests pipelined on one connection, each an Argon2 check (an unknown user's decoy):
+/// how many replies came, and the most PIN checks seen waiting at once (the metrics
+/// endpoint, scraped all along).
+fn pipelined_pin_checks(radsec_extra: &str) -> (usize, f64) {
+    let (server, pki) = radsec_server_with(
+        &Options {
+            extra: METRICS_ON.into(),
+            pin_memory_kib: 4 * 1024,
+            ..Options::default()
+        },
+        radsec_extra,
+        "",
+    );
+    let metrics = server.http_address();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut peak = 0.0f64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let (_, body) = scrape::get(metrics, "/metrics");
+                peak = peak.max(scrape::value(&body, "otpgate_pin_queue_depth").unwrap_or(0.0));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        });
+        let mut client = nas(&server, &pki, &[]);
+        for id in 0..200u8 {
+            client
+                .send(&access_request_of("mallory", id, "0000", None))
+                .unwrap();
+        }
+        let mut answered = 0;
+        while let Ok(reply) = client.receive() {
+            assert_eq!(reply[0], code::ACCESS_REJECT);
+            answered += 1;
+            if answered == 200 {
+                break;
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (answered, sampler.join().unwrap())
+    })
+}
+
+#[test]
+fn one_connection_keeps_at_most_max_in_flight_per_connection_requests_at_work() {
+    // The bound: with 4 in flight, at most 4 checks can wait for the PIN threads.
+    let (answered, peak) = pipelined_pin_checks("max_in_flight_per_connection = 4");
+    assert_eq!(answered, 200, "every request answered, in turn");
+    assert!(peak <= 4.0, "{peak} PIN checks waited at once");
+    // Without it (the default, 64), the same burst fills the PIN queue: the sampler sees
+    // what the bound prevents.
+    let (_, peak) = pipelined_pin_checks("");
+    assert!(peak > 4.0, "the unbounded burst queued only {peak}");
 }
 
 #[test]
