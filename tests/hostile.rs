@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::http_peer::{Answer, HttpPeer};
 use common::raw::{Client, access_request, random_authenticator, verified_reply};
-use common::{Options, PIN, SECRET, Server, otp_of, radclient};
+use common::{Options, PIN, SECRET, Server, is_root, otp_of, radclient};
 use otpgate::radius::packet::{PacketBuilder, attr, code, hide_password};
 
 /// Signs a request built attribute by attribute (the raw bytes are then mangled).
@@ -274,14 +274,6 @@ fn a_gateway_that_hangs_does_not_stall_other_users() {
             "bob's challenge goes out after reply_within"
         );
     }
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0\n"))
-        .unwrap_or(false)
 }
 
 fn mount(args: &[&str]) {

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::background::Background;
-use common::{Options, PIN, SECRET, Server, free_port, otp_of};
+use common::{Options, PIN, SECRET, Server, free_port, is_root, otp_of};
 
 const README: &str = include_str!("../README.md");
 const PEERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers");
@@ -43,13 +43,6 @@ fn logged(server: &Server, parts: &[&str]) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     false
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 /// A PAM service file in /etc/pam.d (the only place pamtester's libpam looks), removed on

@@ -10,7 +10,9 @@ pub mod freeradius;
 pub mod http_peer;
 pub mod peers;
 pub mod pg;
-pub use pg::{free_port as free_tcp_port, is_root};
+// Every test binary has slapd.rs, which uses unprivileged_owner; is_root is for some.
+#[allow(unused_imports)]
+pub use pg::{free_port as free_tcp_port, is_root, unprivileged_owner};
 pub mod radclient;
 pub mod raw;
 pub mod scrape;

@@ -53,6 +53,27 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// When the tests run as root (as CI does), a server that refuses root (PostgreSQL) or
+/// should not have it (slapd) runs as `preferred` if that system user exists, else as
+/// nobody: `dir` and everything in it become that user's. None when not root.
+pub fn unprivileged_owner(dir: &Path, preferred: &str) -> Option<String> {
+    if !is_root() {
+        return None;
+    }
+    let exists = Command::new("id")
+        .arg(preferred)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let user = if exists { preferred } else { "nobody" };
+    let status = Command::new("chown")
+        .args(["-R", user])
+        .arg(dir)
+        .status()
+        .expect("chown runs");
+    assert!(status.success(), "chown -R {user} {} failed", dir.display());
+    Some(user.to_string())
+}
+
 /// A free TCP port on loopback (bound and released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -82,22 +103,7 @@ impl PgCluster {
             .prefix("otpgate-pg")
             .tempdir()
             .expect("a temporary directory");
-        let run_as = is_root().then(|| {
-            let user = if Command::new("id")
-                .arg("postgres")
-                .output()
-                .is_ok_and(|o| o.status.success())
-            {
-                "postgres"
-            } else {
-                "nobody"
-            };
-            check(
-                "chown",
-                Command::new("chown").arg(user).arg(dir.path()).output(),
-            );
-            user.to_string()
-        });
+        let run_as = unprivileged_owner(dir.path(), "postgres");
         let mut cluster = PgCluster {
             dir,
             bin,

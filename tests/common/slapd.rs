@@ -161,7 +161,7 @@ pub struct Slapd {
     child: Option<Child>,
 }
 
-use super::{free_tcp_port as free_port, is_root};
+use super::{free_tcp_port as free_port, unprivileged_owner};
 
 impl Slapd {
     /// Starts slapd with the test directory loaded (through ldapadd, so that the memberof
@@ -179,24 +179,7 @@ impl Slapd {
         let pki = Pki::generate(dir.path(), "slapd");
         std::fs::create_dir(dir.path().join("data")).unwrap();
         std::fs::write(dir.path().join("slapd.conf"), config(dir.path(), &pki)).unwrap();
-        let run_as = is_root().then(|| {
-            let user = if Command::new("id")
-                .arg("openldap")
-                .output()
-                .is_ok_and(|o| o.status.success())
-            {
-                "openldap"
-            } else {
-                "nobody"
-            };
-            let status = Command::new("chown")
-                .args(["-R", user])
-                .arg(dir.path())
-                .status()
-                .unwrap();
-            assert!(status.success(), "chown of the slapd directory failed");
-            user.to_string()
-        });
+        let run_as = unprivileged_owner(dir.path(), "openldap");
         let mut slapd = Slapd {
             dir,
             ldap_port: 0,
