@@ -4,8 +4,9 @@
 //! re-arm. Each check takes a fresh, empty store.
 
 use super::{
-    AnswerClaim, AnswerOutcome, AuditRow, ChallengeRef, ChallengeStart, Expected, FailureClaim,
-    FailureRules, Limit, Refusal, Resend, Started, Store, TokenRow, Unusable, UserRow,
+    AnswerClaim, AnswerOutcome, AuditRow, ChallengeRef, ChallengeRow, ChallengeStart, Expected,
+    FailureClaim, FailureRules, Limit, LoginAsk, Refusal, Resend, Started, Store, TokenRow,
+    Unusable, UserRow,
 };
 use crate::config::SendCaps;
 
@@ -993,6 +994,108 @@ pub fn enroll_first_makes_one_token(store: &dyn Store) {
     assert_eq!(store.tokens(Some("erin")).unwrap().len(), 1);
 }
 
+/// `begin_logins` and `answer_challenges` decide each member as the single calls would, one
+/// after the other: `batched` takes the batches, `single` the same calls one by one, and
+/// both end with the same results, tokens and challenges. The batches repeat users,
+/// transaction ids and tokens (by transaction id and by serial), and mix in the unknown.
+pub fn batches_decide_as_calls_one_after_another(batched: &dyn Store, single: &dyn Store) {
+    for store in [batched, single] {
+        enroll(store, "alice", "S1", "+491701234567");
+        enroll(store, "alice", "S2", "+491701234567");
+        enroll(store, "bob", "B1", "+491701234568");
+        store
+            .add_user(&UserRow {
+                name: "carol".into(),
+                phone: "+491701234569".into(),
+                created: 1,
+                group: None,
+            })
+            .unwrap();
+    }
+    let logins: Vec<LoginAsk<'_>> = [
+        "alice", "bob", "alice", "mallory", "carol", "bob", "bob", "bob", "alice",
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(n, user)| LoginAsk {
+        user,
+        now: 1_000 + n as i64,
+        rules: RULES,
+    })
+    .collect();
+    let begun: Vec<_> = batched
+        .begin_logins(&logins)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let one_by_one: Vec<_> = logins
+        .iter()
+        .map(|a| single.begin_login(a.user, a.now, &a.rules).unwrap())
+        .collect();
+    assert_eq!(begun, one_by_one);
+    assert_eq!(
+        begun[7].claims,
+        vec![FailureClaim::Busy],
+        "bob's fourth claim finds every failure claimed"
+    );
+    let mut tids = Vec::new();
+    for store in [batched, single] {
+        let claimed: Vec<String> = ["S1", "S2", "B1"]
+            .iter()
+            .flat_map(|s| std::iter::repeat_n(s.to_string(), 3))
+            .collect();
+        store.refund_failures(&claimed).unwrap();
+        let (ta, alice_counter) = opened(
+            store
+                .open_challenge(&start("ta", "S1", "alice", 2_000), &mac)
+                .unwrap(),
+        );
+        let (tb, bob_counter) = opened(
+            store
+                .open_challenge(&start("tb", "B1", "bob", 2_000), &mac)
+                .unwrap(),
+        );
+        tids = vec![(ta, alice_counter), (tb, bob_counter)];
+    }
+    let (right_a, right_b, wrong) = (mac(tids[0].1), mac(tids[1].1), b"wrong".to_vec());
+    let answers = [
+        answer(ChallengeRef::Transaction("ta"), "alice", &wrong, 2_100),
+        answer(ChallengeRef::Transaction("tb"), "bob", &wrong, 2_100),
+        answer(ChallengeRef::OpenOf("S1"), "alice", &wrong, 2_100),
+        answer(ChallengeRef::Transaction("ta"), "alice", &right_a, 2_100),
+        answer(ChallengeRef::Transaction("nope"), "alice", &right_a, 2_100),
+        answer(ChallengeRef::OpenOf("S2"), "alice", &right_a, 2_100),
+        answer(ChallengeRef::Transaction("tb"), "bob", &right_b, 2_100),
+        answer(ChallengeRef::Transaction("ta"), "alice", &right_a, 2_100),
+        answer(ChallengeRef::Transaction("tb"), "alice", &right_b, 2_100),
+    ];
+    let answered: Vec<_> = batched
+        .answer_challenges(&answers)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let one_by_one: Vec<_> = answers
+        .iter()
+        .map(|a| single.answer_challenge(a).unwrap())
+        .collect();
+    assert_eq!(answered, one_by_one);
+    let outcomes: Vec<&AnswerOutcome> = answered.iter().map(|a| &a.outcome).collect();
+    assert!(matches!(
+        outcomes[2],
+        AnswerOutcome::Wrong { attempts: 2, .. }
+    ));
+    assert!(matches!(outcomes[3], AnswerOutcome::Accepted { .. }));
+    assert!(matches!(outcomes[6], AnswerOutcome::Accepted { .. }));
+    assert_eq!(outcomes[7], &AnswerOutcome::Refused(Refusal::Used));
+    let state = |store: &dyn Store| -> (Vec<TokenRow>, Vec<ChallengeRow>) {
+        (
+            store.tokens(None).unwrap(),
+            store.open_challenge_rows(0).unwrap(),
+        )
+    };
+    assert_eq!(state(batched), state(single));
+}
+
 pub fn run_all(fresh: &dyn Fn() -> Box<dyn Store>) {
     a_token_has_one_open_challenge_and_resends_wait(fresh().as_ref());
     sending_caps_stop_sms_per_token_phone_client_and_globally(fresh().as_ref());
@@ -1009,4 +1112,5 @@ pub fn run_all(fresh: &dyn Fn() -> Box<dyn Store>) {
     start_challenge_takes_the_expected_counter_or_the_one_there_is(fresh().as_ref());
     copy_moves_everything_into_an_empty_store(fresh().as_ref(), fresh().as_ref());
     enroll_first_makes_one_token(fresh().as_ref());
+    batches_decide_as_calls_one_after_another(fresh().as_ref(), fresh().as_ref());
 }

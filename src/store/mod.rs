@@ -10,6 +10,7 @@ pub(crate) mod contract;
 pub mod copy;
 pub mod postgres;
 mod postgres_bounds;
+mod postgres_login;
 mod postgres_statements;
 pub mod sqlite;
 mod sqlite_bounds;
@@ -250,6 +251,14 @@ pub struct LoginStart {
     pub claims: Vec<FailureClaim>,
 }
 
+/// One user's login to begin (`Store::begin_logins`).
+#[derive(Debug, Clone, Copy)]
+pub struct LoginAsk<'a> {
+    pub user: &'a str,
+    pub now: i64,
+    pub rules: FailureRules,
+}
+
 /// The counter a caller expects a token to be at (read with `login_view`) and the code MAC
 /// for it, so that a new challenge can be opened in one step when nobody took the counter
 /// in between (`Store::start_challenge`).
@@ -373,7 +382,7 @@ pub struct GatewayStateRow {
     pub updated: i64,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("{0} already exists")]
     Conflict(String),
@@ -468,6 +477,14 @@ pub trait Store: Send + Sync {
             claims,
         })
     }
+    /// `begin_login` for several logins at once, a result for each in order: the logins
+    /// that queued while a store thread was busy. By default one after the other; a
+    /// networked store answers them in one round trip and one commit.
+    fn begin_logins(&self, asks: &[LoginAsk<'_>]) -> Vec<StoreResult<LoginStart>> {
+        asks.iter()
+            .map(|ask| self.begin_login(ask.user, ask.now, &ask.rules))
+            .collect()
+    }
     /// Gives back claims whose check succeeded (or never ran).
     fn refund_failures(&self, serials: &[String]) -> StoreResult<()>;
     /// The claimed checks failed: their failures stand. Locks the tokens whose count
@@ -508,6 +525,15 @@ pub trait Store: Send + Sync {
     /// right code and resets the fail counter, or counts the failure and ends the challenge
     /// when no attempt is left or the token locked.
     fn answer_challenge(&self, claim: &AnswerClaim<'_>) -> StoreResult<Answer>;
+    /// `answer_challenge` for several answers at once, a result for each in order, each as
+    /// if answered after the ones before it. By default one after the other; a networked
+    /// store answers them in one round trip and one commit.
+    fn answer_challenges(&self, claims: &[AnswerClaim<'_>]) -> Vec<StoreResult<Answer>> {
+        claims
+            .iter()
+            .map(|claim| self.answer_challenge(claim))
+            .collect()
+    }
     fn delete_challenge(&self, transaction_id: &str) -> StoreResult<()>;
     /// Deletes challenges that expired before `before`, and SMS send records older than a
     /// day before it (no cap looks further back); returns how many challenges.

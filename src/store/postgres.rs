@@ -16,11 +16,12 @@ use postgres::types::ToSql;
 use postgres::{NoTls, Row, Statement};
 
 use super::postgres_bounds::MIGRATIONS;
+use super::postgres_login;
 use super::postgres_statements as statements;
 use super::{
-    Answer, AnswerClaim, AnswerOutcome, AuditRow, ChallengeRef, ChallengeRow, ChallengeStart,
-    Expected, FailureClaim, FailureRules, GatewayStateRow, Limit, LoginStart, OpenChallenge,
-    Refusal, Resend, Started, Store, StoreError, StoreResult, TokenRow, Unusable, UserRow,
+    Answer, AnswerClaim, AuditRow, ChallengeRow, ChallengeStart, Expected, FailureClaim,
+    FailureRules, GatewayStateRow, Limit, LoginAsk, LoginStart, OpenChallenge, Resend, Started,
+    Store, StoreError, StoreResult, TokenRow, Unusable, UserRow,
 };
 
 /// The advisory lock key that migrations run under, the same on every node.
@@ -103,7 +104,7 @@ impl PgConnection {
         }
     }
 
-    fn query(
+    pub(super) fn query(
         &mut self,
         sql: &'static str,
         params: &[&(dyn ToSql + Sync)],
@@ -340,7 +341,7 @@ impl PostgresStore {
         self.pool_size
     }
 
-    fn conn(&self) -> StoreResult<r2d2::PooledConnection<Manager>> {
+    pub(super) fn conn(&self) -> StoreResult<r2d2::PooledConnection<Manager>> {
         self.pool
             .as_ref()
             .expect("the pool is taken only on drop")
@@ -467,7 +468,7 @@ fn token_from(row: &Row) -> TokenRow {
     token_at(row, 0)
 }
 
-fn token_at(row: &Row, at: usize) -> TokenRow {
+pub(super) fn token_at(row: &Row, at: usize) -> TokenRow {
     TokenRow {
         serial: row.get(at),
         user: row.get(at + 1),
@@ -484,8 +485,16 @@ fn token_at(row: &Row, at: usize) -> TokenRow {
     }
 }
 
-fn to_u32(n: i64) -> u32 {
+pub(super) fn to_u32(n: i64) -> u32 {
     u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+/// The one result of a batch of one.
+fn only<T>(results: Vec<StoreResult<T>>) -> StoreResult<T> {
+    results
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| Err(StoreError::Database("a batch of one gave no result".into())))
 }
 
 fn user_from(row: &Row) -> UserRow {
@@ -580,7 +589,7 @@ fn with_audit_params<T>(
     ])
 }
 
-fn claim_from(code: &str) -> FailureClaim {
+pub(super) fn claim_from(code: &str) -> FailureClaim {
     match code {
         "claimed" => FailureClaim::Claimed {
             lock_cleared: false,
@@ -902,53 +911,18 @@ impl Store for PostgresStore {
         Ok(codes.iter().map(|c| claim_from(c)).collect())
     }
 
-    /// One round trip: `statements::BEGIN_LOGIN`.
+    /// One round trip: `statements::BEGIN_LOGINS`.
     fn begin_login(&self, user: &str, now: i64, rules: &FailureRules) -> StoreResult<LoginStart> {
-        let rows = self.conn()?.query(
-            statements::BEGIN_LOGIN,
-            &[
-                &user,
-                &now,
-                &i64::from(rules.max_failures),
-                &rules.clear_after_ms,
-                &rules.count,
-                &rules.claim_ttl_ms,
-            ],
-        )?;
-        let otp_lengths = rows
-            .first()
-            .map(|r| r.get::<_, Vec<i64>>(0))
-            .unwrap_or_default()
-            .into_iter()
-            .map(to_u32)
-            .collect();
-        let view = match rows.first() {
-            Some(first) if first.get::<_, Option<String>>(1).is_some() => {
-                let user = UserRow {
-                    name: first.get(1),
-                    phone: first.get(2),
-                    created: first.get(3),
-                    group: first.get(4),
-                };
-                let tokens = rows
-                    .iter()
-                    .filter(|r| r.get::<_, Option<String>>(5).is_some())
-                    .map(|r| token_at(r, 5))
-                    .collect();
-                Some((user, tokens))
-            }
-            _ => None,
+        let ask = LoginAsk {
+            user,
+            now,
+            rules: *rules,
         };
-        let claims = rows
-            .iter()
-            .filter_map(|r| r.get::<_, Option<String>>(17))
-            .map(|code| claim_from(&code))
-            .collect();
-        Ok(LoginStart {
-            otp_lengths,
-            view,
-            claims,
-        })
+        only(self.begin_logins(&[ask]))
+    }
+
+    fn begin_logins(&self, asks: &[LoginAsk<'_>]) -> Vec<StoreResult<LoginStart>> {
+        postgres_login::begin_logins(self, asks)
     }
 
     fn refund_failures(&self, serials: &[String]) -> StoreResult<()> {
@@ -1060,78 +1034,11 @@ impl Store for PostgresStore {
     }
 
     fn answer_challenge(&self, claim: &AnswerClaim<'_>) -> StoreResult<Answer> {
-        let (tid, serial) = match claim.target {
-            ChallengeRef::Transaction(tid) => (Some(tid), None),
-            ChallengeRef::OpenOf(serial) => (None, Some(serial)),
-        };
-        let row = self.conn()?.query_one(
-            statements::ANSWER,
-            &[
-                &tid,
-                &serial,
-                &claim.user,
-                &claim.code_mac,
-                &claim.now,
-                &i64::from(claim.max_attempts),
-                &i64::from(claim.failures.max_failures),
-                &claim.failures.clear_after_ms,
-                &claim.failures.claim_ttl_ms,
-                &claim.claim_held,
-            ],
-        )?;
-        let outcome: String = row.get(0);
-        let outcome = match outcome.as_str() {
-            "accepted" => AnswerOutcome::Accepted {
-                attributes: row.get(24),
-            },
-            "wrong" => AnswerOutcome::Wrong {
-                attempts: to_u32(row.get(1)),
-                ended: row.get(2),
-                locked_now: row.get(3),
-                expires: row.get(4),
-            },
-            refusal => AnswerOutcome::Refused(match refusal {
-                "unknown_challenge" => Refusal::UnknownChallenge,
-                "no_open_challenge" => Refusal::NoOpenChallenge,
-                "other_user" => Refusal::OtherUser,
-                "used" => Refusal::Used,
-                "expired" => Refusal::Expired,
-                "no_attempts_left" => Refusal::NoAttemptsLeft,
-                "token_gone" => Refusal::TokenGone,
-                "disabled" => Refusal::Unusable(Unusable::Disabled),
-                "locked" => Refusal::Unusable(Unusable::Locked),
-                "busy" => Refusal::Busy,
-                other => {
-                    return Err(StoreError::Database(format!(
-                        "unknown answer outcome '{other}'"
-                    )));
-                }
-            }),
-        };
-        // As on SQLite: the owner comes with a comparison, and with the refusals that read it.
-        let with_owner = matches!(
-            outcome,
-            AnswerOutcome::Accepted { .. }
-                | AnswerOutcome::Wrong { .. }
-                | AnswerOutcome::Refused(Refusal::Busy | Refusal::Unusable(_))
-        );
-        let owner = (with_owner && row.get::<_, bool>(7)).then(|| {
-            (
-                UserRow {
-                    name: row.get(8),
-                    phone: row.get(9),
-                    created: row.get(10),
-                    group: row.get(11),
-                },
-                token_at(&row, 12),
-            )
-        });
-        Ok(Answer {
-            outcome,
-            serial: row.get(5),
-            owner,
-            lock_cleared: row.get::<_, Option<bool>>(6).unwrap_or(false),
-        })
+        only(self.answer_challenges(std::slice::from_ref(claim)))
+    }
+
+    fn answer_challenges(&self, claims: &[AnswerClaim<'_>]) -> Vec<StoreResult<Answer>> {
+        postgres_login::answer_challenges(self, claims)
     }
 
     fn delete_challenge(&self, transaction_id: &str) -> StoreResult<()> {

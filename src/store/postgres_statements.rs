@@ -155,20 +155,23 @@ macro_rules! otp_lengths {
 /// `Store::otp_lengths`.
 pub(super) const OTP_LENGTHS: &str = concat!("/* otpgate otp_lengths */ SELECT ", otp_lengths!());
 
-/// `Store::begin_login`: $1 user, $2 now, $3 max_failures, $4 clear_after, $5 count, $6
-/// claim ttl. Rows: the distinct OTP lengths (column 0, on every row), the user (1-4; NULL
-/// when there is none), each of their tokens as read before its claim (5-16; one row of
-/// NULLs when they have none) and its claim (17).
-pub(super) const BEGIN_LOGIN: &str = concat!(
-    "/* otpgate begin_login */ WITH ",
-    claim_rules!("$2", "$3", "$4", "$5", "$6"),
-    ",
+/// `Store::begin_logins`: $1 users (distinct), $2 their nows, $3 max_failures, $4
+/// clear_after, $5 count, $6 claim ttl. Rows, in the order of $1 and each user's tokens by
+/// serial: the distinct OTP lengths (column 0, on every row), the member's position in $1
+/// (1), the user (2-5; NULL when there is none), each of their tokens as read before its
+/// claim (6-17; one row of NULLs when they have none) and its claim (18). The users' tokens
+/// are locked together in serial order, as every statement locks tokens.
+pub(super) const BEGIN_LOGINS: &str = concat!(
+    "/* otpgate begin_logins */ WITH w AS (
+    SELECT * FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS w(name, now, at)
+),
 h AS MATERIALIZED (
-    SELECT tk.* FROM tokens tk WHERE tk.user_name = $1::text ORDER BY tk.serial FOR UPDATE
+    SELECT tk.* FROM tokens tk WHERE tk.user_name = ANY ($1::text[]) ORDER BY tk.serial FOR UPDATE
 ),
 d AS MATERIALIZED (
     SELECT h.*, k.claim, n.writes, n.fail, n.pending AS n_pending, n.until, n.locked
-    FROM h CROSS JOIN p",
+    FROM h JOIN (SELECT w.name, w.now, $3::bigint AS max, $4::bigint AS clear_after,
+                        $5::boolean AS count, $6::bigint AS ttl FROM w) p ON p.name = h.user_name",
     failure_claim!(),
     "),",
     write_claims!(),
@@ -176,13 +179,13 @@ d AS MATERIALIZED (
 SELECT ",
     otp_lengths!(),
     ",
-       u.name, u.phone, u.created, u.user_group, ",
+       w.at, u.name, u.phone, u.created, u.user_group, ",
     token_columns!("d"),
     ", d.claim
-FROM (SELECT $1::text AS name) q
-LEFT JOIN users u ON u.name = q.name
-LEFT JOIN d ON u.name IS NOT NULL
-ORDER BY d.serial"
+FROM w
+LEFT JOIN users u ON u.name = w.name
+LEFT JOIN d ON d.user_name = u.name
+ORDER BY w.at, d.serial"
 );
 
 /// `Store::claim_failures` on distinct serials: $1 serials, then the rules as in
@@ -233,61 +236,82 @@ written AS (
 SELECT coalesce(array_agg(serial ORDER BY serial) FILTER (WHERE locked_now), '{}') FROM written"
 );
 
-/// `Store::answer_challenge` (`sqlite_bounds::answer_challenge`, the reference): $1 the
-/// transaction id for State + OTP, else $2 the serial whose open challenge is answered; $3
-/// user, $4 the code's MAC, $5 now, $6 max_attempts, $7 max_failures, $8 clear_after, $9
-/// claim ttl, $10 whether the request holds a failure claim from its PIN check already.
-/// One row: outcome (accepted, wrong, or the refusal: unknown_challenge, no_open_challenge,
-/// other_user, used, expired, no_attempts_left, token_gone, disabled, locked, busy),
-/// attempts, ended, locked_now, expires, serial, lock_cleared, whether the owner was read,
-/// the user (8-11) and token (12-23) as read before the answer, the user's attributes (24).
-pub(super) const ANSWER: &str = concat!(
-    "/* otpgate answer */ WITH ",
-    claim_rules!("$5", "$7", "$8", "true", "$9"),
-    ",
+/// `Store::answer_challenges` (`sqlite_bounds::answer_challenge`, the reference), for the
+/// members of $1-$6: $1 the transaction id for State + OTP, else $2 the serial whose open
+/// challenge is answered; $3 user, $4 the code's MAC, $5 now, $6 whether the request holds a
+/// failure claim from its PIN check already; then $7 max_attempts, $8 max_failures, $9
+/// clear_after, $10 claim ttl. One member per token is answered: the others of the same
+/// token get `retry`, to be answered by a later statement that sees this one's writes. A
+/// row per member, in order: its position (0); outcome (accepted, wrong, retry, or the
+/// refusal: unknown_challenge, no_open_challenge, other_user, used, expired,
+/// no_attempts_left, token_gone, disabled, locked, busy), attempts, ended, locked_now,
+/// expires, serial, lock_cleared, whether the owner was read, the user (9-12) and token
+/// (13-24) as read before the answer, the user's attributes (25).
+pub(super) const ANSWERS: &str = concat!(
+    "/* otpgate answers */ WITH m AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bigint[],
+                         $6::boolean[])
+        WITH ORDINALITY AS m(tid, given, user_name, mac, now, held, at)
+),
+-- Each member's token: its challenge's, or the one named.
 target AS MATERIALIZED (
-    SELECT ch.serial FROM challenges ch WHERE ch.transaction_id = $1::text
-    UNION ALL
-    SELECT $2::text WHERE $1::text IS NULL
+    SELECT m.*, CASE WHEN m.tid IS NULL THEN m.given ELSE ch.serial END AS serial
+    FROM m LEFT JOIN challenges ch ON ch.transaction_id = m.tid
 ),
--- The token first, as every statement that changes a challenge locks it.
+going AS MATERIALIZED (
+    SELECT t.* FROM (
+        SELECT target.*, row_number() OVER (PARTITION BY target.serial ORDER BY target.at) AS nth
+        FROM target
+    ) t
+    WHERE t.serial IS NULL OR t.nth = 1
+),
+-- The tokens first, in serial order, as every statement that changes a challenge locks
+-- its token first.
 h AS MATERIALIZED (
-    SELECT tk.* FROM tokens tk WHERE tk.serial = (SELECT serial FROM target LIMIT 1) FOR UPDATE
+    SELECT tk.* FROM tokens tk
+    WHERE tk.serial = ANY (ARRAY(SELECT g.serial FROM going g WHERE g.serial IS NOT NULL))
+    ORDER BY tk.serial FOR UPDATE
 ),
--- `(SELECT count(*) FROM h) >= 0` holds always; it makes the token's lock come before
--- the challenge's (an init plan, run before the scan).
+-- `(SELECT count(*) FROM h) >= 0` holds always; it makes the tokens' locks come before
+-- the challenges' (an init plan, run before the scan).
 by_id AS MATERIALIZED (
     SELECT ch.transaction_id, ch.serial, ch.user_name, ch.expires, ch.attempts, ch.used,
            ch.otp_mac
     FROM challenges ch
-    WHERE ch.transaction_id = $1::text AND (SELECT count(*) FROM h) >= 0
+    WHERE ch.transaction_id = ANY (ARRAY(SELECT g.tid FROM going g WHERE g.tid IS NOT NULL))
+      AND (SELECT count(*) FROM h) >= 0
     FOR UPDATE
 ),
 open_of AS MATERIALIZED (
     SELECT ch.transaction_id, ch.serial, ch.user_name, ch.expires, ch.attempts, ch.used,
            ch.otp_mac
     FROM challenges ch
-    WHERE $1::text IS NULL AND ch.serial = $2::text AND NOT ch.used
-      AND (SELECT count(*) FROM h) >= 0
+    WHERE ch.serial = ANY (ARRAY(SELECT g.given FROM going g WHERE g.tid IS NULL))
+      AND NOT ch.used AND (SELECT count(*) FROM h) >= 0
     FOR UPDATE
 ),
-c AS (SELECT * FROM by_id UNION ALL SELECT * FROM open_of),
+c AS (
+    SELECT g.at AS c_at, b.* FROM going g JOIN by_id b ON b.transaction_id = g.tid
+    UNION ALL
+    SELECT g.at, o.* FROM going g JOIN open_of o ON o.serial = g.given WHERE g.tid IS NULL
+),
 decided AS MATERIALIZED (
-    SELECT c.transaction_id, c.serial AS challenge_serial, c.expires AS challenge_expires,
-           c.attempts + 1 AS attempts_now, c.user_name AS owner_name,
+    SELECT g.at, g.held, p.now AS p_now, c.transaction_id, c.serial AS challenge_serial,
+           c.expires AS challenge_expires, c.attempts + 1 AS attempts_now,
+           c.user_name AS owner_name,
            u.name AS u_name, u.phone AS u_phone, u.created AS u_created, u.user_group,
            h.*, k.claim, n.writes, n.fail, n.pending AS n_pending, n.until, n.locked,
            CASE
                WHEN c.transaction_id IS NULL THEN
-                   CASE WHEN $1::text IS NOT NULL THEN 'unknown_challenge'
+                   CASE WHEN g.tid IS NOT NULL THEN 'unknown_challenge'
                         ELSE 'no_open_challenge' END
-               WHEN c.user_name <> $3::text THEN 'other_user'
+               WHEN c.user_name <> g.user_name THEN 'other_user'
                WHEN c.used THEN 'used'
                WHEN c.expires <= p.now THEN 'expired'
-               WHEN c.attempts >= $6::bigint THEN 'no_attempts_left'
+               WHEN c.attempts >= $7::bigint THEN 'no_attempts_left'
                WHEN u.name IS NULL OR h.serial IS NULL THEN 'token_gone'
-               WHEN $10::boolean AND h.disabled THEN 'disabled'
-               WHEN $10::boolean THEN 'compare'
+               WHEN g.held AND h.disabled THEN 'disabled'
+               WHEN g.held THEN 'compare'
                -- Not compared, and the challenge stays: the answer may be sent again.
                WHEN k.claim = 'busy' THEN 'busy'
                WHEN k.claim IN ('disabled', 'locked') THEN k.claim
@@ -296,11 +320,13 @@ decided AS MATERIALIZED (
            END AS step,
            -- Comparing digests of the MACs: the time an early mismatch saves tells nothing
            -- about the stored MAC's bytes.
-           c.otp_mac IS NOT NULL AND $4::bytea IS NOT NULL
-               AND length(c.otp_mac) = length($4::bytea) AND sha256(c.otp_mac) = sha256($4::bytea)
+           c.otp_mac IS NOT NULL AND g.mac IS NOT NULL
+               AND length(c.otp_mac) = length(g.mac) AND sha256(c.otp_mac) = sha256(g.mac)
                AS right_code
-    FROM p
-    LEFT JOIN c ON true
+    FROM going g
+    CROSS JOIN LATERAL (SELECT g.now AS now, $8::bigint AS max, $9::bigint AS clear_after,
+                               true AS count, $10::bigint AS ttl) p
+    LEFT JOIN c ON c.c_at = g.at
     LEFT JOIN h ON h.serial = c.serial
     LEFT JOIN users u ON u.name = c.user_name",
     failure_claim!(),
@@ -309,12 +335,13 @@ ended AS MATERIALIZED (
     SELECT d.*, o.outcome, t.fail_now, t.pending_now, t.until_now, t.locked_at_now,
            w.locked_now,
            -- A wrong code ends the challenge once no attempt is left or the token locked.
-           o.outcome = 'wrong' AND (d.attempts_now >= $6::bigint OR w.locked_now) AS ended_now
-    FROM decided d CROSS JOIN p
+           o.outcome = 'wrong' AND (d.attempts_now >= $7::bigint OR w.locked_now) AS ended_now
+    FROM decided d
+    CROSS JOIN LATERAL (SELECT d.p_now AS now, $8::bigint AS max) p
     CROSS JOIN LATERAL (SELECT CASE WHEN d.step <> 'compare' THEN d.step
                                     WHEN d.right_code THEN 'accepted' ELSE 'wrong' END AS outcome OFFSET 0) o
     -- The token after the claim this answer took (none when the request holds one).
-    CROSS JOIN LATERAL (SELECT NOT $10::boolean AND d.step IN ('compare', 'busy', 'locked')
+    CROSS JOIN LATERAL (SELECT NOT d.held AND d.step IN ('compare', 'busy', 'locked')
                                AND coalesce(d.writes, false) AS applies OFFSET 0) ca
     CROSS JOIN LATERAL (SELECT
         CASE WHEN ca.applies THEN d.fail ELSE d.fail_count END AS fail,
@@ -352,8 +379,9 @@ challenge_written AS (
     FROM ended e
     WHERE ch.transaction_id = e.transaction_id AND e.outcome NOT IN ('busy', 'used')
 )
-SELECT e.outcome, e.attempts_now, e.ended_now, e.locked_now, e.challenge_expires, e.challenge_serial,
-       NOT $10::boolean AND e.step = 'compare' AND e.claim = 'claimed+cleared',
+SELECT m.at, coalesce(e.outcome, 'retry'), e.attempts_now, e.ended_now, e.locked_now,
+       e.challenge_expires, e.challenge_serial,
+       NOT e.held AND e.step = 'compare' AND e.claim = 'claimed+cleared',
        e.step IN ('compare', 'busy', 'disabled', 'locked'),
        e.u_name, e.u_phone, e.u_created, e.user_group, ",
     token_columns!("e"),
@@ -362,5 +390,6 @@ SELECT e.outcome, e.attempts_now, e.ended_now, e.locked_now, e.challenge_expires
            (SELECT coalesce(array_agg(a.attribute ORDER BY a.position), '{}')
             FROM user_attributes a WHERE a.user_name = e.owner_name)
        ELSE '{}' END
-FROM ended e"
+FROM m LEFT JOIN ended e ON e.at = m.at
+ORDER BY m.at"
 );
