@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use super::engine::{BusyWait, Engine, Step, WRONG_CODE, accept, reject};
 use super::{Decision, Request, TransactionId, Verdict};
-use crate::store::{Answer, AnswerClaim, AnswerOutcome, ChallengeRef, Refusal, TokenRow, UserRow};
+use crate::store::{
+    Answer, AnswerClaim, AnswerOutcome, ChallengeRef, Refusal, StateAnswer, TokenRow, UserRow,
+};
 
 /// Which way the code came in, for the verdict.
 enum Path {
@@ -45,18 +47,15 @@ impl Engine {
         // for them rather than fail.
         let mut wait = BusyWait::new();
         let answer = loop {
-            let (key, user, code_mac) = (key.clone(), user.clone(), code_mac.clone());
             let answer = self
-                .db(move |s| {
-                    s.answer_challenge(&AnswerClaim {
-                        target: ChallengeRef::Transaction(&key),
-                        user: &user,
-                        code_mac: &code_mac,
-                        now: crate::time::now_ms(),
-                        max_attempts,
-                        failures,
-                        claim_held: false,
-                    })
+                .store()
+                .answer_state(StateAnswer {
+                    transaction_id: key.clone(),
+                    user: user.clone(),
+                    code_mac: code_mac.clone(),
+                    now: crate::time::now_ms(),
+                    max_attempts,
+                    failures,
                 })
                 .await?;
             if answer.outcome != AnswerOutcome::Refused(Refusal::Busy) || !wait.again().await {

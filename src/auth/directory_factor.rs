@@ -70,7 +70,7 @@ impl Engine {
         // The store's claims and the directory's search at once: the claim a user with a
         // token costs is hidden behind the search an unknown user costs as well.
         let (start, lookup) = tokio::join!(
-            self.db(move |s| s.begin_login(&name, now, &rules)),
+            self.store().begin_login(name, now, rules),
             directory.lookup(&request.user_name)
         );
         let LoginStart {

@@ -303,7 +303,7 @@ impl Engine {
             otp_lengths,
             view,
             claims,
-        } = self.db(move |s| s.begin_login(&name, now, &rules)).await?;
+        } = self.store_thread.begin_login(name, now, rules).await?;
         let HeldLogin {
             user,
             tokens,

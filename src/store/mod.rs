@@ -4,6 +4,7 @@
 //! The trait is synchronous; the server calls it on its store thread (`thread`) so the
 //! receive loop and the async workers never wait on the database. Times are Unix milliseconds, passed in by the caller.
 
+mod batch;
 mod checkpoint;
 #[cfg(test)]
 pub(crate) mod contract;
@@ -16,6 +17,7 @@ pub mod sqlite;
 mod sqlite_bounds;
 pub mod thread;
 
+pub use batch::StateAnswer;
 pub use copy::{Copied, copy};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;

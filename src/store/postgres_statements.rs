@@ -148,7 +148,7 @@ macro_rules! settled_lock {
 /// The distinct OTP lengths, as the trigger on tokens keeps them (migration 4).
 macro_rules! otp_lengths {
     () => {
-        "coalesce((SELECT lengths FROM otpgate_otp_lengths), otpgate_otp_lengths_of_tokens())"
+        "coalesce((SELECT lengths FROM otpgate_otp_lengths WHERE one), otpgate_otp_lengths_of_tokens())"
     };
 }
 

@@ -12,9 +12,10 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Barrier, Condvar, Mutex};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
-use super::{AuditRow, Store, StoreError, StoreResult};
+use super::batch::{self, Answering, Batch, Login, MAX_LOGIN_BATCH, QueuedAudit, StateAnswer};
+use super::{Answer, AuditRow, FailureRules, LoginStart, Store, StoreError, StoreResult};
 use crate::ops::metrics::Metrics;
 
 type Job = Box<dyn FnOnce(&dyn Store) + Send>;
@@ -77,7 +78,9 @@ pub struct StoreThread {
     /// One permit per submitted call not yet run; `submit` waits when none is left.
     submitted: Arc<Semaphore>,
     /// Audit rows submitted and not yet taken by a write, each with its permit.
-    audit: Arc<Mutex<Vec<(AuditRow, OwnedSemaphorePermit)>>>,
+    audit: Arc<Batch<QueuedAudit>>,
+    logins: Arc<Batch<Login>>,
+    answers: Arc<Batch<Answering>>,
 }
 
 impl StoreThread {
@@ -133,7 +136,9 @@ impl StoreThread {
             queue,
             threads,
             submitted: Arc::new(Semaphore::new(limit)),
-            audit: Arc::new(Mutex::new(Vec::new())),
+            audit: Arc::new(Batch::new(usize::MAX)),
+            logins: Arc::new(Batch::new(MAX_LOGIN_BATCH)),
+            answers: Arc::new(Batch::new(MAX_LOGIN_BATCH)),
         })
     }
 
@@ -193,28 +198,57 @@ impl StoreThread {
             tracing::error!("cannot write the audit row: the store thread has stopped");
             return;
         };
-        let first = {
-            let mut pending = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-            pending.push((row, permit));
-            pending.len() == 1
-        };
-        if !first {
-            // A write is queued and has not taken the rows yet: it takes this one too.
-            return;
-        }
-        let pending = self.audit.clone();
-        let job: Job = Box::new(move |store| {
-            let batch = std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()));
-            let (rows, permits): (Vec<AuditRow>, Vec<OwnedSemaphorePermit>) =
-                batch.into_iter().unzip();
-            if let Err(e) = store.add_audit_rows(&rows) {
-                tracing::error!(error = %e, rows = rows.len(), "cannot write the audit rows");
-            }
-            drop(permits);
-        });
-        if self.queue.push([job]).is_err() {
+        if self.audit.add((row, permit))
+            && self
+                .queue_batch(self.audit.clone(), batch::add_audit_rows)
+                .is_err()
+        {
             tracing::error!("cannot write the audit row: the store thread has stopped");
         }
+    }
+
+    /// `Store::begin_login`, in one call with the logins queued beside it
+    /// (`Store::begin_logins`).
+    pub async fn begin_login(
+        &self,
+        user: String,
+        now: i64,
+        rules: FailureRules,
+    ) -> StoreResult<LoginStart> {
+        let (reply, receiver) = tokio::sync::oneshot::channel();
+        let login = Login {
+            user,
+            now,
+            rules,
+            reply,
+        };
+        if self.logins.add(login) {
+            self.queue_batch(self.logins.clone(), batch::begin_logins)?;
+        }
+        receiver
+            .await
+            .map_err(|_| StoreError::Database("the store thread dropped a call".into()))?
+    }
+
+    /// `Store::answer_challenge` of a State + OTP answer, in one call with the answers
+    /// queued beside it (`Store::answer_challenges`).
+    pub async fn answer_state(&self, answer: StateAnswer) -> StoreResult<Answer> {
+        let (reply, receiver) = tokio::sync::oneshot::channel();
+        if self.answers.add(Answering { answer, reply }) {
+            self.queue_batch(self.answers.clone(), batch::answer_challenges)?;
+        }
+        receiver
+            .await
+            .map_err(|_| StoreError::Database("the store thread dropped a call".into()))?
+    }
+
+    /// Queues the job that takes `batch`'s waiting members and runs them with `run`.
+    fn queue_batch<I: Send + 'static>(
+        &self,
+        batch: Arc<Batch<I>>,
+        run: fn(&dyn Store, Vec<I>),
+    ) -> StoreResult<()> {
+        self.queue.push([batch_job(self.queue.clone(), batch, run)])
     }
 
     /// Waits until every call queued before it has run, on every thread.
@@ -247,6 +281,26 @@ impl StoreThread {
     pub fn threads(&self) -> usize {
         self.threads
     }
+}
+
+/// A job taking a batch's members; when more wait than it takes, it queues the next first,
+/// so that another thread can take them meanwhile.
+fn batch_job<I: Send + 'static>(
+    queue: Arc<Queue>,
+    batch: Arc<Batch<I>>,
+    run: fn(&dyn Store, Vec<I>),
+) -> Job {
+    Box::new(move |store| {
+        let (members, more) = batch.take();
+        if more
+            && queue
+                .push([batch_job(queue.clone(), batch.clone(), run)])
+                .is_err()
+        {
+            tracing::error!("cannot run queued store calls: the store thread has stopped");
+        }
+        run(store, members);
+    })
 }
 
 impl Drop for StoreThread {
