@@ -14,9 +14,7 @@ use super::engine::{
 use super::{Decision, Request, TransactionId, Verdict, otp};
 use crate::config::{ClientMode, EventKind};
 use crate::sms::{Chain, Message};
-use crate::store::{
-    ChallengeStart, Expected, Limit, OpenChallenge, Resend, Started, TokenRow, UserRow,
-};
+use crate::store::{ChallengeToStart, Limit, OpenChallenge, Resend, Started, TokenRow, UserRow};
 use crate::template::{Escape, Tag};
 
 /// How often one limit may notify `sms_limited`: an attacker who keeps hitting a cap must
@@ -106,27 +104,26 @@ impl Engine {
             &user.name,
             otp::hotp(&seed, expected_counter, digits).as_bytes(),
         );
+        let (transaction_id, serial, user_name, client, phone_e164) = owned;
+        let mac_user = user_name.clone();
         let started = self
-            .db(move |s| {
-                let (tid, serial, user, client, phone) = &owned;
-                let start = ChallengeStart {
-                    transaction_id: tid,
-                    serial,
-                    user,
-                    client,
-                    phone,
-                    now,
-                    expires: now.saturating_add(validity_ms),
-                    resend_interval_ms,
-                    caps,
-                };
-                let mac =
-                    |counter| keys.code_mac(user, otp::hotp(&mac_seed, counter, digits).as_bytes());
-                let expected = Expected {
-                    counter: expected_counter,
-                    code_mac: &expected_mac,
-                };
-                s.start_challenge(&start, &refund, &expected, &mac)
+            .store()
+            .start_challenge(ChallengeToStart {
+                transaction_id,
+                serial,
+                user: user_name,
+                client,
+                phone: phone_e164,
+                now,
+                expires: now.saturating_add(validity_ms),
+                resend_interval_ms,
+                caps,
+                refund,
+                expected_counter,
+                expected_mac,
+                code_mac: Box::new(move |counter| {
+                    keys.code_mac(&mac_user, otp::hotp(&mac_seed, counter, digits).as_bytes())
+                }),
             })
             .await?;
         let base = Verdict {

@@ -1,7 +1,7 @@
 //! Calls that queue while the store threads are busy, taken by one thread together: the
-//! login path's begin_login and State + OTP answer (`Store::begin_logins`,
-//! `Store::answer_challenges`: on PostgreSQL one statement and one commit for all), and the
-//! audit rows (one transaction). Under load a thread finds many waiting and the per-call
+//! login path's begin_login, challenge start and State + OTP answer (`Store::begin_logins`,
+//! `Store::start_challenges`, `Store::answer_challenges`: on PostgreSQL one round trip and
+//! one commit for all), and the audit rows (one transaction). Under load a thread finds many waiting and the per-call
 //! cost of the database (a round trip, a plan to start, a commit) is paid once for them;
 //! with nothing waiting a call goes alone, as soon as a thread is free, so a batch never
 //! waits to fill.
@@ -12,9 +12,10 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::oneshot::Sender;
 
 use super::{
-    Answer, AnswerClaim, AuditRow, ChallengeRef, FailureRules, LoginAsk, LoginStart, Store,
-    StoreResult,
+    Answer, AnswerClaim, AuditRow, ChallengeRef, ChallengeStart, Expected, FailureRules, LoginAsk,
+    LoginStart, StartAsk, Started, Store, StoreResult,
 };
+use crate::config::SendCaps;
 
 /// Members waiting for a thread; one queued job takes them (`take`).
 pub(super) struct Batch<I> {
@@ -76,6 +77,61 @@ pub(super) fn begin_logins(store: &dyn Store, logins: Vec<Login>) {
     let results = store.begin_logins(&asks);
     for (login, result) in logins.into_iter().zip(results) {
         let _ = login.reply.send(result);
+    }
+}
+
+/// A right PIN's challenge waiting to start (`StoreThread::start_challenge`):
+/// `Store::start_challenge`'s arguments, owned.
+pub struct ChallengeToStart {
+    pub transaction_id: String,
+    pub serial: String,
+    pub user: String,
+    pub client: String,
+    pub phone: String,
+    pub now: i64,
+    pub expires: i64,
+    pub resend_interval_ms: i64,
+    pub caps: SendCaps,
+    pub refund: Vec<String>,
+    pub expected_counter: u64,
+    pub expected_mac: Vec<u8>,
+    pub code_mac: Box<dyn Fn(u64) -> Vec<u8> + Send>,
+}
+
+pub(super) struct Starting {
+    pub start: ChallengeToStart,
+    pub reply: Sender<StoreResult<Started>>,
+}
+
+pub(super) fn start_challenges(store: &dyn Store, starts: Vec<Starting>) {
+    let asks: Vec<StartAsk<'_>> = starts
+        .iter()
+        .map(|s| {
+            let c = &s.start;
+            StartAsk {
+                start: ChallengeStart {
+                    transaction_id: &c.transaction_id,
+                    serial: &c.serial,
+                    user: &c.user,
+                    client: &c.client,
+                    phone: &c.phone,
+                    now: c.now,
+                    expires: c.expires,
+                    resend_interval_ms: c.resend_interval_ms,
+                    caps: c.caps,
+                },
+                refund: &c.refund,
+                expected: Expected {
+                    counter: c.expected_counter,
+                    code_mac: &c.expected_mac,
+                },
+                code_mac: &c.code_mac,
+            }
+        })
+        .collect();
+    let results = store.start_challenges(&asks);
+    for (starting, result) in starts.into_iter().zip(results) {
+        let _ = starting.reply.send(result);
     }
 }
 

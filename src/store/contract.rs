@@ -5,8 +5,8 @@
 
 use super::{
     AnswerClaim, AnswerOutcome, AuditRow, ChallengeRef, ChallengeRow, ChallengeStart, Expected,
-    FailureClaim, FailureRules, Limit, LoginAsk, Refusal, Resend, Started, Store, TokenRow,
-    Unusable, UserRow,
+    FailureClaim, FailureRules, Limit, LoginAsk, Refusal, Resend, StartAsk, Started, Store,
+    TokenRow, Unusable, UserRow,
 };
 use crate::config::SendCaps;
 
@@ -1094,6 +1094,55 @@ pub fn batches_decide_as_calls_one_after_another(batched: &dyn Store, single: &d
         )
     };
     assert_eq!(state(batched), state(single));
+
+    // Starts: two for one token (the second finds the first's challenge), one that gives back
+    // another token's claim, one whose counter moved since its login read it, one for a token
+    // that is gone.
+    for store in [batched, single] {
+        store
+            .claim_failures(&["S2".to_string()], 3_000, &RULES)
+            .unwrap();
+    }
+    let counter = |serial: &str| batched.token(serial).unwrap().unwrap().counter;
+    let (s1, b1) = (counter("S1"), counter("B1"));
+    let (mac_s1, mac_b1, refund) = (mac(s1), mac(b1 + 7), vec!["S2".to_string()]);
+    let ask = |start: ChallengeStart<'static>, refund, counter, code_mac| StartAsk {
+        start,
+        refund,
+        expected: Expected { counter, code_mac },
+        code_mac: &mac,
+    };
+    let asks = [
+        ask(start("n1", "S1", "alice", 3_000), &refund, s1, &mac_s1),
+        ask(start("n2", "S1", "alice", 3_000), &[], s1, &mac_s1),
+        ask(start("n3", "B1", "bob", 3_000), &[], b1 + 7, &mac_b1),
+        ask(start("n4", "GONE", "alice", 3_000), &[], 0, &mac_s1),
+    ];
+    let shown = |r: super::StoreResult<Started>| r.map_err(|e| e.to_string());
+    let started: Vec<_> = batched
+        .start_challenges(&asks)
+        .into_iter()
+        .map(shown)
+        .collect();
+    let one_by_one: Vec<_> = asks
+        .iter()
+        .map(|a| shown(single.start_challenge(&a.start, a.refund, &a.expected, a.code_mac)))
+        .collect();
+    assert_eq!(started, one_by_one);
+    assert!(matches!(started[0], Ok(Started::New(_))));
+    assert!(matches!(started[1], Ok(Started::Again(_, Resend::TooSoon))));
+    assert!(
+        matches!(started[2], Ok(Started::New(_))),
+        "{:?}",
+        started[2]
+    );
+    assert!(started[3].is_err());
+    assert_eq!(state(batched), state(single));
+    assert_eq!(
+        batched.token("S2").unwrap().unwrap().fail_count,
+        0,
+        "refunded"
+    );
 }
 
 pub fn run_all(fresh: &dyn Fn() -> Box<dyn Store>) {

@@ -17,7 +17,7 @@ pub mod sqlite;
 mod sqlite_bounds;
 pub mod thread;
 
-pub use batch::StateAnswer;
+pub use batch::{ChallengeToStart, StateAnswer};
 pub use copy::{Copied, copy};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -271,6 +271,16 @@ pub struct Expected<'a> {
     pub code_mac: &'a [u8],
 }
 
+/// A right PIN's challenge to start (`Store::start_challenges`): `start_challenge`'s
+/// arguments.
+#[derive(Clone)]
+pub struct StartAsk<'a> {
+    pub start: ChallengeStart<'a>,
+    pub refund: &'a [String],
+    pub expected: Expected<'a>,
+    pub code_mac: &'a dyn Fn(u64) -> Vec<u8>,
+}
+
 /// Which challenge an answer is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChallengeRef<'a> {
@@ -520,6 +530,14 @@ pub trait Store: Send + Sync {
         let _ = expected;
         self.refund_failures(refund)?;
         self.open_challenge(start, code_mac)
+    }
+    /// `start_challenge` for several starts at once, a result for each in order, each as if
+    /// started after the ones before it. By default one after the other; a networked store
+    /// starts them in one round trip and one commit.
+    fn start_challenges(&self, asks: &[StartAsk<'_>]) -> Vec<StoreResult<Started>> {
+        asks.iter()
+            .map(|ask| self.start_challenge(&ask.start, ask.refund, &ask.expected, ask.code_mac))
+            .collect()
     }
     /// Answers a challenge, in one transaction: checks that it is open, unexpired, of this
     /// user, below `max_attempts`, and its token usable; claims the attempt (and a failure,

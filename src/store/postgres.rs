@@ -20,8 +20,8 @@ use super::postgres_login;
 use super::postgres_statements as statements;
 use super::{
     Answer, AnswerClaim, AuditRow, ChallengeRow, ChallengeStart, Expected, FailureClaim,
-    FailureRules, GatewayStateRow, Limit, LoginAsk, LoginStart, OpenChallenge, Resend, Started,
-    Store, StoreError, StoreResult, TokenRow, Unusable, UserRow,
+    FailureRules, GatewayStateRow, Limit, LoginAsk, LoginStart, OpenChallenge, Resend, StartAsk,
+    Started, Store, StoreError, StoreResult, TokenRow, Unusable, UserRow,
 };
 
 /// The advisory lock key that migrations run under, the same on every node.
@@ -30,7 +30,7 @@ const MIGRATION_LOCK: i64 = 0x6f74_7067_6174_6501;
 pub(crate) const PURGE_LOCK: i64 = 0x6f74_7067_6174_6502;
 /// How long a new challenge may wait for its code MAC (the second round trip of
 /// `open_challenge`) before the next PIN request takes it for a dead node's and ends it.
-const MAC_GRACE_MS: i64 = 60_000;
+pub(super) const MAC_GRACE_MS: i64 = 60_000;
 
 /// How a node connects.
 #[derive(Debug, Clone)]
@@ -343,6 +343,14 @@ impl PostgresStore {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Counts a start that found its token's counter moved since the login read it, and
+    /// says so.
+    pub(super) fn counter_moved_since_login(&self, serial: &str, expected: u64) {
+        self.counter_moved
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(serial = %serial, expected, "the token's counter moved since the login read it: opening the challenge in two steps");
+    }
+
     /// How many connections, so store threads, this store is meant to be used with.
     pub fn pool_size(&self) -> u32 {
         self.pool_size
@@ -623,7 +631,7 @@ fn limit_from(key: Option<String>) -> StoreResult<Limit> {
 
 /// What `otpgate_open_challenge` or `otpgate_start_challenge` returned; a new challenge
 /// without its MAC gets it stored here (the second round trip).
-fn started_from(
+pub(super) fn started_from(
     conn: &mut PgConnection,
     row: &Row,
     start: &ChallengeStart<'_>,
@@ -1005,39 +1013,17 @@ impl Store for PostgresStore {
         expected: &Expected<'_>,
         code_mac: &dyn Fn(u64) -> Vec<u8>,
     ) -> StoreResult<Started> {
-        let caps: Vec<i64> = Limit::ALL
-            .iter()
-            .map(|l| i64::from(l.cap(&start.caps).0))
-            .collect();
-        let expected_counter = i64::try_from(expected.counter).unwrap_or(-1);
-        let mut conn = self.conn()?;
-        let row = conn.query_one(
-            "SELECT r_kind, r_transaction_id, r_counter, r_expires, r_limit
-             FROM otpgate_start_challenge($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            &[
-                &refund,
-                &expected_counter,
-                &expected.code_mac,
-                &start.transaction_id,
-                &start.serial,
-                &start.user,
-                &start.client,
-                &start.phone,
-                &start.now,
-                &start.expires,
-                &start.resend_interval_ms,
-                &caps,
-                &MAC_GRACE_MS,
-            ],
-        )?;
-        if row.get::<_, String>(0) == "counter_moved" {
-            self.counter_moved
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(serial = %start.serial, expected = expected.counter, "the token's counter moved since the login read it: opening the challenge in two steps");
-            drop(conn);
-            return self.open_challenge(start, code_mac);
-        }
-        started_from(&mut conn, &row, start, code_mac)
+        let ask = StartAsk {
+            start: start.clone(),
+            refund,
+            expected: *expected,
+            code_mac,
+        };
+        only(self.start_challenges(&[ask]))
+    }
+
+    fn start_challenges(&self, asks: &[StartAsk<'_>]) -> Vec<StoreResult<Started>> {
+        postgres_login::start_challenges(self, asks)
     }
 
     fn answer_challenge(&self, claim: &AnswerClaim<'_>) -> StoreResult<Answer> {

@@ -676,4 +676,28 @@ CREATE TRIGGER otpgate_otp_lengths
     FOR EACH STATEMENT EXECUTE FUNCTION otpgate_refresh_otp_lengths();
 INSERT INTO otpgate_otp_lengths (lengths) VALUES (otpgate_otp_lengths_of_tokens());
 "#,
+    // The starts of a batch (`Store::start_challenges`) in one call: one round trip and one
+    // commit for all, each member as `otpgate_start_challenge` decides it, in order. The
+    // batch's tokens are locked first, in serial order, as every statement locks tokens (a
+    // member locking its token after another member's could lock out of order). Refunds
+    // come flat: p_refund[k] is given back by member p_refund_of[k].
+    r#"
+CREATE FUNCTION otpgate_start_challenges(p_refund text[], p_refund_of int[],
+        p_expected bigint[], p_mac bytea[], p_tid text[], p_serial text[], p_user text[],
+        p_client text[], p_phone text[], p_now bigint[], p_expires bigint[], p_resend bigint,
+        p_caps bigint[], p_stale bigint)
+    RETURNS TABLE (r_at int, r_kind text, r_transaction_id text, r_counter bigint,
+                   r_expires bigint, r_limit text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM tokens WHERE serial = ANY (p_serial || p_refund) ORDER BY serial FOR UPDATE;
+    FOR i IN 1 .. coalesce(cardinality(p_serial), 0) LOOP
+        RETURN QUERY SELECT i, s.* FROM otpgate_start_challenge(
+            ARRAY(SELECT r.serial FROM unnest(p_refund, p_refund_of) AS r(serial, of)
+                  WHERE r.of = i),
+            p_expected[i], p_mac[i], p_tid[i], p_serial[i], p_user[i], p_client[i],
+            p_phone[i], p_now[i], p_expires[i], p_resend, p_caps, p_stale) s;
+    END LOOP;
+END $$;
+"#,
 ];

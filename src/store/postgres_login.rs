@@ -12,11 +12,11 @@
 
 use postgres::Row;
 
-use super::postgres::{PostgresStore, claim_from, to_u32, token_at};
+use super::postgres::{MAC_GRACE_MS, PostgresStore, claim_from, started_from, to_u32, token_at};
 use super::postgres_statements as statements;
 use super::{
-    Answer, AnswerClaim, AnswerOutcome, ChallengeRef, LoginAsk, LoginStart, Refusal, StoreError,
-    StoreResult, Unusable, UserRow,
+    Answer, AnswerClaim, AnswerOutcome, ChallengeRef, Limit, LoginAsk, LoginStart, Refusal,
+    StartAsk, Started, Store, StoreError, StoreResult, Unusable, UserRow,
 };
 
 /// Splits `members` into rounds one statement can take each: runs of members with equal
@@ -299,6 +299,108 @@ fn answer_from(row: &Row) -> StoreResult<Option<Answer>> {
         owner,
         lock_cleared: row.get::<_, Option<bool>>(7).unwrap_or(false),
     }))
+}
+
+pub(super) fn start_challenges(
+    store: &PostgresStore,
+    asks: &[StartAsk<'_>],
+) -> Vec<StoreResult<Started>> {
+    let mut slots: Vec<Option<StoreResult<Started>>> = asks.iter().map(|_| None).collect();
+    // `otpgate_start_challenges` takes its members one after the other: any may share a
+    // token, and none shares a transaction id.
+    let rules = |a: &StartAsk<'_>| (a.start.resend_interval_ms, a.start.caps);
+    for round in rounds(asks, rules, |a| a.start.transaction_id) {
+        let members: Vec<&StartAsk<'_>> = round.iter().map(|&i| &asks[i]).collect();
+        match start_round(store, &members) {
+            Ok(results) => {
+                for (&i, result) in round.iter().zip(results) {
+                    slots[i] = Some(result);
+                }
+            }
+            Err(e) => place::<Started>(&mut slots, &round, Err(e)),
+        }
+    }
+    collect(slots)
+}
+
+/// One `otpgate_start_challenges` call for members with the same rules; a member whose
+/// token's counter moved since its login read it then opens its challenge in two steps.
+fn start_round<'a>(
+    store: &PostgresStore,
+    members: &[&StartAsk<'a>],
+) -> StoreResult<Vec<StoreResult<Started>>> {
+    let Some(first) = members.first() else {
+        return Ok(Vec::new());
+    };
+    let caps: Vec<i64> = Limit::ALL
+        .iter()
+        .map(|l| i64::from(l.cap(&first.start.caps).0))
+        .collect();
+    let mut refund: Vec<&str> = Vec::new();
+    let mut refund_of: Vec<i32> = Vec::new();
+    for (at, m) in (1..).zip(members) {
+        for serial in m.refund {
+            refund.push(serial);
+            refund_of.push(at);
+        }
+    }
+    let column = |f: fn(&StartAsk<'a>) -> &'a str| -> Vec<&'a str> {
+        members.iter().map(|m| f(m)).collect()
+    };
+    let expected: Vec<i64> = members
+        .iter()
+        .map(|m| i64::try_from(m.expected.counter).unwrap_or(-1))
+        .collect();
+    let macs: Vec<&[u8]> = members.iter().map(|m| m.expected.code_mac).collect();
+    let nows: Vec<i64> = members.iter().map(|m| m.start.now).collect();
+    let expires: Vec<i64> = members.iter().map(|m| m.start.expires).collect();
+    let mut conn = store.conn()?;
+    let rows = conn.query(
+        "SELECT r_kind, r_transaction_id, r_counter, r_expires, r_limit, r_at
+         FROM otpgate_start_challenges($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                                       $13, $14)",
+        &[
+            &refund as &(dyn postgres::types::ToSql + Sync),
+            &refund_of,
+            &expected,
+            &macs,
+            &column(|m| m.start.transaction_id),
+            &column(|m| m.start.serial),
+            &column(|m| m.start.user),
+            &column(|m| m.start.client),
+            &column(|m| m.start.phone),
+            &nows,
+            &expires,
+            &first.start.resend_interval_ms,
+            &caps,
+            &MAC_GRACE_MS,
+        ],
+    )?;
+    if rows.len() != members.len() {
+        return Err(StoreError::Database(format!(
+            "the start statement gave {} rows for {} starts",
+            rows.len(),
+            members.len()
+        )));
+    }
+    let mut results = Vec::with_capacity(members.len());
+    let mut moved = Vec::new();
+    for (i, (m, row)) in members.iter().zip(&rows).enumerate() {
+        if row.get::<_, String>(0) == "counter_moved" {
+            moved.push(i);
+            results.push(Err(StoreError::Database("not started yet".into())));
+        } else {
+            results.push(started_from(&mut conn, row, &m.start, m.code_mac));
+        }
+    }
+    // The two steps check a connection out again: give this one back first.
+    drop(conn);
+    for i in moved {
+        let m = members[i];
+        store.counter_moved_since_login(m.start.serial, m.expected.counter);
+        results[i] = store.open_challenge(&m.start, m.code_mac);
+    }
+    Ok(results)
 }
 
 #[cfg(test)]

@@ -14,8 +14,11 @@ use std::sync::{Arc, Barrier, Condvar, Mutex};
 
 use tokio::sync::Semaphore;
 
-use super::batch::{self, Answering, Batch, Login, MAX_LOGIN_BATCH, QueuedAudit, StateAnswer};
-use super::{Answer, AuditRow, FailureRules, LoginStart, Store, StoreError, StoreResult};
+use super::batch::{
+    self, Answering, Batch, ChallengeToStart, Login, MAX_LOGIN_BATCH, QueuedAudit, Starting,
+    StateAnswer,
+};
+use super::{Answer, AuditRow, FailureRules, LoginStart, Started, Store, StoreError, StoreResult};
 use crate::ops::metrics::Metrics;
 
 type Job = Box<dyn FnOnce(&dyn Store) + Send>;
@@ -80,6 +83,7 @@ pub struct StoreThread {
     /// Audit rows submitted and not yet taken by a write, each with its permit.
     audit: Arc<Batch<QueuedAudit>>,
     logins: Arc<Batch<Login>>,
+    starts: Arc<Batch<Starting>>,
     answers: Arc<Batch<Answering>>,
 }
 
@@ -138,6 +142,7 @@ impl StoreThread {
             submitted: Arc::new(Semaphore::new(limit)),
             audit: Arc::new(Batch::new(usize::MAX)),
             logins: Arc::new(Batch::new(MAX_LOGIN_BATCH)),
+            starts: Arc::new(Batch::new(MAX_LOGIN_BATCH)),
             answers: Arc::new(Batch::new(MAX_LOGIN_BATCH)),
         })
     }
@@ -224,6 +229,18 @@ impl StoreThread {
         };
         if self.logins.add(login) {
             self.queue_batch(self.logins.clone(), batch::begin_logins)?;
+        }
+        receiver
+            .await
+            .map_err(|_| StoreError::Database("the store thread dropped a call".into()))?
+    }
+
+    /// `Store::start_challenge`, in one call with the starts queued beside it
+    /// (`Store::start_challenges`).
+    pub async fn start_challenge(&self, start: ChallengeToStart) -> StoreResult<Started> {
+        let (reply, receiver) = tokio::sync::oneshot::channel();
+        if self.starts.add(Starting { start, reply }) {
+            self.queue_batch(self.starts.clone(), batch::start_challenges)?;
         }
         receiver
             .await
