@@ -7,6 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::crowd;
 use common::pg::PgCluster;
 use common::raw::{Client, access_request, random_authenticator, verified_reply};
 use common::{Options, PIN, Server, cli, otp_of};
@@ -275,10 +276,10 @@ fn the_pin_step_takes_two_round_trips_and_the_answer_one() {
     assert!(
         pin_step
             .iter()
-            .any(|(_, q)| q.contains("otpgate begin_login"))
+            .any(|(_, q)| q.contains("otpgate begin_logins"))
             && pin_step
                 .iter()
-                .any(|(_, q)| q.contains("otpgate_start_challenge")),
+                .any(|(_, q)| q.contains("otpgate_start_challenges")),
         "{pin_step:?}"
     );
     let otp = otp_of(&a.wait_for_sms(3).1);
@@ -292,6 +293,81 @@ fn the_pin_step_takes_two_round_trips_and_the_answer_one() {
         total(&pin_step),
         total(&answer_step)
     );
+}
+
+/// 120 users log in at once, the PIN on one node and the answer on the other, through nodes
+/// with two connections each: the logins, starts and answers queued beside each other share
+/// statements (fewer than one each), and each is still decided alone: every flow accepted,
+/// with one audit row of its own.
+#[test]
+fn flows_of_many_users_at_once_share_statements_and_each_is_decided_alone() {
+    const USERS: usize = 120;
+    let cluster = PgCluster::start();
+    let url = cluster.fresh_database();
+    let name = url.rsplit('/').next().unwrap().to_string();
+    let options = |node: &str| Options {
+        limits_extra: "per_token_hour = 0\nper_token_day = 0\nper_phone_hour = 0".into(),
+        ..node_options(&url, node, "database_pool = 2\ndatabase_timeout = \"5s\"")
+    };
+    let (dir_a, config_a) = node_with(&options("node-a"), None);
+    crowd::enroll(&config_a, dir_a.path(), USERS);
+    let (dir_b, config_b) = node_with(&options("node-b"), Some(&dir_a.path().join("otpgate.key")));
+    let (a, b) = (
+        Server::start(dir_a, config_a),
+        Server::start(dir_b, config_b),
+    );
+    cluster.psql(&name, "CREATE EXTENSION pg_stat_statements");
+    cluster.psql(&name, "SELECT pg_stat_statements_reset()");
+    let results = common::on_threads(USERS / 2, |w| {
+        let (pin_node, answer_node) = if w % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let (pin_client, answer_client) = (
+            Client::new(pin_node.address()),
+            Client::new(answer_node.address()),
+        );
+        [w, w + USERS / 2]
+            .into_iter()
+            .map(|n| crowd::flow(pin_node, &pin_client, &answer_client, n).map(|_| n))
+            .collect()
+    });
+    let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
+    let calls = |statement: &str| -> u64 {
+        reply_path_statements(&cluster, &name)
+            .iter()
+            .filter(|(_, q)| q.contains(statement))
+            .map(|(calls, _)| calls)
+            .sum()
+    };
+    let (logins, starts, answers) = (
+        calls("otpgate begin_logins"),
+        calls("otpgate_start_challenges"),
+        calls("otpgate answers"),
+    );
+    eprintln!("{USERS} flows: {logins} login, {starts} start, {answers} answer statements");
+    assert!(logins > 0 && starts > 0 && answers > 0);
+    assert!(
+        logins + starts + answers < 3 * USERS as u64,
+        "no statement was shared: {logins} + {starts} + {answers} for {USERS} flows"
+    );
+    // The audit rows are written off the reply path: wait for them.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let accepted = loop {
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_str(&a.cli(&["audit", "--json", "--limit", "1000"], None)).unwrap();
+        let mut users: Vec<String> = rows
+            .iter()
+            .filter(|r| r["outcome"] == "accept")
+            .map(|r| r["user"].as_str().unwrap_or("").to_string())
+            .collect();
+        if users.len() >= USERS || Instant::now() > deadline {
+            users.sort();
+            break users;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut expected: Vec<String> = (0..USERS).map(|n| format!("user{n}")).collect();
+    expected.sort();
+    assert_eq!(accepted, expected, "one accept per user");
 }
 
 /// Status-Server, answered on the receive loop without the store.

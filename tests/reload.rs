@@ -7,12 +7,13 @@ mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::crowd;
 use common::raw::{Client, access_request, random_authenticator, verified_reply};
 use common::scrape::{self, METRICS_ON};
 use common::{Options, PIN, SECRET, Server, radclient};
-use otpgate::radius::packet::{attr, code};
+use otpgate::radius::packet::code;
 
 const SECOND_NAS: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
@@ -138,89 +139,13 @@ const THREADS: usize = 20;
 const OLD_PROMPT: &str = "Enter the code sent to";
 const NEW_PROMPT: &str = "Reloaded: the code for";
 
-/// The SMS text sent to `number` (digits, as the spool's To: line has it).
-fn sms_to(server: &Server, number: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let header = format!("To: {number}\n");
-    loop {
-        for entry in std::fs::read_dir(server.spool())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if entry.file_name().to_string_lossy().starts_with('.') {
-                continue;
-            }
-            if let Ok(content) = std::fs::read_to_string(entry.path())
-                && content.starts_with(&header)
-                && let Some((_, text)) = content.split_once("\n\n")
-            {
-                return text.to_string();
-            }
-        }
-        assert!(Instant::now() < deadline, "no SMS to {number}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// One login of `user`: the PIN gets a challenge, State + the OTP from the spool gets an
-/// Access-Accept, each on the first send. Returns the challenge's Reply-Message.
-fn flow(server: &Server, client: &Client, n: usize) -> Result<String, String> {
-    let user = format!("user{n}");
-    let identifier = (n % 128) as u8 * 2;
-    let authenticator = random_authenticator();
-    let reply = client
-        .exchange(&access_request(
-            identifier,
-            authenticator,
-            &user,
-            PIN,
-            true,
-            &[],
-        ))
-        .ok_or(format!("{user}: no reply to the PIN"))?;
-    let packet = verified_reply(&reply, &authenticator);
-    if packet.code != code::ACCESS_CHALLENGE {
-        return Err(format!("{user}: the PIN got code {}", packet.code));
-    }
-    let state = packet.first(attr::STATE).ok_or("no State")?.to_vec();
-    let prompt =
-        String::from_utf8_lossy(packet.first(attr::REPLY_MESSAGE).unwrap_or_default()).into_owned();
-    let otp = common::otp_of(&sms_to(server, &format!("4917055{n:05}")));
-    let authenticator = random_authenticator();
-    let reply = client
-        .exchange(&access_request(
-            identifier + 1,
-            authenticator,
-            &user,
-            &otp,
-            true,
-            &[(attr::STATE, &state)],
-        ))
-        .ok_or(format!("{user}: no reply to the answer"))?;
-    match verified_reply(&reply, &authenticator).code {
-        code::ACCESS_ACCEPT => Ok(prompt),
-        other => Err(format!("{user}: the answer got code {other}")),
-    }
-}
-
 #[test]
 fn two_hundred_logins_running_through_a_reload_all_complete() {
     let (dir, config) = Server::prepare(&Options {
         limits_extra: "per_token_hour = 0\nper_token_day = 0\nper_phone_hour = 0".into(),
         ..Options::default()
     });
-    let users = dir.path().join("users.csv");
-    let tokens = dir.path().join("tokens.csv");
-    let mut user_lines = String::from("name,phone\n");
-    let mut token_lines = String::from("user,pin\n");
-    for n in 0..FLOWS {
-        user_lines.push_str(&format!("user{n},+4917055{n:05}\n"));
-        token_lines.push_str(&format!("user{n},{PIN}\n"));
-    }
-    std::fs::write(&users, user_lines).unwrap();
-    std::fs::write(&tokens, token_lines).unwrap();
-    common::import_csv(&config, &users, &tokens);
+    crowd::enroll(&config, dir.path(), FLOWS);
     let server = Server::start(dir, config);
 
     let done = AtomicUsize::new(0);
@@ -233,7 +158,7 @@ fn two_hundred_logins_running_through_a_reload_all_complete() {
                     (t..FLOWS)
                         .step_by(THREADS)
                         .map(|n| {
-                            let result = flow(server, &client, n);
+                            let result = crowd::flow(server, &client, &client, n);
                             done.fetch_add(1, Ordering::SeqCst);
                             result
                         })

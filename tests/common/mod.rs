@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod background;
+pub mod crowd;
 pub mod freeradius;
 pub mod http_peer;
 pub mod peers;
