@@ -8,6 +8,7 @@
 #   BENCH_QUICK=1 bench/run.sh   # smoke run
 #   BENCH_ONLY="status default" bench/run.sh   # some sections: status default cheap open isolation flood pg radsec directory
 #   BENCH_METRICS=1 bench/run.sh  # with [metrics] on, scraped once a second as Prometheus would
+#   BENCH_ONLY=pg BENCH_PG_POOL=2 bench/run.sh  # the PostgreSQL nodes with another database_pool
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,8 @@ flood_pin_queue=${BENCH_FLOOD_PIN_QUEUE:-}
 bench_pin_queue=${BENCH_PIN_QUEUE:-64}
 secret=bench-shared-secret-0123456789
 metrics=${BENCH_METRICS:-0}
+# [server] database_pool of the PostgreSQL nodes; empty: the default.
+pg_pool=${BENCH_PG_POOL:-}
 
 command -v freeradius >/dev/null || { echo "needs Debian's freeradius (apt-get install freeradius)"; exit 1; }
 cargo build --release --bins --quiet
@@ -400,6 +403,7 @@ reply_statements() { psql_pg "$1" "SELECT coalesce(sum(calls), 0) FROM pg_stat_s
 pg_config() {
   write_config "$1" "$2" 8 1
   sed -i "s|^database = .*|database = \"postgres://otpgate@127.0.0.1:$pg_port/$3\"\nnode_name = \"$4\"|" "$1/otpgate.toml"
+  [ -z "$pg_pool" ] || sed -i "s|^node_name = .*|&\ndatabase_pool = $pg_pool|" "$1/otpgate.toml"
 }
 flow_run() { # OUT SERVER [ANSWER_SERVER] -- PIDS...
   local out=$1 server=$2 answer=$3; shift 3
@@ -437,10 +441,11 @@ row "Full flows/s, cheap hash, PostgreSQL, one node (target >= 2000)" "$(json "$
 row "  otpgate CPU per flow, ms / PostgreSQL CPU per flow, ms" "$(json "$dir/flow.json" server_cpu_ms_per_op) / $(json "$dir/flow.json" database_cpu_ms_per_op)"
 row "  reply-path round trips per flow (target <= 3: PIN 2, answer 1)" "$(ratio "$statements" "$completed")" "$statements statements for $completed flows (pg_stat_statements)"
 row "  PIN step p50 / answer step p50, ms" "$(step "$dir/flow.json" "first reply" p50_ms) / $(step "$dir/flow.json" answer p50_ms)"
-# PostgreSQL's own floor on this machine: a flow commits three transactions that lock or
-# write a row; pgbench runs the cheapest such transaction (one row, by index) with the same
-# durable settings, and its CPU per transaction times three is what no store code can go
-# under.
+# PostgreSQL's cost of one statement on this machine: pgbench runs the cheapest transaction
+# that locks or writes a row (one row, by index) with the same durable settings. A flow alone
+# would commit three such transactions (three times this); under load the store threads put
+# the logins, starts and answers that queued beside each other in one statement, so a flow
+# pays a share of one (the round trips per flow above).
 pg_cpu_ticks() { { awk '{print $14 + $15 + $16 + $17}' "/proc/$postmaster/stat"
   for p in $(pgrep -P "$postmaster"); do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null; done; } | awk '{s += $1} END {print s}'; }
 printf '\\set i random(0, %d)\nUPDATE tokens SET pending = pending WHERE user_name = %s || lpad(:i::text, 6, %s);\n' \
@@ -451,7 +456,7 @@ sleep 0.3
 ticks_after=$(pg_cpu_ticks)
 one_row_txns=$(echo "$one_row" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')
 one_row_us=$(python3 -c "import sys; print(round((int(sys.argv[2]) - int(sys.argv[1])) * 1e6 / int(sys.argv[4]) / int(sys.argv[3]), 1))" "$ticks_before" "$ticks_after" "$one_row_txns" "$(getconf CLK_TCK)")
-row "  PostgreSQL CPU per one-row write transaction (pgbench), us; x3 per flow, ms" "$one_row_us" "$(python3 -c "import sys; print(round(3 * float(sys.argv[1]) / 1000, 2))" "$one_row_us") ms of the flow's $(json "$dir/flow.json" database_cpu_ms_per_op)"
+row "  PostgreSQL CPU per one-row write transaction (pgbench), us; x3, ms" "$one_row_us" "$(python3 -c "import sys; print(round(3 * float(sys.argv[1]) / 1000, 2))" "$one_row_us") ms: three statements of a flow alone, against the flow's $(json "$dir/flow.json" database_cpu_ms_per_op) ms in batches"
 
 # Two nodes on one database: the PIN step on node 1, the answer on node 2.
 "$pg_bin/createdb" -h 127.0.0.1 -p "$pg_port" -U otpgate two

@@ -2,10 +2,12 @@
 //! connections (r2d2) of the synchronous `postgres` client, each with its own cache of
 //! prepared statements, and versioned migrations applied at start-up under an advisory lock.
 //!
-//! Every attack bound is one call of a plpgsql function (`postgres_bounds`), so one round
-//! trip that decides with the rows locked; the other calls are single statements or, for the
-//! admin's bulk writes, one transaction. TLS is not supported yet: connect over loopback, a
-//! private network or a TLS tunnel (NoTls).
+//! Every attack bound is one statement, so one round trip and one transaction that decides
+//! with its rows locked: plain SQL (`postgres_statements`) or, for a challenge's start, a
+//! plpgsql function (`postgres_bounds`). The login path's calls come in batches
+//! (`postgres_login`): the logins, starts and answers that queued beside each other share
+//! one statement. The admin's bulk writes are one transaction each. TLS is not supported
+//! yet: connect over loopback, a private network or a TLS tunnel (NoTls).
 
 pub use crate::config::database::{is_url, masked_url};
 use std::collections::HashMap;

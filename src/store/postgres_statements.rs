@@ -12,10 +12,14 @@
 //! the values decided from it. Rows are locked in the order the other statements use: a
 //! token before its challenges, tokens in serial order.
 //!
-//! What cannot be one statement: `otpgate_start_challenge` counts SMS sends and looks for
-//! the open challenge *after* waiting for locks, and a statement's snapshot is taken before
-//! it waits; that function stays plpgsql, whose every statement sees what committed before
-//! it started.
+//! What cannot be plain SQL: `otpgate_start_challenge` counts SMS sends and looks for the
+//! open challenge *after* waiting for locks, and a statement's snapshot is taken before it
+//! waits; that function stays plpgsql, whose every statement sees what committed before it
+//! started (`otpgate_start_challenges` runs it for each member of a batch).
+//!
+//! `BEGIN_LOGINS` and `ANSWERS` take a batch (`postgres_login`): arrays of their members,
+//! one row per member (tagged with its position), the rows they lock taken together in the
+//! same order.
 
 /// The failure claim (DESIGN section 8; `sqlite_bounds::claim_failure`, the reference) on
 /// the token row `h`, locked and read at its newest version, with the rules in `p` (`now`,
@@ -189,7 +193,7 @@ ORDER BY w.at, d.serial"
 );
 
 /// `Store::claim_failures` on distinct serials: $1 serials, then the rules as in
-/// `BEGIN_LOGIN`. One row: the claims, in the order of $1.
+/// `BEGIN_LOGINS`. One row: the claims, in the order of $1.
 pub(super) const CLAIM_FAILURES: &str = concat!(
     "/* otpgate claim_failures */ WITH ",
     claim_rules!("$2", "$3", "$4", "$5", "$6"),
