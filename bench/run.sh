@@ -9,6 +9,7 @@
 #   BENCH_ONLY="status default" bench/run.sh   # some sections: status default cheap open isolation flood pg radsec directory
 #   BENCH_METRICS=1 bench/run.sh  # with [metrics] on, scraped once a second as Prometheus would
 #   BENCH_ONLY=pg BENCH_PG_POOL=2 bench/run.sh  # the PostgreSQL nodes with another database_pool
+#   BENCH_OTPGATE=/tmp/otpgate-old bench/run.sh  # another build of the server
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,7 +34,8 @@ pg_pool=${BENCH_PG_POOL:-}
 
 command -v freeradius >/dev/null || { echo "needs Debian's freeradius (apt-get install freeradius)"; exit 1; }
 cargo build --release --bins --quiet
-otpgate=$PWD/target/release/otpgate
+# BENCH_OTPGATE: another build of the server (an older commit's, to compare in turns).
+otpgate=${BENCH_OTPGATE:-$PWD/target/release/otpgate}
 bench=$PWD/target/release/otpgate-bench
 work=$(mktemp -d)
 pids=()

@@ -20,8 +20,7 @@ use crate::config::SendCaps;
 /// Members waiting for a thread; one queued job takes them (`take`).
 pub(super) struct Batch<I> {
     pending: Mutex<Vec<I>>,
-    /// The most one job takes: a batch holds its rows' locks until it commits, so a big one
-    /// would keep other requests for those rows waiting.
+    /// The most one job takes (`Store::batch_limit`).
     max: usize,
 }
 
@@ -53,9 +52,6 @@ impl<I> Batch<I> {
         }
     }
 }
-
-/// The most logins or answers one statement takes.
-pub(super) const MAX_LOGIN_BATCH: usize = 16;
 
 /// A login waiting to begin (`StoreThread::begin_login`).
 pub(super) struct Login {

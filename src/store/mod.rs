@@ -420,6 +420,13 @@ pub trait Store: Send + Sync {
         1
     }
 
+    /// How many logins, starts or answers one call of `begin_logins`, `start_challenges` or
+    /// `answer_challenges` takes (`StoreThread`): 1 by default, each call alone, as soon as
+    /// it is done. A networked store takes more, for the round trip and commit they share.
+    fn batch_limit(&self) -> usize {
+        1
+    }
+
     /// The store's own counters for the periodic counters line, `name=n` non-zero only;
     /// empty by default.
     fn counters(&self) -> String {

@@ -679,6 +679,10 @@ impl Store for PostgresStore {
         self.pool_size as usize
     }
 
+    fn batch_limit(&self) -> usize {
+        postgres_login::MAX_BATCH
+    }
+
     /// `pg_counter_moved=N`: new challenges that took two round trips because their token's
     /// counter moved since the login read it.
     fn counters(&self) -> String {

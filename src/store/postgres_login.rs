@@ -19,6 +19,10 @@ use super::{
     StartAsk, Started, Store, StoreError, StoreResult, Unusable, UserRow,
 };
 
+/// The most members one statement takes: a batch holds its rows' locks until it commits,
+/// so a big one would keep other requests for those rows waiting longer.
+pub(super) const MAX_BATCH: usize = 16;
+
 /// Splits `members` into rounds one statement can take each: runs of members with equal
 /// `rules` and distinct `key`s, a member that would break the run starting the next. Rounds
 /// run in order, so every member is decided after the ones before it, as if alone.

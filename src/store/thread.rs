@@ -7,7 +7,8 @@
 //! Argon2. Store threads own the order instead; under load they take call after call
 //! without sleeping. SQLite serialises writers anyway, so it gets exactly one thread (and
 //! calls run in the order queued); PostgreSQL gets one per pooled connection
-//! (`database_pool`), so that calls wait on the network side by side.
+//! (`database_pool`), so that calls wait on the network side by side, and takes the login
+//! path's calls that queued beside each other in one call (`batch`, `Store::batch_limit`).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Barrier, Condvar, Mutex};
@@ -15,7 +16,7 @@ use std::sync::{Arc, Barrier, Condvar, Mutex};
 use tokio::sync::Semaphore;
 
 use super::batch::{
-    self, Answering, Batch, ChallengeToStart, Login, MAX_LOGIN_BATCH, QueuedAudit, Starting,
+    self, Answering, Batch, ChallengeToStart, Login, QueuedAudit, Starting,
     StateAnswer,
 };
 use super::{Answer, AuditRow, FailureRules, LoginStart, Started, Store, StoreError, StoreResult};
@@ -107,6 +108,7 @@ impl StoreThread {
         limit: usize,
     ) -> std::io::Result<StoreThread> {
         let threads = threads.max(1);
+        let batch_limit = store.batch_limit();
         let queue = Arc::new(Queue {
             state: Mutex::new(QueueState {
                 jobs: VecDeque::new(),
@@ -141,9 +143,9 @@ impl StoreThread {
             threads,
             submitted: Arc::new(Semaphore::new(limit)),
             audit: Arc::new(Batch::new(usize::MAX)),
-            logins: Arc::new(Batch::new(MAX_LOGIN_BATCH)),
-            starts: Arc::new(Batch::new(MAX_LOGIN_BATCH)),
-            answers: Arc::new(Batch::new(MAX_LOGIN_BATCH)),
+            logins: Arc::new(Batch::new(batch_limit)),
+            starts: Arc::new(Batch::new(batch_limit)),
+            answers: Arc::new(Batch::new(batch_limit)),
         })
     }
 
