@@ -16,8 +16,7 @@ use std::sync::{Arc, Barrier, Condvar, Mutex};
 use tokio::sync::Semaphore;
 
 use super::batch::{
-    self, Answering, Batch, ChallengeToStart, Login, QueuedAudit, Starting,
-    StateAnswer,
+    self, Answering, Batch, ChallengeToStart, Login, QueuedAudit, Starting, StateAnswer,
 };
 use super::{Answer, AuditRow, FailureRules, LoginStart, Started, Store, StoreError, StoreResult};
 use crate::ops::metrics::Metrics;
@@ -109,6 +108,12 @@ impl StoreThread {
     ) -> std::io::Result<StoreThread> {
         let threads = threads.max(1);
         let batch_limit = store.batch_limit();
+        // Each call alone, at once, where the store does not batch.
+        let lanes = if batch_limit > 1 {
+            batch::LANES
+        } else {
+            usize::MAX
+        };
         let queue = Arc::new(Queue {
             state: Mutex::new(QueueState {
                 jobs: VecDeque::new(),
@@ -142,10 +147,11 @@ impl StoreThread {
             queue,
             threads,
             submitted: Arc::new(Semaphore::new(limit)),
-            audit: Arc::new(Batch::new(usize::MAX)),
-            logins: Arc::new(Batch::new(batch_limit)),
-            starts: Arc::new(Batch::new(batch_limit)),
-            answers: Arc::new(Batch::new(batch_limit)),
+            // Unbounded lanes: a row submitted before `flush` is in a job queued before it.
+            audit: Arc::new(Batch::new(usize::MAX, usize::MAX)),
+            logins: Arc::new(Batch::new(batch_limit, lanes)),
+            starts: Arc::new(Batch::new(batch_limit, lanes)),
+            answers: Arc::new(Batch::new(batch_limit, lanes)),
         })
     }
 
@@ -310,15 +316,22 @@ fn batch_job<I: Send + 'static>(
     run: fn(&dyn Store, Vec<I>),
 ) -> Job {
     Box::new(move |store| {
-        let (members, more) = batch.take();
-        if more
-            && queue
+        let queue_next = || {
+            if queue
                 .push([batch_job(queue.clone(), batch.clone(), run)])
                 .is_err()
-        {
-            tracing::error!("cannot run queued store calls: the store thread has stopped");
+            {
+                tracing::error!("cannot run queued store calls: the store thread has stopped");
+            }
+        };
+        let (members, more) = batch.take();
+        if more {
+            queue_next();
         }
         run(store, members);
+        if batch.done() {
+            queue_next();
+        }
     })
 }
 
