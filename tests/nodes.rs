@@ -298,7 +298,8 @@ fn the_pin_step_takes_two_round_trips_and_the_answer_one() {
 /// 120 users log in at once, the PIN on one node and the answer on the other, through nodes
 /// with two connections each: the logins, starts and answers queued beside each other share
 /// statements (fewer than one each), and each is still decided alone: every flow accepted,
-/// with one audit row of its own.
+/// with one audit row of its own. Logins under a name PostgreSQL cannot store, sent
+/// meanwhile, are refused alone and kept in the audit trail.
 #[test]
 fn flows_of_many_users_at_once_share_statements_and_each_is_decided_alone() {
     const USERS: usize = 120;
@@ -318,19 +319,39 @@ fn flows_of_many_users_at_once_share_statements_and_each_is_decided_alone() {
     );
     cluster.psql(&name, "CREATE EXTENSION pg_stat_statements");
     cluster.psql(&name, "SELECT pg_stat_statements_reset()");
-    let results = common::on_threads(USERS / 2, |w| {
-        let (pin_node, answer_node) = if w % 2 == 0 { (&a, &b) } else { (&b, &a) };
-        let (pin_client, answer_client) = (
-            Client::new(pin_node.address()),
-            Client::new(answer_node.address()),
-        );
-        [w, w + USERS / 2]
-            .into_iter()
-            .map(|n| crowd::flow(pin_node, &pin_client, &answer_client, n).map(|_| n))
-            .collect()
+    // Beside the flows, logins under a name with NUL in it, which PostgreSQL's text cannot
+    // hold: were one to reach a batch, the batch would fail for every flow in it.
+    const HOSTILE: usize = 40;
+    let (results, hostile) = std::thread::scope(|scope| {
+        let hostile = scope.spawn(|| {
+            let client = Client::new(a.address());
+            (0..HOSTILE)
+                .map(|i| {
+                    let authenticator = random_authenticator();
+                    let request =
+                        access_request(i as u8, authenticator, "mal\0lory", PIN, true, &[]);
+                    client
+                        .exchange(&request)
+                        .map(|reply| verified_reply(&reply, &authenticator).code)
+                })
+                .collect::<Vec<_>>()
+        });
+        let results = common::on_threads(USERS / 2, |w| {
+            let (pin_node, answer_node) = if w % 2 == 0 { (&a, &b) } else { (&b, &a) };
+            let (pin_client, answer_client) = (
+                Client::new(pin_node.address()),
+                Client::new(answer_node.address()),
+            );
+            [w, w + USERS / 2]
+                .into_iter()
+                .map(|n| crowd::flow(pin_node, &pin_client, &answer_client, n).map(|_| n))
+                .collect()
+        });
+        (results, hostile.join().unwrap())
     });
     let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
+    assert_eq!(hostile, vec![Some(code::ACCESS_REJECT); HOSTILE]);
     let calls = |statement: &str| -> u64 {
         reply_path_statements(&cluster, &name)
             .iter()
@@ -351,23 +372,39 @@ fn flows_of_many_users_at_once_share_statements_and_each_is_decided_alone() {
     );
     // The audit rows are written off the reply path: wait for them.
     let deadline = Instant::now() + Duration::from_secs(20);
-    let accepted = loop {
+    let (accepted, refused) = loop {
         let rows: Vec<serde_json::Value> =
             serde_json::from_str(&a.cli(&["audit", "--json", "--limit", "1000"], None)).unwrap();
+        let user = |r: &serde_json::Value| r["user"].as_str().unwrap_or("").to_string();
         let mut users: Vec<String> = rows
             .iter()
             .filter(|r| r["outcome"] == "accept")
-            .map(|r| r["user"].as_str().unwrap_or("").to_string())
+            .map(user)
             .collect();
-        if users.len() >= USERS || Instant::now() > deadline {
+        // Kept in the trail with the NUL replaced.
+        let refused = rows
+            .iter()
+            .filter(|r| user(r) == "mal\u{FFFD}lory" && r["outcome"] == "reject")
+            .count();
+        if (users.len() >= USERS && refused >= HOSTILE) || Instant::now() > deadline {
             users.sort();
-            break users;
+            break (users, refused);
         }
         std::thread::sleep(Duration::from_millis(100));
     };
     let mut expected: Vec<String> = (0..USERS).map(|n| format!("user{n}")).collect();
     expected.sort();
     assert_eq!(accepted, expected, "one accept per user");
+    assert_eq!(
+        refused,
+        HOSTILE,
+        "every NUL login in the audit trail: {}",
+        a.log()
+            .lines()
+            .filter(|l| l.contains("audit"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
 
 /// Status-Server, answered on the receive loop without the store.

@@ -279,6 +279,12 @@ impl Engine {
         let Some(password) = request.password.as_deref() else {
             return Ok(reject("no User-Password (only PAP is supported)"));
         };
+        // No user's name holds a control character (enrolment refuses them, and PostgreSQL's
+        // text cannot hold NUL): such a name goes no further, where a batch of logins would
+        // fail for every request that shares it.
+        if request.user_name.chars().any(char::is_control) {
+            return Ok(reject("a User-Name with a control character is no user's"));
+        }
         if request.first_factor == FirstFactor::Directory {
             return self.decide_directory(request, password).await;
         }

@@ -99,27 +99,53 @@ impl<I> Batch<I> {
 /// two, and 2,275-2,391 and 1,820-1,851 with a job per thread.
 pub(super) const LANES: usize = 1;
 
+/// A call waiting in a batch: what it asks, and where its result goes.
+pub(super) struct Waiting<A, O> {
+    pub ask: A,
+    pub reply: Sender<StoreResult<O>>,
+}
+
+/// What a waiting call asks, as the store's batch call takes it.
+pub(super) trait Ask {
+    type View<'a>
+    where
+        Self: 'a;
+    fn view(&self) -> Self::View<'_>;
+}
+
+/// Runs `call` on the views of the waiting asks, and hands each caller its result.
+fn answer_waiting<A: Ask, O>(
+    waiting: Vec<Waiting<A, O>>,
+    call: impl FnOnce(&[A::View<'_>]) -> Vec<StoreResult<O>>,
+) {
+    let views: Vec<A::View<'_>> = waiting.iter().map(|w| w.ask.view()).collect();
+    let results = call(&views);
+    drop(views);
+    for (w, result) in waiting.into_iter().zip(results) {
+        let _ = w.reply.send(result);
+    }
+}
+
 /// A login waiting to begin (`StoreThread::begin_login`).
 pub(super) struct Login {
     pub user: String,
     pub now: i64,
     pub rules: FailureRules,
-    pub reply: Sender<StoreResult<LoginStart>>,
 }
 
-pub(super) fn begin_logins(store: &dyn Store, logins: Vec<Login>) {
-    let asks: Vec<LoginAsk<'_>> = logins
-        .iter()
-        .map(|l| LoginAsk {
-            user: &l.user,
-            now: l.now,
-            rules: l.rules,
-        })
-        .collect();
-    let results = store.begin_logins(&asks);
-    for (login, result) in logins.into_iter().zip(results) {
-        let _ = login.reply.send(result);
+impl Ask for Login {
+    type View<'a> = LoginAsk<'a>;
+    fn view(&self) -> LoginAsk<'_> {
+        LoginAsk {
+            user: &self.user,
+            now: self.now,
+            rules: self.rules,
+        }
     }
+}
+
+pub(super) fn begin_logins(store: &dyn Store, logins: Vec<Waiting<Login, LoginStart>>) {
+    answer_waiting(logins, |asks| store.begin_logins(asks));
 }
 
 /// A right PIN's challenge waiting to start (`StoreThread::start_challenge`):
@@ -140,41 +166,33 @@ pub struct ChallengeToStart {
     pub code_mac: Box<dyn Fn(u64) -> Vec<u8> + Send>,
 }
 
-pub(super) struct Starting {
-    pub start: ChallengeToStart,
-    pub reply: Sender<StoreResult<Started>>,
+impl Ask for ChallengeToStart {
+    type View<'a> = StartAsk<'a>;
+    fn view(&self) -> StartAsk<'_> {
+        StartAsk {
+            start: ChallengeStart {
+                transaction_id: &self.transaction_id,
+                serial: &self.serial,
+                user: &self.user,
+                client: &self.client,
+                phone: &self.phone,
+                now: self.now,
+                expires: self.expires,
+                resend_interval_ms: self.resend_interval_ms,
+                caps: self.caps,
+            },
+            refund: &self.refund,
+            expected: Expected {
+                counter: self.expected_counter,
+                code_mac: &self.expected_mac,
+            },
+            code_mac: &self.code_mac,
+        }
+    }
 }
 
-pub(super) fn start_challenges(store: &dyn Store, starts: Vec<Starting>) {
-    let asks: Vec<StartAsk<'_>> = starts
-        .iter()
-        .map(|s| {
-            let c = &s.start;
-            StartAsk {
-                start: ChallengeStart {
-                    transaction_id: &c.transaction_id,
-                    serial: &c.serial,
-                    user: &c.user,
-                    client: &c.client,
-                    phone: &c.phone,
-                    now: c.now,
-                    expires: c.expires,
-                    resend_interval_ms: c.resend_interval_ms,
-                    caps: c.caps,
-                },
-                refund: &c.refund,
-                expected: Expected {
-                    counter: c.expected_counter,
-                    code_mac: &c.expected_mac,
-                },
-                code_mac: &c.code_mac,
-            }
-        })
-        .collect();
-    let results = store.start_challenges(&asks);
-    for (starting, result) in starts.into_iter().zip(results) {
-        let _ = starting.reply.send(result);
-    }
+pub(super) fn start_challenges(store: &dyn Store, starts: Vec<Waiting<ChallengeToStart, Started>>) {
+    answer_waiting(starts, |asks| store.start_challenges(asks));
 }
 
 /// A State + OTP answer waiting (`StoreThread::answer_state`).
@@ -187,28 +205,23 @@ pub struct StateAnswer {
     pub failures: FailureRules,
 }
 
-pub(super) struct Answering {
-    pub answer: StateAnswer,
-    pub reply: Sender<StoreResult<Answer>>,
+impl Ask for StateAnswer {
+    type View<'a> = AnswerClaim<'a>;
+    fn view(&self) -> AnswerClaim<'_> {
+        AnswerClaim {
+            target: ChallengeRef::Transaction(&self.transaction_id),
+            user: &self.user,
+            code_mac: &self.code_mac,
+            now: self.now,
+            max_attempts: self.max_attempts,
+            failures: self.failures,
+            claim_held: false,
+        }
+    }
 }
 
-pub(super) fn answer_challenges(store: &dyn Store, answers: Vec<Answering>) {
-    let claims: Vec<AnswerClaim<'_>> = answers
-        .iter()
-        .map(|a| AnswerClaim {
-            target: ChallengeRef::Transaction(&a.answer.transaction_id),
-            user: &a.answer.user,
-            code_mac: &a.answer.code_mac,
-            now: a.answer.now,
-            max_attempts: a.answer.max_attempts,
-            failures: a.answer.failures,
-            claim_held: false,
-        })
-        .collect();
-    let results = store.answer_challenges(&claims);
-    for (answering, result) in answers.into_iter().zip(results) {
-        let _ = answering.reply.send(result);
-    }
+pub(super) fn answer_challenges(store: &dyn Store, answers: Vec<Waiting<StateAnswer, Answer>>) {
+    answer_waiting(answers, |claims| store.answer_challenges(claims));
 }
 
 /// An audit row and its place among the submitted calls (`StoreThread::submit_audit`).

@@ -1023,18 +1023,11 @@ pub fn batches_decide_as_calls_one_after_another(batched: &dyn Store, single: &d
         rules: RULES,
     })
     .collect();
-    let begun: Vec<_> = batched
-        .begin_logins(&logins)
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    let one_by_one: Vec<_> = logins
-        .iter()
-        .map(|a| single.begin_login(a.user, a.now, &a.rules).unwrap())
-        .collect();
-    assert_eq!(begun, one_by_one);
+    let begun = same_as_one_by_one(&logins, batched.begin_logins(&logins), |a| {
+        single.begin_login(a.user, a.now, &a.rules)
+    });
     assert_eq!(
-        begun[7].claims,
+        begun[7].as_ref().unwrap().claims,
         vec![FailureClaim::Busy],
         "bob's fourth claim finds every failure claimed"
     );
@@ -1069,17 +1062,13 @@ pub fn batches_decide_as_calls_one_after_another(batched: &dyn Store, single: &d
         answer(ChallengeRef::Transaction("ta"), "alice", &right_a, 2_100),
         answer(ChallengeRef::Transaction("tb"), "alice", &right_b, 2_100),
     ];
-    let answered: Vec<_> = batched
-        .answer_challenges(&answers)
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    let one_by_one: Vec<_> = answers
+    let answered = same_as_one_by_one(&answers, batched.answer_challenges(&answers), |a| {
+        single.answer_challenge(a)
+    });
+    let outcomes: Vec<&AnswerOutcome> = answered
         .iter()
-        .map(|a| single.answer_challenge(a).unwrap())
+        .map(|a| &a.as_ref().unwrap().outcome)
         .collect();
-    assert_eq!(answered, one_by_one);
-    let outcomes: Vec<&AnswerOutcome> = answered.iter().map(|a| &a.outcome).collect();
     assert!(matches!(
         outcomes[2],
         AnswerOutcome::Wrong { attempts: 2, .. }
@@ -1118,17 +1107,9 @@ pub fn batches_decide_as_calls_one_after_another(batched: &dyn Store, single: &d
         ask(start("n3", "B1", "bob", 3_000), &[], b1 + 7, &mac_b1),
         ask(start("n4", "GONE", "alice", 3_000), &[], 0, &mac_s1),
     ];
-    let shown = |r: super::StoreResult<Started>| r.map_err(|e| e.to_string());
-    let started: Vec<_> = batched
-        .start_challenges(&asks)
-        .into_iter()
-        .map(shown)
-        .collect();
-    let one_by_one: Vec<_> = asks
-        .iter()
-        .map(|a| shown(single.start_challenge(&a.start, a.refund, &a.expected, a.code_mac)))
-        .collect();
-    assert_eq!(started, one_by_one);
+    let started = same_as_one_by_one(&asks, batched.start_challenges(&asks), |a| {
+        single.start_challenge(&a.start, a.refund, &a.expected, a.code_mac)
+    });
     assert!(matches!(started[0], Ok(Started::New(_))));
     assert!(matches!(started[1], Ok(Started::Again(_, Resend::TooSoon))));
     assert!(
@@ -1143,6 +1124,20 @@ pub fn batches_decide_as_calls_one_after_another(batched: &dyn Store, single: &d
         0,
         "refunded"
     );
+}
+
+/// A batch's results, asserted equal to those of `single` on each ask one after the other
+/// (errors by their text).
+fn same_as_one_by_one<A, T: PartialEq + std::fmt::Debug>(
+    asks: &[A],
+    batched: Vec<super::StoreResult<T>>,
+    single: impl Fn(&A) -> super::StoreResult<T>,
+) -> Vec<Result<T, String>> {
+    let shown = |r: super::StoreResult<T>| r.map_err(|e| e.to_string());
+    let batched: Vec<_> = batched.into_iter().map(shown).collect();
+    let one_by_one: Vec<_> = asks.iter().map(|a| shown(single(a))).collect();
+    assert_eq!(batched, one_by_one);
+    batched
 }
 
 pub fn run_all(fresh: &dyn Fn() -> Box<dyn Store>) {

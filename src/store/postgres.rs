@@ -581,6 +581,21 @@ const INSERT_AUDIT: &str =
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
 /// Calls `f` with the parameters of `INSERT_AUDIT` for `a`, written by `node`.
+/// `text` as PostgreSQL's text can hold it: NUL, which a request's values may carry (valid
+/// UTF-8 from a NAS), as U+FFFD. Left in, it would fail the insert of every row written with
+/// it in one transaction.
+fn pg_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+fn pg_optional_text(text: &Option<String>) -> Option<std::borrow::Cow<'_, str>> {
+    text.as_deref().map(pg_text)
+}
+
 fn with_audit_params<T>(
     a: &AuditRow,
     node: &str,
@@ -590,17 +605,18 @@ fn with_audit_params<T>(
         .then(|| serde_json::to_string(&a.attributes).unwrap_or_default());
     f(&[
         &a.time,
-        &a.client,
-        &a.nas_ip,
-        &a.nas_identifier,
-        &a.calling_station_id,
-        &a.user,
-        &a.serial,
-        &a.outcome,
-        &a.reason,
-        &a.phone_masked,
-        &a.gateway,
+        &pg_text(&a.client),
+        &pg_optional_text(&a.nas_ip),
+        &pg_optional_text(&a.nas_identifier),
+        &pg_optional_text(&a.calling_station_id),
+        &pg_text(&a.user),
+        &pg_optional_text(&a.serial),
+        &pg_text(&a.outcome),
+        &pg_text(&a.reason),
+        &pg_optional_text(&a.phone_masked),
+        &pg_optional_text(&a.gateway),
         &(a.duration_ms as i64),
+        // JSON writes NUL as an escape: nothing to replace.
         &attributes,
         &node,
     ])
@@ -1088,7 +1104,9 @@ impl Store for PostgresStore {
     /// as arrays, zipped back into rows by `unnest`.
     fn add_audit_rows(&self, rows: &[AuditRow]) -> StoreResult<()> {
         let column = |f: &dyn Fn(&AuditRow) -> Option<String>| -> Vec<Option<String>> {
-            rows.iter().map(f).collect()
+            rows.iter()
+                .map(|r| f(r).map(|text| pg_text(&text).into_owned()))
+                .collect()
         };
         let times: Vec<i64> = rows.iter().map(|r| r.time).collect();
         let durations: Vec<i64> = rows.iter().map(|r| r.duration_ms as i64).collect();

@@ -62,6 +62,17 @@ fn place<T>(slots: &mut [Option<StoreResult<T>>], round: &[usize], results: Stor
     }
 }
 
+/// A batch statement gives one row per member: anything else is refused, not guessed at.
+fn row_per_member(rows: &[Row], members: usize, statement: &str) -> StoreResult<()> {
+    if rows.len() == members {
+        return Ok(());
+    }
+    Err(StoreError::Database(format!(
+        "the {statement} statement gave {} rows for {members} members",
+        rows.len()
+    )))
+}
+
 fn collect<T>(slots: Vec<Option<StoreResult<T>>>) -> Vec<StoreResult<T>> {
     slots
         .into_iter()
@@ -237,13 +248,7 @@ fn answer_round(
             &failures.claim_ttl_ms,
         ],
     )?;
-    if rows.len() != members.len() {
-        return Err(StoreError::Database(format!(
-            "the answer statement gave {} rows for {} answers",
-            rows.len(),
-            members.len()
-        )));
-    }
+    row_per_member(&rows, members.len(), "answer")?;
     rows.iter().map(answer_from).collect()
 }
 
@@ -380,13 +385,7 @@ fn start_round<'a>(
             &MAC_GRACE_MS,
         ],
     )?;
-    if rows.len() != members.len() {
-        return Err(StoreError::Database(format!(
-            "the start statement gave {} rows for {} starts",
-            rows.len(),
-            members.len()
-        )));
-    }
+    row_per_member(&rows, members.len(), "start")?;
     let mut results = Vec::with_capacity(members.len());
     let mut moved = Vec::new();
     for (i, (m, row)) in members.iter().zip(&rows).enumerate() {

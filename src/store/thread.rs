@@ -15,9 +15,7 @@ use std::sync::{Arc, Barrier, Condvar, Mutex};
 
 use tokio::sync::Semaphore;
 
-use super::batch::{
-    self, Answering, Batch, ChallengeToStart, Login, QueuedAudit, Starting, StateAnswer,
-};
+use super::batch::{self, Batch, ChallengeToStart, Login, QueuedAudit, StateAnswer, Waiting};
 use super::{Answer, AuditRow, FailureRules, LoginStart, Started, Store, StoreError, StoreResult};
 use crate::ops::metrics::Metrics;
 
@@ -82,9 +80,9 @@ pub struct StoreThread {
     submitted: Arc<Semaphore>,
     /// Audit rows submitted and not yet taken by a write, each with its permit.
     audit: Arc<Batch<QueuedAudit>>,
-    logins: Arc<Batch<Login>>,
-    starts: Arc<Batch<Starting>>,
-    answers: Arc<Batch<Answering>>,
+    logins: Arc<Batch<Waiting<Login, LoginStart>>>,
+    starts: Arc<Batch<Waiting<ChallengeToStart, Started>>>,
+    answers: Arc<Batch<Waiting<StateAnswer, Answer>>>,
 }
 
 impl StoreThread {
@@ -173,9 +171,7 @@ impl StoreThread {
             let _ = sender.send(call(store));
         });
         self.queue.push([job])?;
-        receiver
-            .await
-            .map_err(|_| StoreError::Database("the store thread dropped a call".into()))?
+        receiver.await.map_err(|_| dropped())?
     }
 
     /// Queues `call` without waiting for it to run, for a write whose result no reply
@@ -228,43 +224,38 @@ impl StoreThread {
         now: i64,
         rules: FailureRules,
     ) -> StoreResult<LoginStart> {
-        let (reply, receiver) = tokio::sync::oneshot::channel();
-        let login = Login {
-            user,
-            now,
-            rules,
-            reply,
-        };
-        if self.logins.add(login) {
-            self.queue_batch(self.logins.clone(), batch::begin_logins)?;
-        }
-        receiver
+        let login = Login { user, now, rules };
+        self.in_batch(&self.logins, batch::begin_logins, login)
             .await
-            .map_err(|_| StoreError::Database("the store thread dropped a call".into()))?
     }
 
     /// `Store::start_challenge`, in one call with the starts queued beside it
     /// (`Store::start_challenges`).
     pub async fn start_challenge(&self, start: ChallengeToStart) -> StoreResult<Started> {
-        let (reply, receiver) = tokio::sync::oneshot::channel();
-        if self.starts.add(Starting { start, reply }) {
-            self.queue_batch(self.starts.clone(), batch::start_challenges)?;
-        }
-        receiver
+        self.in_batch(&self.starts, batch::start_challenges, start)
             .await
-            .map_err(|_| StoreError::Database("the store thread dropped a call".into()))?
     }
 
     /// `Store::answer_challenge` of a State + OTP answer, in one call with the answers
     /// queued beside it (`Store::answer_challenges`).
     pub async fn answer_state(&self, answer: StateAnswer) -> StoreResult<Answer> {
-        let (reply, receiver) = tokio::sync::oneshot::channel();
-        if self.answers.add(Answering { answer, reply }) {
-            self.queue_batch(self.answers.clone(), batch::answer_challenges)?;
-        }
-        receiver
+        self.in_batch(&self.answers, batch::answer_challenges, answer)
             .await
-            .map_err(|_| StoreError::Database("the store thread dropped a call".into()))?
+    }
+
+    /// Adds `ask` to `batch`, queueing the job that runs it with `run` unless one will, and
+    /// waits for its result.
+    async fn in_batch<A: Send + 'static, O: Send + 'static>(
+        &self,
+        batch: &Arc<Batch<Waiting<A, O>>>,
+        run: fn(&dyn Store, Vec<Waiting<A, O>>),
+        ask: A,
+    ) -> StoreResult<O> {
+        let (reply, receiver) = tokio::sync::oneshot::channel();
+        if batch.add(Waiting { ask, reply }) {
+            self.queue_batch(batch.clone(), run)?;
+        }
+        receiver.await.map_err(|_| dropped())?
     }
 
     /// Queues the job that takes `batch`'s waiting members and runs them with `run`.
@@ -297,15 +288,17 @@ impl StoreThread {
             }) as Job
         });
         self.queue.push(jobs)?;
-        receiver
-            .await
-            .map_err(|_| StoreError::Database("the store thread dropped a call".into()))
+        receiver.await.map_err(|_| dropped())
     }
 
     /// How many threads run calls.
     pub fn threads(&self) -> usize {
         self.threads
     }
+}
+
+fn dropped() -> StoreError {
+    StoreError::Database("the store thread dropped a call".into())
 }
 
 /// A job taking a batch's members; when more wait than it takes, it queues the next first,
