@@ -51,10 +51,13 @@ impl<I> Batch<I> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether a job should be queued now: members wait, none is queued, and a lane is free.
-    /// Marks it queued when so.
+    /// Whether a job should be queued now: members wait, none is queued, and a lane is free
+    /// or a full batch waits (so that a slow database bounds the batches' size, not the
+    /// throughput: `max` members a round trip on one lane would be all). Marks it queued
+    /// when so.
     fn wants_job(&self, state: &mut BatchState<I>) -> bool {
-        let wanted = !state.pending.is_empty() && !state.queued && state.running < self.lanes;
+        let lane = state.running < self.lanes || state.pending.len() >= self.max;
+        let wanted = !state.pending.is_empty() && !state.queued && lane;
         state.queued |= wanted;
         wanted
     }
@@ -241,24 +244,32 @@ mod tests {
 
     #[test]
     fn one_job_is_queued_while_members_wait_and_lanes_bound_the_running_ones() {
-        let batch = Batch::new(2, 1);
+        let batch = Batch::new(3, 1);
         assert!(batch.add(1), "the first member asks for a job");
         assert!(!batch.add(2), "the queued job will take it");
-        assert!(!batch.add(3));
         assert_eq!(batch.take(), (vec![1, 2], false), "the one lane is taken");
-        assert!(!batch.add(4), "waits for the running job");
+        assert!(!batch.add(3), "waits for the running job");
         assert!(batch.done(), "which asks for the next job when it ends");
-        assert_eq!(batch.take(), (vec![3, 4], false));
+        assert_eq!(batch.take(), (vec![3], false));
         assert!(!batch.done(), "nothing waits");
-        assert!(batch.add(5), "nothing runs: a new job");
+        assert!(batch.add(4), "nothing runs: a new job");
+    }
 
-        let wide = Batch::new(1, 2);
-        assert!(wide.add(1));
-        assert!(!wide.add(2));
-        assert_eq!(wide.take(), (vec![1], true), "a second lane for the rest");
-        assert_eq!(wide.take(), (vec![2], false));
-        assert!(!wide.add(3), "both lanes run");
-        assert!(wide.done());
-        assert!(!wide.done(), "the queued job takes member 3");
+    #[test]
+    fn a_full_batch_waiting_gets_a_job_beside_the_running_one() {
+        let batch = Batch::new(2, 1);
+        assert!(batch.add(1));
+        assert_eq!(batch.take(), (vec![1], false));
+        assert!(!batch.add(2), "not full: waits for the lane");
+        assert!(batch.add(3), "full: a job of its own");
+        assert!(!batch.add(4), "that job is queued");
+        assert_eq!(
+            batch.take(),
+            (vec![2, 3], false),
+            "4 alone waits for a lane"
+        );
+        assert!(!batch.done());
+        assert!(batch.done(), "the last lane frees: member 4's job");
+        assert_eq!(batch.take(), (vec![4], false));
     }
 }
