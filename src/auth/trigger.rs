@@ -85,18 +85,10 @@ impl Engine {
         let tid = TransactionId::random().map_err(|e| Failure::Other(e.to_string()))?;
         let validity_ms = millis(self.policy.challenge.validity.0);
         let (keys, digits) = (self.keys.clone(), token.otp_length);
-        let owned = (
-            tid.as_str().to_string(),
-            token.serial.clone(),
-            user.name.clone(),
-            request.client.clone(),
-            phone.e164().to_string(),
-        );
         let (resend_interval_ms, caps) = (
             millis(self.policy.limits.resend_interval),
             self.policy.limits.sends,
         );
-        let mac_seed = seed.clone();
         // The counter the login read: if no other request took it meanwhile, the store opens
         // the challenge with this MAC in one round trip.
         let expected_counter = token.counter;
@@ -104,16 +96,15 @@ impl Engine {
             &user.name,
             otp::hotp(&seed, expected_counter, digits).as_bytes(),
         );
-        let (transaction_id, serial, user_name, client, phone_e164) = owned;
-        let mac_user = user_name.clone();
+        let (mac_seed, mac_user) = (seed.clone(), user.name.clone());
         let started = self
             .store()
             .start_challenge(ChallengeToStart {
-                transaction_id,
-                serial,
-                user: user_name,
-                client,
-                phone: phone_e164,
+                transaction_id: tid.as_str().to_string(),
+                serial: token.serial.clone(),
+                user: user.name.clone(),
+                client: request.client.clone(),
+                phone: phone.e164().to_string(),
                 now,
                 expires: now.saturating_add(validity_ms),
                 resend_interval_ms,

@@ -1,10 +1,10 @@
 //! Calls that queue while the store threads are busy, taken by one thread together: the
 //! login path's begin_login, challenge start and State + OTP answer (`Store::begin_logins`,
 //! `Store::start_challenges`, `Store::answer_challenges`: on PostgreSQL one round trip and
-//! one commit for all), and the audit rows (one transaction). Under load a thread finds many waiting and the per-call
-//! cost of the database (a round trip, a plan to start, a commit) is paid once for them;
-//! with nothing waiting a call goes alone, as soon as a thread is free, so a batch never
-//! waits to fill.
+//! one commit for all), and the audit rows (one transaction). Under load a thread finds
+//! many waiting and the per-call cost of the database (a round trip, a plan to start, a
+//! commit) is paid once for them; with nothing waiting a call goes alone, as soon as a
+//! thread is free, so a batch never waits to fill.
 
 use std::sync::Mutex;
 

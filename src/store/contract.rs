@@ -994,10 +994,11 @@ pub fn enroll_first_makes_one_token(store: &dyn Store) {
     assert_eq!(store.tokens(Some("erin")).unwrap().len(), 1);
 }
 
-/// `begin_logins` and `answer_challenges` decide each member as the single calls would, one
-/// after the other: `batched` takes the batches, `single` the same calls one by one, and
-/// both end with the same results, tokens and challenges. The batches repeat users,
-/// transaction ids and tokens (by transaction id and by serial), and mix in the unknown.
+/// `begin_logins`, `answer_challenges` and `start_challenges` decide each member as the
+/// single calls would, one after the other: `batched` takes the batches, `single` the same
+/// calls one by one, and both end with the same results, tokens and challenges. The batches
+/// repeat users, transaction ids and tokens (by transaction id and by serial), and mix in
+/// the unknown.
 pub fn batches_decide_as_calls_one_after_another(batched: &dyn Store, single: &dyn Store) {
     for store in [batched, single] {
         enroll(store, "alice", "S1", "+491701234567");

@@ -10,6 +10,7 @@
 //! yet: connect over loopback, a private network or a TLS tunnel (NoTls).
 
 pub use crate::config::database::{is_url, masked_url};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -580,22 +581,22 @@ const INSERT_AUDIT: &str =
                         serial, outcome, reason, phone_masked, gateway, duration_ms, attributes, node)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
-/// Calls `f` with the parameters of `INSERT_AUDIT` for `a`, written by `node`.
 /// `text` as PostgreSQL's text can hold it: NUL, which a request's values may carry (valid
 /// UTF-8 from a NAS), as U+FFFD. Left in, it would fail the insert of every row written with
 /// it in one transaction.
-fn pg_text(text: &str) -> std::borrow::Cow<'_, str> {
+fn pg_text(text: &str) -> Cow<'_, str> {
     if text.contains('\0') {
-        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
+        Cow::Owned(text.replace('\0', "\u{FFFD}"))
     } else {
-        std::borrow::Cow::Borrowed(text)
+        Cow::Borrowed(text)
     }
 }
 
-fn pg_optional_text(text: &Option<String>) -> Option<std::borrow::Cow<'_, str>> {
+fn pg_optional_text(text: &Option<String>) -> Option<Cow<'_, str>> {
     text.as_deref().map(pg_text)
 }
 
+/// Calls `f` with the parameters of `INSERT_AUDIT` for `a`, written by `node`.
 fn with_audit_params<T>(
     a: &AuditRow,
     node: &str,
@@ -1103,27 +1104,29 @@ impl Store for PostgresStore {
     /// One statement (so one round trip and one commit) for the whole batch: the columns
     /// as arrays, zipped back into rows by `unnest`.
     fn add_audit_rows(&self, rows: &[AuditRow]) -> StoreResult<()> {
-        let column = |f: &dyn Fn(&AuditRow) -> Option<String>| -> Vec<Option<String>> {
-            rows.iter()
-                .map(|r| f(r).map(|text| pg_text(&text).into_owned()))
-                .collect()
+        let column = |f: &dyn Fn(&AuditRow) -> Option<&str>| -> Vec<Option<Cow<'_, str>>> {
+            rows.iter().map(|r| f(r).map(pg_text)).collect()
         };
         let times: Vec<i64> = rows.iter().map(|r| r.time).collect();
         let durations: Vec<i64> = rows.iter().map(|r| r.duration_ms as i64).collect();
-        let clients = column(&|r| Some(r.client.clone()));
-        let nas_ips = column(&|r| r.nas_ip.clone());
-        let nas_identifiers = column(&|r| r.nas_identifier.clone());
-        let stations = column(&|r| r.calling_station_id.clone());
-        let users = column(&|r| Some(r.user.clone()));
-        let serials = column(&|r| r.serial.clone());
-        let outcomes = column(&|r| Some(r.outcome.clone()));
-        let reasons = column(&|r| Some(r.reason.clone()));
-        let phones = column(&|r| r.phone_masked.clone());
-        let gateways = column(&|r| r.gateway.clone());
-        let attributes = column(&|r| {
-            (!r.attributes.is_empty())
-                .then(|| serde_json::to_string(&r.attributes).unwrap_or_default())
-        });
+        let clients = column(&|r| Some(r.client.as_str()));
+        let nas_ips = column(&|r| r.nas_ip.as_deref());
+        let nas_identifiers = column(&|r| r.nas_identifier.as_deref());
+        let stations = column(&|r| r.calling_station_id.as_deref());
+        let users = column(&|r| Some(r.user.as_str()));
+        let serials = column(&|r| r.serial.as_deref());
+        let outcomes = column(&|r| Some(r.outcome.as_str()));
+        let reasons = column(&|r| Some(r.reason.as_str()));
+        let phones = column(&|r| r.phone_masked.as_deref());
+        let gateways = column(&|r| r.gateway.as_deref());
+        // JSON writes NUL as an escape: nothing to replace.
+        let attributes: Vec<Option<String>> = rows
+            .iter()
+            .map(|r| {
+                (!r.attributes.is_empty())
+                    .then(|| serde_json::to_string(&r.attributes).unwrap_or_default())
+            })
+            .collect();
         self.conn()?.execute(
             "INSERT INTO audit (time, client, nas_ip, nas_identifier, calling_station_id, user_name,
                                 serial, outcome, reason, phone_masked, gateway, duration_ms,
@@ -1369,6 +1372,29 @@ mod tests {
         }
     }
 
+    /// A store on a fresh database of `cluster`, with the URL, and a challenge opened at
+    /// 1,000 for each (transaction id, serial, user), the user enrolled with that token.
+    fn with_challenges(
+        cluster: &PgCluster,
+        challenges: &[(&str, &str, &str)],
+    ) -> (String, PostgresStore) {
+        use crate::store::contract::{enroll, mac, start};
+        let url = cluster.fresh_database();
+        let store = PostgresStore::open(&url, &options("a")).unwrap();
+        for &(tid, serial, user) in challenges {
+            enroll(&store, user, serial, "+491701234567");
+            store
+                .open_challenge(&start(tid, serial, user, 1_000), &mac)
+                .unwrap();
+        }
+        (url, store)
+    }
+
+    /// A plain client on `url`, as another node's (or an admin's) connection.
+    fn other_client(url: &str) -> postgres::Client {
+        off_runtime(|| url.parse::<postgres::Config>().unwrap().connect(NoTls)).unwrap()
+    }
+
     #[test]
     fn keeps_the_store_contract() {
         let cluster = PgCluster::start();
@@ -1381,14 +1407,8 @@ mod tests {
     /// challenge: the locked rows make each answer one step for all of them.
     #[test]
     fn attempts_hold_across_connections_under_a_burst() {
-        use crate::store::contract::{enroll, mac, start};
         let cluster = PgCluster::start();
-        let url = cluster.fresh_database();
-        let first = PostgresStore::open(&url, &options("a")).unwrap();
-        enroll(&first, "alice", "S1", "+491701234567");
-        first
-            .open_challenge(&start("t1", "S1", "alice", 1_000), &mac)
-            .unwrap();
+        let (url, first) = with_challenges(&cluster, &[("t1", "S1", "alice")]);
         let shared = PostgresStore::open(&url, &options("b")).unwrap();
         let compared = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|scope| {
@@ -1504,14 +1524,8 @@ mod tests {
     /// released, the next purge does the work.
     #[test]
     fn purges_run_on_one_node_at_a_time() {
-        use crate::store::contract::{enroll, mac, start};
         let cluster = PgCluster::start();
-        let url = cluster.fresh_database();
-        let store = PostgresStore::open(&url, &options("a")).unwrap();
-        enroll(&store, "alice", "S1", "+491701234567");
-        store
-            .open_challenge(&start("t1", "S1", "alice", 1_000), &mac)
-            .unwrap();
+        let (url, store) = with_challenges(&cluster, &[("t1", "S1", "alice")]);
         let row = AuditRow {
             time: 1_000,
             client: "vpn".into(),
@@ -1523,8 +1537,7 @@ mod tests {
         store.append_audit(&row).unwrap();
         let later = 100 * 60_000;
         // The other node, purging: it holds the lock.
-        let mut other =
-            off_runtime(|| url.parse::<postgres::Config>().unwrap().connect(NoTls)).unwrap();
+        let mut other = other_client(&url);
         other
             .execute("SELECT pg_advisory_lock($1)", &[&PURGE_LOCK])
             .unwrap();
@@ -1550,19 +1563,9 @@ mod tests {
     /// for the next purge.
     #[test]
     fn a_purge_leaves_a_held_challenge_for_the_next() {
-        use crate::store::contract::{enroll, mac, start};
         let cluster = PgCluster::start();
-        let url = cluster.fresh_database();
-        let store = PostgresStore::open(&url, &options("a")).unwrap();
-        enroll(&store, "alice", "S1", "+491701234567");
-        enroll(&store, "bob", "B1", "+491701234568");
-        for (tid, serial, user) in [("t1", "S1", "alice"), ("t2", "B1", "bob")] {
-            store
-                .open_challenge(&start(tid, serial, user, 1_000), &mac)
-                .unwrap();
-        }
-        let mut other =
-            off_runtime(|| url.parse::<postgres::Config>().unwrap().connect(NoTls)).unwrap();
+        let (url, store) = with_challenges(&cluster, &[("t1", "S1", "alice"), ("t2", "B1", "bob")]);
+        let mut other = other_client(&url);
         let mut holding = other.transaction().unwrap();
         holding
             .execute(

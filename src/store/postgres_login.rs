@@ -23,43 +23,49 @@ use super::{
 /// so a big one would keep other requests for those rows waiting longer.
 pub(super) const MAX_BATCH: usize = 16;
 
-/// Splits `members` into rounds one statement can take each: runs of members with equal
-/// `rules` and distinct `key`s, a member that would break the run starting the next. Rounds
-/// run in order, so every member is decided after the ones before it, as if alone.
-fn rounds<T, R: PartialEq, K: PartialEq>(
+/// Runs `round` on each run of `members` one statement can take (members with equal
+/// `rules` and distinct `key`s, a member that would break the run starting the next), in
+/// order, so every member is decided after the ones before it, as if alone. A round's error
+/// is every member's result.
+fn in_rounds<T, O, R: PartialEq, K: PartialEq>(
     members: &[T],
     rules: impl Fn(&T) -> R,
     key: impl Fn(&T) -> K,
-) -> Vec<Vec<usize>> {
-    let mut rounds: Vec<Vec<usize>> = Vec::new();
-    for (i, member) in members.iter().enumerate() {
-        match rounds.last_mut() {
-            Some(round)
-                if rules(&members[round[0]]) == rules(member)
-                    && round.iter().all(|&j| key(&members[j]) != key(member)) =>
-            {
-                round.push(i)
-            }
-            _ => rounds.push(vec![i]),
+    mut round: impl FnMut(&[T]) -> StoreResult<Vec<StoreResult<O>>>,
+) -> Vec<StoreResult<O>> {
+    let mut results = Vec::with_capacity(members.len());
+    for run in runs(members, rules, key) {
+        match round(run) {
+            Ok(decided) => results.extend(decided),
+            Err(e) => results.extend(run.iter().map(|_| Err(e.clone()))),
         }
     }
-    rounds
+    results
 }
 
-/// Hands each member its result: `results` of a round, in its order, or its error for all.
-fn place<T>(slots: &mut [Option<StoreResult<T>>], round: &[usize], results: StoreResult<Vec<T>>) {
-    match results {
-        Ok(results) => {
-            for (&i, result) in round.iter().zip(results) {
-                slots[i] = Some(Ok(result));
-            }
-        }
-        Err(e) => {
-            for &i in round {
-                slots[i] = Some(Err(e.clone()));
-            }
+/// The runs `in_rounds` takes.
+fn runs<T, R: PartialEq, K: PartialEq>(
+    members: &[T],
+    rules: impl Fn(&T) -> R,
+    key: impl Fn(&T) -> K,
+) -> Vec<&[T]> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for (i, member) in members.iter().enumerate() {
+        let run = &members[start..i];
+        let fits = run
+            .first()
+            .is_none_or(|first| rules(first) == rules(member))
+            && run.iter().all(|m| key(m) != key(member));
+        if !fits {
+            runs.push(run);
+            start = i;
         }
     }
+    if start < members.len() {
+        runs.push(&members[start..]);
+    }
+    runs
 }
 
 /// A batch statement gives one row per member: anything else is refused, not guessed at.
@@ -73,32 +79,23 @@ fn row_per_member(rows: &[Row], members: usize, statement: &str) -> StoreResult<
     )))
 }
 
-fn collect<T>(slots: Vec<Option<StoreResult<T>>>) -> Vec<StoreResult<T>> {
-    slots
-        .into_iter()
-        .map(|slot| {
-            slot.unwrap_or_else(|| Err(StoreError::Database("a batch member had no result".into())))
-        })
-        .collect()
-}
-
 pub(super) fn begin_logins(
     store: &PostgresStore,
     asks: &[LoginAsk<'_>],
 ) -> Vec<StoreResult<LoginStart>> {
-    let mut slots: Vec<Option<StoreResult<LoginStart>>> = asks.iter().map(|_| None).collect();
-    for round in rounds(asks, |a| a.rules, |a| a.user) {
-        let members: Vec<&LoginAsk<'_>> = round.iter().map(|&i| &asks[i]).collect();
-        place(&mut slots, &round, begin_login_round(store, &members));
-    }
-    collect(slots)
+    in_rounds(
+        asks,
+        |a| a.rules,
+        |a| a.user,
+        |run| begin_login_round(store, run),
+    )
 }
 
 /// One `BEGIN_LOGINS` statement for members with distinct users and the same rules.
 fn begin_login_round(
     store: &PostgresStore,
-    members: &[&LoginAsk<'_>],
-) -> StoreResult<Vec<LoginStart>> {
+    members: &[LoginAsk<'_>],
+) -> StoreResult<Vec<StoreResult<LoginStart>>> {
     let Some(rules) = members.first().map(|m| m.rules) else {
         return Ok(Vec::new());
     };
@@ -115,12 +112,12 @@ fn begin_login_round(
             &rules.claim_ttl_ms,
         ],
     )?;
-    let mut starts = Vec::with_capacity(members.len());
-    for at in 1..=members.len() as i64 {
-        let of_member: Vec<&Row> = rows.iter().filter(|r| r.get::<_, i64>(1) == at).collect();
-        starts.push(login_start(&of_member));
-    }
-    Ok(starts)
+    Ok((1..=members.len() as i64)
+        .map(|at| {
+            let of_member: Vec<&Row> = rows.iter().filter(|r| r.get::<_, i64>(1) == at).collect();
+            Ok(login_start(&of_member))
+        })
+        .collect())
 }
 
 /// One member's `LoginStart` from its rows of `BEGIN_LOGINS`.
@@ -165,44 +162,60 @@ pub(super) fn answer_challenges(
     store: &PostgresStore,
     claims: &[AnswerClaim<'_>],
 ) -> Vec<StoreResult<Answer>> {
-    let mut slots: Vec<Option<StoreResult<Answer>>> = claims.iter().map(|_| None).collect();
-    for round in rounds(claims, |c| (c.max_attempts, c.failures), |c| c.target) {
-        // Answers of one token by different ways (two transaction ids, or one and the
-        // token's serial) are told apart by the statement: it answers the first and gives
-        // the others back, for the next statement.
-        let mut waiting = round;
-        while !waiting.is_empty() {
-            let members: Vec<&AnswerClaim<'_>> = waiting.iter().map(|&i| &claims[i]).collect();
-            match answer_round(store, &members) {
-                Ok(answers) => {
-                    let mut again = Vec::new();
-                    for (&i, answer) in waiting.iter().zip(answers) {
-                        match answer {
-                            Some(answer) => slots[i] = Some(Ok(answer)),
-                            None => again.push(i),
-                        }
-                    }
-                    if again.len() == waiting.len() {
-                        // Cannot happen (the first of every token is answered); never loop.
-                        place::<Answer>(
-                            &mut slots,
-                            &again,
-                            Err(StoreError::Database(
-                                "an answer batch made no progress".into(),
-                            )),
-                        );
-                        break;
-                    }
-                    waiting = again;
+    let rules = |c: &AnswerClaim<'_>| (c.max_attempts, c.failures);
+    in_rounds(
+        claims,
+        rules,
+        |c| c.target,
+        |run| Ok(answer_run(store, run)),
+    )
+}
+
+/// A run's answers. Answers of one token by different ways (two transaction ids, or one
+/// and the token's serial) are told apart by the statement: it answers the first and gives
+/// the others back, for the next statement. An error is the result of those not answered
+/// yet; the ones answered before it stand.
+fn answer_run(store: &PostgresStore, run: &[AnswerClaim<'_>]) -> Vec<StoreResult<Answer>> {
+    let mut results: Vec<Option<StoreResult<Answer>>> = run.iter().map(|_| None).collect();
+    let mut waiting: Vec<usize> = (0..run.len()).collect();
+    while !waiting.is_empty() {
+        let members: Vec<&AnswerClaim<'_>> = waiting.iter().map(|&i| &run[i]).collect();
+        let answers = match answer_round(store, &members) {
+            Ok(answers) => answers,
+            Err(e) => {
+                for &i in &waiting {
+                    results[i] = Some(Err(e.clone()));
                 }
-                Err(e) => {
-                    place::<Answer>(&mut slots, &waiting, Err(e));
-                    break;
-                }
+                break;
             }
+        };
+        let before = waiting.len();
+        waiting = waiting
+            .into_iter()
+            .zip(answers)
+            .filter_map(|(i, answer)| match answer {
+                Some(answer) => {
+                    results[i] = Some(Ok(answer));
+                    None
+                }
+                None => Some(i),
+            })
+            .collect();
+        if waiting.len() == before {
+            // Cannot happen (the first of every token is answered); never loop.
+            break;
         }
     }
-    collect(slots)
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(StoreError::Database(
+                    "an answer batch made no progress".into(),
+                ))
+            })
+        })
+        .collect()
 }
 
 /// One `ANSWERS` statement for members with the same rules and distinct targets: an answer
@@ -215,20 +228,13 @@ fn answer_round(
         return Ok(Vec::new());
     };
     let (max_attempts, failures) = (first.max_attempts, first.failures);
-    let mut tids: Vec<Option<&str>> = Vec::with_capacity(members.len());
-    let mut serials: Vec<Option<&str>> = Vec::with_capacity(members.len());
-    for m in members {
-        match m.target {
-            ChallengeRef::Transaction(tid) => {
-                tids.push(Some(tid));
-                serials.push(None);
-            }
-            ChallengeRef::OpenOf(serial) => {
-                tids.push(None);
-                serials.push(Some(serial));
-            }
-        }
-    }
+    let (tids, serials): (Vec<Option<&str>>, Vec<Option<&str>>) = members
+        .iter()
+        .map(|m| match m.target {
+            ChallengeRef::Transaction(tid) => (Some(tid), None),
+            ChallengeRef::OpenOf(serial) => (None, Some(serial)),
+        })
+        .unzip();
     let users: Vec<&str> = members.iter().map(|m| m.user).collect();
     let macs: Vec<&[u8]> = members.iter().map(|m| m.code_mac).collect();
     let nows: Vec<i64> = members.iter().map(|m| m.now).collect();
@@ -314,29 +320,22 @@ pub(super) fn start_challenges(
     store: &PostgresStore,
     asks: &[StartAsk<'_>],
 ) -> Vec<StoreResult<Started>> {
-    let mut slots: Vec<Option<StoreResult<Started>>> = asks.iter().map(|_| None).collect();
     // `otpgate_start_challenges` takes its members one after the other: any may share a
     // token, and none shares a transaction id.
     let rules = |a: &StartAsk<'_>| (a.start.resend_interval_ms, a.start.caps);
-    for round in rounds(asks, rules, |a| a.start.transaction_id) {
-        let members: Vec<&StartAsk<'_>> = round.iter().map(|&i| &asks[i]).collect();
-        match start_round(store, &members) {
-            Ok(results) => {
-                for (&i, result) in round.iter().zip(results) {
-                    slots[i] = Some(result);
-                }
-            }
-            Err(e) => place::<Started>(&mut slots, &round, Err(e)),
-        }
-    }
-    collect(slots)
+    in_rounds(
+        asks,
+        rules,
+        |a| a.start.transaction_id,
+        |run| start_round(store, run),
+    )
 }
 
 /// One `otpgate_start_challenges` call for members with the same rules; a member whose
 /// token's counter moved since its login read it then opens its challenge in two steps.
 fn start_round<'a>(
     store: &PostgresStore,
-    members: &[&StartAsk<'a>],
+    members: &[StartAsk<'a>],
 ) -> StoreResult<Vec<StoreResult<Started>>> {
     let Some(first) = members.first() else {
         return Ok(Vec::new());
@@ -345,17 +344,12 @@ fn start_round<'a>(
         .iter()
         .map(|l| i64::from(l.cap(&first.start.caps).0))
         .collect();
-    let mut refund: Vec<&str> = Vec::new();
-    let mut refund_of: Vec<i32> = Vec::new();
-    for (at, m) in (1..).zip(members) {
-        for serial in m.refund {
-            refund.push(serial);
-            refund_of.push(at);
-        }
-    }
-    let column = |f: fn(&StartAsk<'a>) -> &'a str| -> Vec<&'a str> {
-        members.iter().map(|m| f(m)).collect()
-    };
+    let (refund, refund_of): (Vec<&str>, Vec<i32>) = (1..)
+        .zip(members)
+        .flat_map(|(at, m)| m.refund.iter().map(move |serial| (serial.as_str(), at)))
+        .unzip();
+    let column =
+        |f: fn(&StartAsk<'a>) -> &'a str| -> Vec<&'a str> { members.iter().map(f).collect() };
     let expected: Vec<i64> = members
         .iter()
         .map(|m| i64::try_from(m.expected.counter).unwrap_or(-1))
@@ -386,32 +380,35 @@ fn start_round<'a>(
         ],
     )?;
     row_per_member(&rows, members.len(), "start")?;
-    let mut results = Vec::with_capacity(members.len());
-    let mut moved = Vec::new();
-    for (i, (m, row)) in members.iter().zip(&rows).enumerate() {
-        if row.get::<_, String>(0) == "counter_moved" {
-            moved.push(i);
-            results.push(Err(StoreError::Database("not started yet".into())));
-        } else {
-            results.push(started_from(&mut conn, row, &m.start, m.code_mac));
-        }
-    }
+    // None: the counter moved.
+    let started: Vec<Option<StoreResult<Started>>> = members
+        .iter()
+        .zip(&rows)
+        .map(|(m, row)| {
+            (row.get::<_, String>(0) != "counter_moved")
+                .then(|| started_from(&mut conn, row, &m.start, m.code_mac))
+        })
+        .collect();
     // The two steps check a connection out again: give this one back first.
     drop(conn);
-    for i in moved {
-        let m = members[i];
-        store.counter_moved_since_login(m.start.serial, m.expected.counter);
-        results[i] = store.open_challenge(&m.start, m.code_mac);
-    }
-    Ok(results)
+    Ok(members
+        .iter()
+        .zip(started)
+        .map(|(m, started)| {
+            started.unwrap_or_else(|| {
+                store.counter_moved_since_login(m.start.serial, m.expected.counter);
+                store.open_challenge(&m.start, m.code_mac)
+            })
+        })
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::rounds;
+    use super::runs;
 
     #[test]
-    fn rounds_are_runs_of_distinct_keys_and_equal_rules() {
+    fn runs_have_distinct_keys_and_equal_rules() {
         // (rules, key)
         let members = [
             (1, "a"),
@@ -422,10 +419,20 @@ mod tests {
             (1, "d"),
             (2, "c"),
         ];
-        let rounds = rounds(&members, |m| m.0, |m| m.1);
+        let runs: Vec<Vec<&str>> = runs(&members, |m| m.0, |m| m.1)
+            .iter()
+            .map(|run| run.iter().map(|m| m.1).collect())
+            .collect();
         assert_eq!(
-            rounds,
-            vec![vec![0, 1], vec![2], vec![3], vec![4, 5], vec![6]]
+            runs,
+            vec![
+                vec!["a", "b"],
+                vec!["a"],
+                vec!["c"],
+                vec!["a", "d"],
+                vec!["c"]
+            ]
         );
+        assert!(super::runs(&members[..0], |m| m.0, |m| m.1).is_empty());
     }
 }

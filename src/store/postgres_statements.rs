@@ -75,11 +75,11 @@ claims_written AS (
     };
 }
 
-/// The rules of a claim as a one-row relation `p`, from parameters `$now` to `$ttl`.
+/// The rules of a claim, as the columns of the relation `p` that `failure_claim!` reads
+/// (`now`, `max`, `clear_after`, `count`, `ttl`), from the expressions given.
 macro_rules! claim_rules {
     ($now:literal, $max:literal, $clear_after:literal, $count:literal, $ttl:literal) => {
         concat!(
-            "p AS (SELECT ",
             $now,
             "::bigint AS now, ",
             $max,
@@ -89,7 +89,7 @@ macro_rules! claim_rules {
             $count,
             "::boolean AS count, ",
             $ttl,
-            "::bigint AS ttl)"
+            "::bigint AS ttl"
         )
     };
 }
@@ -174,8 +174,9 @@ h AS MATERIALIZED (
 ),
 d AS MATERIALIZED (
     SELECT h.*, k.claim, n.writes, n.fail, n.pending AS n_pending, n.until, n.locked
-    FROM h JOIN (SELECT w.name, w.now, $3::bigint AS max, $4::bigint AS clear_after,
-                        $5::boolean AS count, $6::bigint AS ttl FROM w) p ON p.name = h.user_name",
+    FROM h JOIN (SELECT w.name, ",
+    claim_rules!("w.now", "$3", "$4", "$5", "$6"),
+    " FROM w) p ON p.name = h.user_name",
     failure_claim!(),
     "),",
     write_claims!(),
@@ -196,8 +197,9 @@ ORDER BY w.at, d.serial"
 /// `BEGIN_LOGINS`. One row: the claims, in the order of $1.
 pub(super) const CLAIM_FAILURES: &str = concat!(
     "/* otpgate claim_failures */ WITH ",
+    "p AS (SELECT ",
     claim_rules!("$2", "$3", "$4", "$5", "$6"),
-    ",
+    "),
 h AS MATERIALIZED (
     SELECT tk.* FROM tokens tk WHERE tk.serial = ANY ($1::text[]) ORDER BY tk.serial FOR UPDATE
 ),
@@ -328,8 +330,9 @@ decided AS MATERIALIZED (
                AND length(c.otp_mac) = length(g.mac) AND sha256(c.otp_mac) = sha256(g.mac)
                AS right_code
     FROM going g
-    CROSS JOIN LATERAL (SELECT g.now AS now, $8::bigint AS max, $9::bigint AS clear_after,
-                               true AS count, $10::bigint AS ttl) p
+    CROSS JOIN LATERAL (SELECT ",
+    claim_rules!("g.now", "$8", "$9", "true", "$10"),
+    ") p
     LEFT JOIN c ON c.c_at = g.at
     LEFT JOIN h ON h.serial = c.serial
     LEFT JOIN users u ON u.name = c.user_name",
