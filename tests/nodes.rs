@@ -304,19 +304,7 @@ fn the_pin_step_takes_two_round_trips_and_the_answer_one() {
 fn flows_of_many_users_at_once_share_statements_and_each_is_decided_alone() {
     const USERS: usize = 120;
     let cluster = PgCluster::start();
-    let url = cluster.fresh_database();
-    let name = url.rsplit('/').next().unwrap().to_string();
-    let options = |node: &str| Options {
-        limits_extra: "per_token_hour = 0\nper_token_day = 0\nper_phone_hour = 0".into(),
-        ..node_options(&url, node, "database_pool = 2\ndatabase_timeout = \"5s\"")
-    };
-    let (dir_a, config_a) = node_with(&options("node-a"), None);
-    crowd::enroll(&config_a, dir_a.path(), USERS);
-    let (dir_b, config_b) = node_with(&options("node-b"), Some(&dir_a.path().join("otpgate.key")));
-    let (a, b) = (
-        Server::start(dir_a, config_a),
-        Server::start(dir_b, config_b),
-    );
+    let (a, b, name) = crowd_nodes(&cluster, USERS);
     cluster.psql(&name, "CREATE EXTENSION pg_stat_statements");
     cluster.psql(&name, "SELECT pg_stat_statements_reset()");
     // Beside the flows, logins under a name with NUL in it, which PostgreSQL's text cannot
@@ -404,6 +392,154 @@ fn flows_of_many_users_at_once_share_statements_and_each_is_decided_alone() {
             .filter(|l| l.contains("audit"))
             .collect::<Vec<_>>()
             .join("\n")
+    );
+}
+
+/// Two nodes with two connections each on a fresh database, `users` of `crowd` enrolled
+/// through the first, and that database's name.
+fn crowd_nodes(cluster: &PgCluster, users: usize) -> (Server, Server, String) {
+    let url = cluster.fresh_database();
+    let name = url.rsplit('/').next().unwrap().to_string();
+    let options = |node: &str| Options {
+        limits_extra: "per_token_hour = 0\nper_token_day = 0\nper_phone_hour = 0".into(),
+        ..node_options(&url, node, "database_pool = 2\ndatabase_timeout = \"5s\"")
+    };
+    let (dir_a, config_a) = node_with(&options("node-a"), None);
+    crowd::enroll(&config_a, dir_a.path(), users);
+    let (dir_b, config_b) = node_with(&options("node-b"), Some(&dir_a.path().join("otpgate.key")));
+    (
+        Server::start(dir_a, config_a),
+        Server::start(dir_b, config_b),
+        name,
+    )
+}
+
+/// The audit rows of `server`'s database whose reason starts with `reason`, counted by user,
+/// once at least `expected` are in (they are written off the reply path) or 20 s passed.
+fn audited_by_user(
+    server: &Server,
+    reason: &str,
+    expected: usize,
+) -> std::collections::BTreeMap<String, usize> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_str(&server.cli(&["audit", "--json", "--limit", "5000"], None))
+                .unwrap();
+        let mut by_user = std::collections::BTreeMap::new();
+        for r in rows
+            .iter()
+            .filter(|r| r["reason"].as_str().unwrap_or("").starts_with(reason))
+        {
+            *by_user
+                .entry(r["user"].as_str().unwrap_or("").to_string())
+                .or_insert(0) += 1;
+        }
+        if by_user.values().sum::<usize>() >= expected || Instant::now() > deadline {
+            return by_user;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// 400 wrong PINs at once, 20 for each of 20 users, half on each node: the logins of
+/// different users share statements, and each user's failures still stop at max_failures
+/// (10): exactly 10 compared per user, every token locked.
+#[test]
+fn wrong_pins_of_many_users_at_once_lock_each_at_max_failures() {
+    const USERS: usize = 20;
+    let cluster = PgCluster::start();
+    let (a, b, name) = crowd_nodes(&cluster, USERS);
+    cluster.psql(&name, "CREATE EXTENSION pg_stat_statements");
+    cluster.psql(&name, "SELECT pg_stat_statements_reset()");
+    let replies = common::on_threads(2 * USERS, |w| {
+        let node = if w < USERS { &a } else { &b };
+        let client = Client::new(node.address());
+        let user = format!("user{}", w % USERS);
+        (0..10)
+            .map(|i| {
+                let authenticator = random_authenticator();
+                let request = access_request(i, authenticator, &user, "9999", true, &[]);
+                client
+                    .exchange(&request)
+                    .map(|reply| verified_reply(&reply, &authenticator).code)
+            })
+            .collect()
+    });
+    assert_eq!(replies, vec![Some(code::ACCESS_REJECT); 2 * USERS * 10]);
+    let logins = reply_path_statements(&cluster, &name)
+        .iter()
+        .filter(|(_, q)| q.contains("otpgate begin_logins"))
+        .map(|(calls, _)| calls)
+        .sum::<u64>();
+    assert!(logins < 400, "{logins} login statements for 400 logins");
+    let compared = audited_by_user(&a, "wrong PIN", USERS * 10);
+    let expected: std::collections::BTreeMap<String, usize> =
+        (0..USERS).map(|n| (format!("user{n}"), 10)).collect();
+    assert_eq!(compared, expected, "PINs compared per user over both nodes");
+    let tokens: Vec<serde_json::Value> =
+        serde_json::from_str(&b.cli(&["token", "list", "--json"], None)).unwrap();
+    assert_eq!(tokens.len(), USERS);
+    for token in &tokens {
+        assert_eq!(token["fail_count"], 10, "{token}");
+        assert_eq!(token["locked"], true, "{token}");
+    }
+}
+
+/// 20 users' challenges, each guessed 30 times at once (600 wrong answers, half on each
+/// node): the answers to different challenges share statements, and each challenge is still
+/// compared exactly max_attempts (3) times.
+#[test]
+fn wrong_answers_to_many_challenges_at_once_are_compared_max_attempts_each() {
+    const USERS: usize = 20;
+    let cluster = PgCluster::start();
+    let (a, b, name) = crowd_nodes(&cluster, USERS);
+    let states: Vec<Vec<u8>> = (0..USERS)
+        .map(|n| {
+            let authenticator = random_authenticator();
+            let request =
+                access_request(n as u8, authenticator, &format!("user{n}"), PIN, true, &[]);
+            let reply = Client::new(a.address()).exchange(&request).unwrap();
+            let packet = verified_reply(&reply, &authenticator);
+            assert_eq!(packet.code, code::ACCESS_CHALLENGE);
+            packet.first(attr::STATE).unwrap().to_vec()
+        })
+        .collect();
+    cluster.psql(&name, "CREATE EXTENSION pg_stat_statements");
+    cluster.psql(&name, "SELECT pg_stat_statements_reset()");
+    let replies = common::on_threads(2 * USERS, |w| {
+        let node = if w < USERS { &a } else { &b };
+        let client = Client::new(node.address());
+        let (user, state) = (format!("user{}", w % USERS), &states[w % USERS]);
+        (0..15)
+            .map(|i| {
+                let authenticator = random_authenticator();
+                let extra: Vec<(u8, &[u8])> = vec![(attr::STATE, state)];
+                let request = access_request(i, authenticator, &user, "000000", true, &extra);
+                client
+                    .exchange(&request)
+                    .map(|reply| verified_reply(&reply, &authenticator).code)
+            })
+            .collect()
+    });
+    assert!(
+        replies
+            .iter()
+            .all(|c| *c == Some(code::ACCESS_REJECT) || *c == Some(code::ACCESS_CHALLENGE)),
+        "every guess answered, none accepted"
+    );
+    let answers = reply_path_statements(&cluster, &name)
+        .iter()
+        .filter(|(_, q)| q.contains("otpgate answers"))
+        .map(|(calls, _)| calls)
+        .sum::<u64>();
+    assert!(answers < 600, "{answers} answer statements for 600 answers");
+    let compared = audited_by_user(&a, "wrong OTP", USERS * 3);
+    let expected: std::collections::BTreeMap<String, usize> =
+        (0..USERS).map(|n| (format!("user{n}"), 3)).collect();
+    assert_eq!(
+        compared, expected,
+        "codes compared per challenge over both nodes"
     );
 }
 
