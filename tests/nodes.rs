@@ -248,6 +248,20 @@ fn reply_path_statements(cluster: &PgCluster, name: &str) -> Vec<(u64, String)> 
         .collect()
 }
 
+/// How many times the statements tagged `statement` ran on the reply path in `name`.
+fn statement_calls(cluster: &PgCluster, name: &str, statement: &str) -> u64 {
+    reply_path_statements(cluster, name)
+        .iter()
+        .filter(|(_, q)| q.contains(statement))
+        .map(|(calls, _)| calls)
+        .sum()
+}
+
+/// `user0` .. `user{users - 1}`, each counted `count` times.
+fn each_user(users: usize, count: usize) -> std::collections::BTreeMap<String, usize> {
+    (0..users).map(|n| (format!("user{n}"), count)).collect()
+}
+
 fn total(statements: &[(u64, String)]) -> u64 {
     statements.iter().map(|(calls, _)| calls).sum()
 }
@@ -340,13 +354,7 @@ fn flows_of_many_users_at_once_share_statements_and_each_is_decided_alone() {
     let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
     assert_eq!(hostile, vec![Some(code::ACCESS_REJECT); HOSTILE]);
-    let calls = |statement: &str| -> u64 {
-        reply_path_statements(&cluster, &name)
-            .iter()
-            .filter(|(_, q)| q.contains(statement))
-            .map(|(calls, _)| calls)
-            .sum()
-    };
+    let calls = |statement| statement_calls(&cluster, &name, statement);
     let (logins, starts, answers) = (
         calls("otpgate begin_logins"),
         calls("otpgate_start_challenges"),
@@ -467,16 +475,14 @@ fn wrong_pins_of_many_users_at_once_lock_each_at_max_failures() {
             .collect()
     });
     assert_eq!(replies, vec![Some(code::ACCESS_REJECT); 2 * USERS * 10]);
-    let logins = reply_path_statements(&cluster, &name)
-        .iter()
-        .filter(|(_, q)| q.contains("otpgate begin_logins"))
-        .map(|(calls, _)| calls)
-        .sum::<u64>();
+    let logins = statement_calls(&cluster, &name, "otpgate begin_logins");
     assert!(logins < 400, "{logins} login statements for 400 logins");
     let compared = audited_by_user(&a, "wrong PIN", USERS * 10);
-    let expected: std::collections::BTreeMap<String, usize> =
-        (0..USERS).map(|n| (format!("user{n}"), 10)).collect();
-    assert_eq!(compared, expected, "PINs compared per user over both nodes");
+    assert_eq!(
+        compared,
+        each_user(USERS, 10),
+        "PINs compared per user over both nodes"
+    );
     let tokens: Vec<serde_json::Value> =
         serde_json::from_str(&b.cli(&["token", "list", "--json"], None)).unwrap();
     assert_eq!(tokens.len(), USERS);
@@ -528,17 +534,12 @@ fn wrong_answers_to_many_challenges_at_once_are_compared_max_attempts_each() {
             .all(|c| *c == Some(code::ACCESS_REJECT) || *c == Some(code::ACCESS_CHALLENGE)),
         "every guess answered, none accepted"
     );
-    let answers = reply_path_statements(&cluster, &name)
-        .iter()
-        .filter(|(_, q)| q.contains("otpgate answers"))
-        .map(|(calls, _)| calls)
-        .sum::<u64>();
+    let answers = statement_calls(&cluster, &name, "otpgate answers");
     assert!(answers < 600, "{answers} answer statements for 600 answers");
     let compared = audited_by_user(&a, "wrong OTP", USERS * 3);
-    let expected: std::collections::BTreeMap<String, usize> =
-        (0..USERS).map(|n| (format!("user{n}"), 3)).collect();
     assert_eq!(
-        compared, expected,
+        compared,
+        each_user(USERS, 3),
         "codes compared per challenge over both nodes"
     );
 }
